@@ -1,0 +1,43 @@
+"""tvb_torchfit: a configured TVB Simulator as a differentiable PyTorch simulation.
+
+Public API:
+
+* ``from_tvb(sim, ...)`` -> ``TorchSimulator``, the torch twin of a configured TVB ``Simulator``.
+* ``compare(sim, simulation_length)`` -> ``Comparison``: run TVB and its twin from the same start and
+  report, per monitor, the largest differences and the wall time of each.
+"""
+from typing import Union
+
+import torch
+
+from .adapter import read_simulator
+from .compare import Comparison, compare
+from .errors import NotConfiguredError, ParameterError, TVBTorchFitError, UnsupportedTVBObject
+from .simulator import TorchSimulator
+
+__version__ = "0.1.0"
+
+
+def from_tvb(sim, *, noise: str = "torch", exact: bool = False, batch: int = 1,
+             dtype: torch.dtype = torch.float64, device: Union[str, torch.device] = "cpu",
+             block: Union[int, None] = None, seed: Union[int, None] = None) -> TorchSimulator:
+    """The differentiable torch twin of a *configured* TVB ``Simulator``.
+
+    Everything is read from the TVB objects (connectivity, model parameters, coupling, integrator,
+    noise, monitors, current state and history); the TVB simulator is left untouched.
+
+    noise:  ``"torch"`` (default) draws from seeded ``torch.Generator``s, one per batch member
+            (seed: ``seed`` or the TVB noise's ``noise_seed``); ``"tvb"`` draws from a copy of the TVB
+            noise object's ``random_stream`` in TVB's order, so a stochastic run reproduces TVB's.
+    exact:  emulate TVB's float32 history buffer and float32 coupling sum (parity to the last digits);
+            the default float64 mode is for fitting.
+    batch:  number of independent simulations run in one pass (own noise streams; parameters may
+            differ per member: give them a leading batch axis, e.g. shape (batch, 1)).
+    block:  most steps whose delayed coupling is gathered at once (capped by the shortest delay).
+    """
+    return TorchSimulator(read_simulator(sim), noise=noise, exact=exact, batch=batch, dtype=dtype,
+                          device=device, block=block, seed=seed)
+
+
+__all__ = ["from_tvb", "compare", "Comparison", "TorchSimulator", "TVBTorchFitError",
+           "UnsupportedTVBObject", "NotConfiguredError", "ParameterError"]

@@ -1,0 +1,209 @@
+"""Read a configured TVB ``Simulator`` into plain arrays: the only module that reads TVB objects.
+
+Everything comes from the TVB objects as TVB configured them (never from defaults of our own):
+connectivity weights and integer delays for the simulator's dt and conduction speed, every model
+parameter as TVB holds it, the coupling's a and b, the integrator's dt, scheme and state
+boundaries, the noise's nsig and random stream, the monitors' periods, variables of interest and
+buffers, and the exact starting point (current state, history buffer, current step).
+Nothing is modified: arrays are copied and the random stream is deep-copied.
+"""
+import copy
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+from tvb.datatypes import equations
+from tvb.simulator import coupling as tvb_coupling
+from tvb.simulator import integrators as tvb_integrators
+from tvb.simulator import monitors as tvb_monitors
+from tvb.simulator import noise as tvb_noise
+from tvb.simulator.simulator import Simulator
+
+from .errors import NotConfiguredError, UnsupportedTVBObject
+from .integrators import SCHEMES
+from .models import MODELS
+from .monitors import time_ordered_stock
+
+SUPPORTED_MONITORS = ("Raw", "SubSample", "TemporalAverage", "Bold")
+
+
+@dataclass
+class MonitorSpec:
+    kind: str                              # one of SUPPORTED_MONITORS
+    voi: np.ndarray                        # indices into the model's variables of interest
+    istep: int = 1
+    stock: Optional[np.ndarray] = None     # TemporalAverage / Bold interim stock (steps, voi, N, 1)
+    interim_istep: int = 0                 # Bold
+    bold_stock: Optional[np.ndarray] = None
+    hrf_reversed: Optional[np.ndarray] = None
+    k1_V0: Optional[float] = None
+    tvb_name: str = ""
+
+
+@dataclass
+class SimulatorSpec:
+    model: type                            # the torch port (tvb_torchfit.models)
+    model_params: Dict[str, np.ndarray]    # TVB name -> (1,) or (N,)
+    model_voi: np.ndarray                  # state-variable indices observed by monitors
+    coupling_a: np.ndarray
+    coupling_b: np.ndarray
+    weights: np.ndarray                    # (N, N), rows are targets
+    idelays: np.ndarray                    # (N, N) int, in integration steps
+    horizon: int
+    dt: float
+    scheme: str                            # key of integrators.SCHEMES
+    stochastic: bool
+    nsig: Optional[np.ndarray]             # broadcastable to (nvar, N)
+    random_stream: Optional[np.random.RandomState]
+    noise_seed: int
+    lo: np.ndarray                         # (nvar,) state boundaries (-inf/inf where unbounded)
+    hi: np.ndarray
+    current_state: np.ndarray              # (nvar, N)
+    history: np.ndarray                    # (horizon, N) coupling variable, TVB buffer order
+    history_dtype: np.dtype
+    current_step: int
+    monitors: List[MonitorSpec] = field(default_factory=list)
+
+    @property
+    def n_nodes(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def nvar(self) -> int:
+        return len(self.model.state_variables)
+
+
+def _unsupported(what: str, obj, supported) -> UnsupportedTVBObject:
+    names = ", ".join(supported)
+    return UnsupportedTVBObject(f"{what} {type(obj).__name__} is not supported by tvb_torchfit; "
+                                f"supported: {names}.")
+
+
+def _check_configured(sim) -> None:
+    if not isinstance(sim, Simulator):
+        raise TypeError(f"expected a tvb.simulator.simulator.Simulator, got {type(sim).__name__}")
+    if sim.history is None or getattr(sim.connectivity, "idelays", None) is None or sim.current_state is None:
+        raise NotConfiguredError("the TVB Simulator is not configured: call sim.configure() before handing it "
+                                 "to tvb_torchfit (the delays, history and initial state come from configure()).")
+
+
+def _read_model(sim):
+    port = MODELS.get(type(sim.model))
+    if port is None:
+        raise _unsupported("model", sim.model, [cls.__name__ for cls in MODELS])
+    if sim.model.number_of_modes != 1:
+        raise UnsupportedTVBObject(f"model {type(sim.model).__name__} with {sim.model.number_of_modes} modes; "
+                                   "only single-mode models are supported.")
+    if list(sim.model.cvar) != [0]:
+        raise UnsupportedTVBObject(f"model {type(sim.model).__name__} with coupling variables "
+                                   f"{list(sim.model.cvar)}; the port couples state variable 0 only.")
+    n = sim.connectivity.number_of_regions
+    params = {}
+    for name in port.parameter_names:
+        value = np.array(getattr(sim.model, name), dtype=np.float64).reshape(-1)
+        if value.size not in (1, n):
+            raise UnsupportedTVBObject(f"model parameter {type(sim.model).__name__}.{name} has {value.size} values; "
+                                       f"expected 1 (global) or {n} (one per region).")
+        params[name] = value
+    voi = np.array([port.state_variables.index(v) for v in sim.model.variables_of_interest], dtype=np.int64)
+    return port, params, voi
+
+
+def _read_coupling(sim):
+    if type(sim.coupling) is not tvb_coupling.Linear:
+        raise _unsupported("coupling", sim.coupling, ["Linear"])
+    n = sim.connectivity.number_of_regions
+    out = []
+    for name in ("a", "b"):
+        value = np.array(getattr(sim.coupling, name), dtype=np.float64).reshape(-1)
+        if value.size not in (1, n):
+            raise UnsupportedTVBObject(f"coupling parameter Linear.{name} has {value.size} values; "
+                                       f"expected 1 or {n}.")
+        out.append(value)
+    return out
+
+
+def _read_integrator(sim, nvar: int):
+    integ = sim.integrator
+    name = type(integ).__name__
+    if name not in SCHEMES or type(integ) is not getattr(tvb_integrators, name):
+        raise _unsupported("integrator", integ, list(SCHEMES))
+    if integ.clamped_state_variable_values is not None:
+        raise UnsupportedTVBObject(f"integrator {name} with clamped state variables is not supported.")
+    lo = np.full(nvar, -np.inf)
+    hi = np.full(nvar, np.inf)
+    if integ.state_variable_boundaries is not None:
+        for idx, (l, h) in zip(integ.bounded_state_variable_indices, integ.state_variable_boundaries):
+            lo[idx], hi[idx] = l, h
+    stochastic = SCHEMES[name][1]
+    nsig = stream = None
+    seed = 0
+    if stochastic:
+        noise = integ.noise
+        if type(noise) is not tvb_noise.Additive:
+            raise _unsupported("noise", noise, ["Additive"])
+        if noise.ntau > 0:
+            raise UnsupportedTVBObject(f"coloured noise (Additive with ntau={noise.ntau}) is not supported; "
+                                       "use white noise (ntau=0).")
+        nsig = np.array(noise.nsig, dtype=np.float64)
+        n = sim.connectivity.number_of_regions
+        if nsig.ndim == 3:          # TVB's configured (nvar, N, modes)
+            nsig = nsig[..., 0]
+        elif nsig.shape == (nvar,):
+            nsig = nsig.reshape(nvar, 1)
+        elif nsig.size != 1 and nsig.shape not in ((n,), (nvar, n)):
+            raise UnsupportedTVBObject(f"noise.nsig of shape {nsig.shape}; expected (1,), ({nvar},), ({n},) "
+                                       f"or ({nvar}, {n}).")
+        stream = copy.deepcopy(noise.random_stream)
+        seed = int(noise.noise_seed)
+    return name, stochastic, lo, hi, nsig, stream, seed
+
+
+def monitor_name(mon) -> str:
+    """A short label for a TVB monitor (TVB's own ``str`` fails when no voi was given)."""
+    return f"{type(mon).__name__}(period={mon.period:g} ms)"
+
+
+def _read_monitor(mon, sim) -> MonitorSpec:
+    kind = type(mon).__name__
+    if kind not in SUPPORTED_MONITORS or type(mon) is not getattr(tvb_monitors, kind):
+        raise _unsupported("monitor", mon, SUPPORTED_MONITORS)
+    voi = np.array(mon.voi, dtype=np.int64)
+    spec = MonitorSpec(kind=kind, voi=voi, istep=int(mon.istep), tvb_name=monitor_name(mon))
+    step = int(sim.current_step)
+    if kind == "TemporalAverage":
+        spec.stock = np.array(mon._stock[: step % mon.istep])
+    elif kind == "Bold":
+        spec.interim_istep = int(mon._interim_istep)
+        spec.stock = np.array(mon._interim_stock[: step % spec.interim_istep])
+        spec.bold_stock = time_ordered_stock(np.array(mon._stock), step, spec.interim_istep)
+        spec.hrf_reversed = np.array(mon.hemodynamic_response_function, dtype=np.float64)[0]
+        if isinstance(mon.hrf_kernel, equations.FirstOrderVolterra):
+            spec.k1_V0 = float(mon.hrf_kernel.parameters["k_1"] * mon.hrf_kernel.parameters["V_0"])
+    return spec
+
+
+def read_simulator(sim) -> SimulatorSpec:
+    """Everything tvb_torchfit needs from a configured TVB Simulator, copied (the simulator is untouched)."""
+    _check_configured(sim)
+    if sim.surface is not None:
+        raise UnsupportedTVBObject("surface simulations are not supported; use a region simulation "
+                                   "(Simulator without surface).")
+    if sim.stimulus is not None:
+        raise UnsupportedTVBObject(f"stimulus {type(sim.stimulus).__name__} is not supported; "
+                                   "set Simulator.stimulus to None.")
+    port, params, voi = _read_model(sim)
+    a, b = _read_coupling(sim)
+    nvar = len(port.state_variables)
+    scheme, stochastic, lo, hi, nsig, stream, seed = _read_integrator(sim, nvar)
+    conn = sim.connectivity
+    buffer = np.asarray(sim.history.buffer)            # (horizon, ncvar, N, modes), float32 in TVB
+    return SimulatorSpec(
+        model=port, model_params=params, model_voi=voi, coupling_a=a, coupling_b=b,
+        weights=np.array(conn.weights, dtype=np.float64), idelays=np.array(conn.idelays, dtype=np.int64),
+        horizon=int(buffer.shape[0]), dt=float(sim.integrator.dt), scheme=scheme, stochastic=stochastic,
+        nsig=nsig, random_stream=stream, noise_seed=seed, lo=lo, hi=hi,
+        current_state=np.array(sim.current_state[..., 0], dtype=np.float64),
+        history=np.array(buffer[:, 0, :, 0]), history_dtype=buffer.dtype,
+        current_step=int(sim.current_step),
+        monitors=[_read_monitor(m, sim) for m in sim.monitors])

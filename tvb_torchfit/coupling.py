@@ -1,0 +1,193 @@
+"""Delayed linear coupling, as ``tvb.simulator.coupling.Linear`` with TVB's ``SparseHistory``.
+
+For node k at integration step n (TVB, ``Coupling.__call__`` / ``SparseHistory.query_sparse``):
+
+    gx_k(n) = sum_j W[k, j] * x_j(n - 1 - idelays[k, j])
+    c_k(n)  = a * gx_k(n) + b
+
+``W[k, j]`` is the weight from j into k (rows are targets), ``idelays`` the delays in integration
+steps as TVB computed them for its dt and conduction speed, and x the coupling variable as stored
+in the history. Zero-delay edges therefore see the state of the previous step (the current state).
+
+Block evaluation. An edge with delay d reads, at step n + tau of a block starting at step n,
+the state of step n + tau - 1 - d, which is already in the history for every tau <= d. So for a
+block of K steps all edges with d >= K - 1 ("far" edges) are gathered at once from the history;
+the only other edges allowed ("near" edges, d = 0 when K > 1) are added step by step from the
+current state. K is chosen by the simulator as at most (smallest non-zero delay) + 1.
+
+Row sums. In the default mode the per-edge products are summed per row with ``index_add``.
+In the TVB-exact mode (float32 history and weights) the row sums reproduce, bit for bit, TVB's
+``numpy.add.reduceat`` in float32 (see ``NumpyReduceatSum``): numpy adds the first element of a
+segment to the *pairwise* sum of the rest (eight interleaved accumulators for up to 128 elements,
+halving recursively beyond), and that order is emulated here with vectorised tensor operations.
+"""
+from typing import Dict, Tuple
+
+import numpy as np
+import torch
+
+
+_PW_BLOCK = 128      # numpy's PW_BLOCKSIZE
+
+
+class NumpyReduceatSum:
+    """Row sums over edges, added in exactly the order of ``numpy.add.reduceat`` (float32 parity).
+
+    For a row with items a_0..a_m numpy computes a_0 + pairwise(a_1..a_m), where pairwise(x) of
+    n <= 128 items is: eight accumulators r_j = x_j + x_{8+j} + ... over the first n - n % 8 items,
+    ((r_0+r_1)+(r_2+r_3)) + ((r_4+r_5)+(r_6+r_7)), then the remaining items added one by one
+    (for n < 8: 0 + x_0 + x_1 + ...); beyond 128 items, pairwise(first n2) + pairwise(rest) with
+    n2 = n/2 rounded down to a multiple of 8. Adding an exact zero changes no float, so ragged rows
+    are padded with a zero sentinel and all rows are summed at once.
+    """
+
+    def __init__(self, rows: np.ndarray, n_rows: int, device: torch.device):
+        E = rows.size
+        zero = E                                  # index of the zero sentinel
+        leaves, nodes, roots, heads = [], [], [], np.full(n_rows, zero)
+
+        def build(items) -> int:                  # returns a node id (leaves first, then internal nodes)
+            if len(items) <= _PW_BLOCK:
+                leaves.append(items)
+                return ("leaf", len(leaves) - 1)
+            n2 = len(items) // 2
+            n2 -= n2 % 8
+            node = (build(items[:n2]), build(items[n2:]))
+            nodes.append(node)
+            return ("node", len(nodes) - 1)
+
+        for k in range(n_rows):
+            items = np.nonzero(rows == k)[0]
+            if items.size:
+                heads[k] = items[0]
+            roots.append(build(items[1:]) if items.size > 1 else None)
+        G = max([len(x) // 8 if len(x) >= 8 else 0 for x in leaves] + [1])
+        acc = np.full((len(leaves), G, 8), zero)
+        tail = np.full((len(leaves), 7), zero)
+        for i, x in enumerate(leaves):
+            n_acc = len(x) - len(x) % 8 if len(x) >= 8 else 0
+            acc[i].reshape(-1)[:n_acc] = x[:n_acc]
+            tail[i, :len(x) - n_acc] = x[n_acc:]
+        # internal nodes by height, values indexed: [leaves..., zero, nodes...]
+        n_leaf = len(leaves)
+        slot = {}
+        def index(ref):
+            kind, i = ref
+            return i if kind == "leaf" else slot[i]
+        height = {}
+        def h(ref):
+            if ref[0] == "leaf":
+                return 0
+            if ref[1] not in height:
+                l, r = nodes[ref[1]]
+                height[ref[1]] = 1 + max(h(l), h(r))
+            return height[ref[1]]
+        levels = []
+        next_slot = n_leaf + 1
+        for lev in range(1, 1 + max([h(("node", i)) for i in range(len(nodes))] + [0])):
+            ids = [i for i in range(len(nodes)) if h(("node", i)) == lev]
+            left = [index(nodes[i][0]) for i in ids]
+            right = [index(nodes[i][1]) for i in ids]
+            for i in ids:
+                slot[i] = next_slot
+                next_slot += 1
+            levels.append((torch.as_tensor(left, device=device), torch.as_tensor(right, device=device)))
+        root_idx = [n_leaf if r is None else index(r) for r in roots]
+        lt = lambda a: torch.as_tensor(np.asarray(a, dtype=np.int64), device=device)
+        self.acc, self.tail, self.heads, self.roots = lt(acc.reshape(-1)), lt(tail.reshape(-1)), lt(heads), lt(root_idx)
+        self.levels, self.G, self.n_leaf = levels, G, n_leaf
+
+    def __call__(self, prod: torch.Tensor) -> torch.Tensor:
+        """prod (K, E, B) per-edge products -> (K, n_rows, B) row sums in numpy's order."""
+        K, E, B = prod.shape
+        p = torch.cat((prod, prod.new_zeros(K, 1, B)), dim=1)
+        acc = p.index_select(1, self.acc).view(K, self.n_leaf, self.G, 8, B)
+        r = acc[:, :, 0]
+        for g in range(1, self.G):
+            r = r + acc[:, :, g]
+        res = ((r[:, :, 0] + r[:, :, 1]) + (r[:, :, 2] + r[:, :, 3])) + ((r[:, :, 4] + r[:, :, 5]) + (r[:, :, 6] + r[:, :, 7]))
+        tail = p.index_select(1, self.tail).view(K, self.n_leaf, 7, B)
+        for i in range(7):
+            res = res + tail[:, :, i]
+        vals = torch.cat((res, prod.new_zeros(K, 1, B)), dim=1)
+        for left, right in self.levels:
+            vals = torch.cat((vals, vals.index_select(1, left) + vals.index_select(1, right)), dim=1)
+        return p.index_select(1, self.heads) + vals.index_select(1, self.roots)
+
+
+class DelayedLinearCoupling:
+    """Sparse, delayed, weighted sum of the coupling variable over afferent edges.
+
+    The history is kept time-major and flat: ``history[t * N * B + j * B + b]`` is the coupling
+    variable of node j, batch member b, at the t-th of the last ``horizon`` steps (oldest first).
+    ``numpy_order=True`` sums rows in numpy's float32 ``reduceat`` order (TVB-exact mode).
+    """
+
+    def __init__(self, weights: np.ndarray, idelays: np.ndarray, horizon: int, batch: int,
+                 dtype: torch.dtype, device: torch.device, numpy_order: bool = False):
+        rows, cols = np.nonzero(weights)            # row-major, as TVB's argwhere
+        self.n_nodes = weights.shape[0]
+        self.batch = batch
+        self.horizon = int(horizon)
+        self.dtype, self.device = dtype, device
+        self.rows, self.cols = rows, cols
+        self.delays = idelays[rows, cols].astype(np.int64)
+        self.weights = weights[rows, cols]
+        self.numpy_order = numpy_order
+        nonzero = self.delays[self.delays > 0]
+        self.min_nonzero_delay = int(nonzero.min()) if nonzero.size else None
+        self._plans: Dict[int, Tuple] = {}
+
+    def max_block(self) -> int:
+        """Largest block length K for which every edge is either far (d >= K-1) or zero-delay."""
+        if self.min_nonzero_delay is None:
+            return 1 << 30
+        return self.min_nonzero_delay + 1
+
+    def _plan(self, K: int):
+        """Index tensors for a block of K steps (cached per K)."""
+        if K in self._plans:
+            return self._plans[K]
+        N, B, L = self.n_nodes, self.batch, self.horizon
+        far = self.delays >= K - 1
+        near = ~far
+        if np.any(self.delays[near] != 0):
+            raise ValueError(f"block of {K} steps is too long for delays {self.delays[near].max()}")
+        b = np.arange(B)
+        tau = np.arange(K)
+        t_src = (L - 1) + tau[:, None] - self.delays[far][None, :]          # (K, Ef) time index
+        src = ((t_src * N + self.cols[far][None, :])[..., None] * B + b).reshape(-1)
+        dst = (((tau[:, None] * N + self.rows[far][None, :])[..., None]) * B + b).reshape(-1)
+        src_n = (self.cols[near][:, None] * B + b).reshape(-1)
+        dst_n = (self.rows[near][:, None] * B + b).reshape(-1)
+        lt = lambda a: torch.as_tensor(a, dtype=torch.long, device=self.device)
+        wt = lambda a: torch.tensor(a, dtype=self.dtype, device=self.device).view(1, -1, 1)
+        reducer = NumpyReduceatSum(self.rows[far], N, self.device) if self.numpy_order else None
+        plan = dict(src=lt(src), dst=lt(dst), w=wt(self.weights[far]), reducer=reducer,
+                    src_n=lt(src_n), dst_n=lt(dst_n), w_n=wt(self.weights[near]), has_near=bool(near.any()))
+        self._plans[K] = plan
+        return plan
+
+    def far_sums(self, history: torch.Tensor, K: int) -> torch.Tensor:
+        """gx from far edges for the K steps of a block: (K, N, B), in the history's dtype."""
+        plan = self._plan(K)
+        prod = history.index_select(0, plan["src"]).view(K, -1, self.batch) * plan["w"]
+        if plan["reducer"] is not None:
+            return plan["reducer"](prod)
+        out = history.new_zeros(K * self.n_nodes * self.batch)
+        return out.index_add(0, plan["dst"], prod.reshape(-1)).view(K, self.n_nodes, self.batch)
+
+    def has_near(self, K: int) -> bool:
+        return self._plan(K)["has_near"]
+
+    def near_sum(self, current: torch.Tensor, K: int) -> torch.Tensor:
+        """gx from zero-delay edges, read from the current coupling variable (N, B)."""
+        plan = self._plan(K)
+        prod = current.reshape(-1).index_select(0, plan["src_n"]) * plan["w_n"].reshape(-1).to(current.dtype)
+        out = current.new_zeros(self.n_nodes * self.batch)
+        return out.index_add(0, plan["dst_n"], prod).view(self.n_nodes, self.batch)
+
+
+def linear_post(gx: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """TVB ``Linear.post``: c = a * gx + b (a, b of shape (N or 1, B or 1))."""
+    return a * gx + b

@@ -1,0 +1,21 @@
+"""Exceptions raised by tvb_torchfit.
+
+Every error names the offending TVB object (or argument) and says what is supported or expected,
+so that a TVB user never has to read a stack trace from deep inside torch.
+"""
+
+
+class TVBTorchFitError(Exception):
+    """Base class of every error tvb_torchfit raises on purpose."""
+
+
+class UnsupportedTVBObject(TVBTorchFitError, TypeError):
+    """A TVB component (model, coupling, integrator, noise, monitor, ...) has no torch port."""
+
+
+class NotConfiguredError(TVBTorchFitError, RuntimeError):
+    """The TVB Simulator was handed over before ``Simulator.configure()`` was called."""
+
+
+class ParameterError(TVBTorchFitError, ValueError):
+    """A parameter name or value does not fit the simulator it is meant for."""

@@ -1,0 +1,157 @@
+"""Monitors, as in ``tvb.simulator.monitors``: Raw, SubSample, TemporalAverage and Bold.
+
+Each monitor consumes the observed states of a chunk of consecutive integration steps,
+``obs`` shaped (steps, voi, N, B), and returns the samples that TVB's monitor would have produced
+during those steps: ``(times, data)`` with times in ms (float64) and data (samples, voi, N, B).
+They carry their state (partial averaging windows, the Bold buffer) from chunk to chunk and from
+``run`` to ``run``, starting from the TVB monitor's own buffers.
+
+TVB conventions reproduced here:
+
+* Raw: every step, t = step * dt, every variable of interest of the model.
+* SubSample(period): every ``istep = round(period/dt)`` steps, t = step * dt.
+* TemporalAverage(period): mean over the ``istep`` steps ending at step % istep == 0,
+  stamped at the window centre t = (step - istep/2) * dt.
+* Bold(period): the observed state is averaged over blocks of ``round(4 ms / dt)`` steps
+  (``_interim_stock``), the averages are kept in a 20 s buffer (``_stock``, 5000 samples at 4 ms)
+  and, at step % istep == 0, t = step * dt, convolved with TVB's precomputed, time-reversed
+  haemodynamic kernel ``hemodynamic_response_function``; with the FirstOrderVolterra kernel
+  (the default), bold = k_1 * V_0 * (sum(G_rev * stock) - 1). TVB pairs the buffer's circular slots
+  with the kernel through ``numpy.roll``; in time order this gives the newest sample the weight
+  G_rev[0] and the sample k blocks older the weight G(k-1 blocks), which is what is applied here.
+"""
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+
+Sample = Tuple[torch.Tensor, torch.Tensor]
+
+
+def _block_means(partial: torch.Tensor, chunk: torch.Tensor, period: int):
+    """Split partial+chunk into complete windows of ``period`` steps: (means, remainder)."""
+    seq = torch.cat((partial, chunk)) if partial.shape[0] else chunk
+    n = seq.shape[0] // period
+    means = seq[: n * period].reshape((n, period) + seq.shape[1:]).mean(dim=1)
+    return means, seq[n * period:]
+
+
+def _partial_from_stock(stock: np.ndarray, current_step: int, period: int) -> np.ndarray:
+    """Entries of a TVB averaging stock written since the last completed window, oldest first.
+
+    TVB writes the sample of step s to slot (s % period) - 1, so after ``current_step`` the slots
+    0 .. (current_step % period) - 1 hold the steps since the last window boundary.
+    """
+    return stock[: current_step % period]
+
+
+def _times(steps: np.ndarray, dt: float, offset: float = 0.0) -> torch.Tensor:
+    return torch.as_tensor((steps - offset) * dt, dtype=torch.float64)
+
+
+class Monitor:
+    """Base: selection of variables of interest (indices into the model's observed variables)."""
+
+    def __init__(self, voi: np.ndarray, dt: float):
+        self.voi = torch.as_tensor(np.asarray(voi, dtype=np.int64))
+        self.dt = dt
+
+    def _select(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs.index_select(1, self.voi.to(obs.device))
+
+    def consume(self, obs: torch.Tensor, first_step: int) -> Optional[Sample]:
+        raise NotImplementedError
+
+    def detach_(self) -> None:
+        """Cut the autograd graph held in the carried state (truncated back-propagation)."""
+
+
+class Raw(Monitor):
+    """``monitors.Raw``: every step, every variable of interest of the model."""
+
+    def consume(self, obs, first_step):
+        steps = np.arange(first_step, first_step + obs.shape[0])
+        return _times(steps, self.dt), obs
+
+
+class SubSample(Monitor):
+    """``monitors.SubSample``: the state every ``istep`` steps."""
+
+    def __init__(self, voi, dt, istep: int):
+        super().__init__(voi, dt)
+        self.istep = istep
+
+    def consume(self, obs, first_step):
+        steps = np.arange(first_step, first_step + obs.shape[0])
+        keep = np.nonzero(steps % self.istep == 0)[0]
+        return _times(steps[keep], self.dt), self._select(obs)[torch.as_tensor(keep, device=obs.device)]
+
+
+class TemporalAverage(Monitor):
+    """``monitors.TemporalAverage``: window means, stamped at the window centre."""
+
+    def __init__(self, voi, dt, istep: int, partial: torch.Tensor):
+        super().__init__(voi, dt)
+        self.istep = istep
+        self.partial = partial            # (steps since last boundary, voi, N, B)
+
+    def consume(self, obs, first_step):
+        n_before = self.partial.shape[0]
+        means, self.partial = _block_means(self.partial, self._select(obs), self.istep)
+        first_end = first_step - n_before + self.istep - 1
+        ends = first_end + self.istep * np.arange(means.shape[0])
+        return _times(ends, self.dt, self.istep / 2.0), means
+
+    def detach_(self):
+        self.partial = self.partial.detach()
+
+
+class Bold(Monitor):
+    """``monitors.Bold`` with any TVB HRF kernel (its precomputed ``hemodynamic_response_function``)."""
+
+    def __init__(self, voi, dt, istep: int, interim_istep: int, hrf_reversed: np.ndarray,
+                 k1_V0: Optional[float], partial: torch.Tensor, stock: torch.Tensor, last_block: int):
+        super().__init__(voi, dt)
+        self.istep, self.interim_istep = istep, interim_istep
+        self.n_stock = hrf_reversed.shape[0]
+        # weights in time order: oldest ... newest (see module docstring)
+        weights = np.roll(hrf_reversed, -1)
+        self.weights = torch.as_tensor(weights, dtype=stock.dtype, device=stock.device)
+        self.k1_V0 = k1_V0
+        self.partial = partial            # interim samples since the last 4 ms boundary
+        self.stock = stock                # (n_stock, voi, N, B), time order, newest last
+        self.last_block = last_block      # global index (step // interim_istep) of stock[-1]
+
+    def consume(self, obs, first_step):
+        means, self.partial = _block_means(self.partial, self._select(obs), self.interim_istep)
+        seq = torch.cat((self.stock, means)) if means.shape[0] else self.stock
+        first_block_in_seq = self.last_block - self.n_stock + 1
+        steps = np.arange(first_step, first_step + obs.shape[0])
+        out_steps = steps[steps % self.istep == 0]
+        bold = []
+        for step in out_steps:
+            newest = step // self.interim_istep - first_block_in_seq
+            window = seq[newest - self.n_stock + 1: newest + 1]
+            value = torch.tensordot(self.weights, window, dims=1)
+            bold.append((value - 1.0) * self.k1_V0 if self.k1_V0 is not None else value)
+        self.last_block += means.shape[0]
+        self.stock = seq[-self.n_stock:]
+        if bold:
+            data = torch.stack(bold)
+        else:
+            data = seq.new_zeros((0,) + seq.shape[1:])
+        return _times(out_steps, self.dt), data
+
+    def detach_(self):
+        self.partial = self.partial.detach()
+        self.stock = self.stock.detach()
+
+
+def time_ordered_stock(stock: np.ndarray, current_step: int, interim_istep: int) -> np.ndarray:
+    """TVB's circular Bold ``_stock`` in time order (newest last), as of ``current_step``.
+
+    TVB writes the average of block q = step // interim_istep to slot (q % n) - 1.
+    """
+    n = stock.shape[0]
+    newest_slot = (current_step // interim_istep % n) - 1
+    return np.roll(stock, -(newest_slot + 1), axis=0)

@@ -1,0 +1,75 @@
+"""Noise for stochastic integration, as ``tvb.simulator.noise.Additive`` (white, ntau = 0).
+
+TVB draws, once per integration step, a standard normal array of shape (nvar, nodes, modes) from
+``noise.random_stream`` (a ``numpy.random.RandomState``), and the increment added to the state is
+
+    z = sqrt(dt) * N(0, 1) * sqrt(2 * nsig)
+
+``nsig`` is a diffusion coefficient (units of state**2 / ms), not a standard deviation.
+
+Two sources of the N(0, 1) draws:
+
+* ``TVBStream``: a copy of the TVB noise object's own ``RandomState``, drawn in TVB's order and
+  shapes, so batch member 0 reproduces TVB's stochastic run. Further batch members draw from
+  ``RandomState(noise_seed + b)``. The TVB object itself is never advanced.
+* ``TorchStream``: one seeded ``torch.Generator`` per batch member, on the simulator's device.
+  Member b's draws depend only on (seed, b), not on the batch size.
+"""
+import copy
+import math
+
+import numpy as np
+import torch
+
+
+def additive_increment(normal: torch.Tensor, dt: float, nsig: torch.Tensor) -> torch.Tensor:
+    """z = sqrt(dt) * N(0,1) * sqrt(2 nsig), in TVB's order of operations (``Additive.gfun``)."""
+    return normal * math.sqrt(dt) * torch.sqrt(2.0 * nsig)
+
+
+class TVBStream:
+    """Standard normal draws from copies of TVB's ``RandomState`` (member 0: the TVB stream itself)."""
+
+    def __init__(self, random_stream: np.random.RandomState, noise_seed: int, shape, batch: int,
+                 dtype: torch.dtype, device: torch.device):
+        self.streams = [copy.deepcopy(random_stream)]
+        self.streams += [np.random.RandomState(noise_seed + b) for b in range(1, batch)]
+        self.shape, self.dtype, self.device = tuple(shape), dtype, device
+
+    def draw(self, n_steps: int) -> torch.Tensor:
+        """(n_steps, nvar, N, B): the same numbers as n_steps successive TVB draws."""
+        per_member = [s.normal(size=(n_steps,) + self.shape + (1,))[..., 0] for s in self.streams]
+        return torch.as_tensor(np.stack(per_member, axis=-1), dtype=self.dtype, device=self.device)
+
+    def state_dict(self):
+        return {"streams": [s.get_state() for s in self.streams]}
+
+    def load_state_dict(self, state):
+        for s, st in zip(self.streams, state["streams"]):
+            s.set_state(st)
+
+
+class TorchStream:
+    """Standard normal draws from one seeded ``torch.Generator`` per batch member."""
+
+    def __init__(self, seed: int, shape, batch: int, dtype: torch.dtype, device: torch.device):
+        seeds = np.random.SeedSequence(seed).generate_state(batch, dtype=np.uint64)
+        self.generators = []
+        for s in seeds:
+            g = torch.Generator(device=device)
+            g.manual_seed(int(s) & 0x7FFF_FFFF_FFFF_FFFF)
+            self.generators.append(g)
+        self.shape, self.dtype, self.device = tuple(shape), dtype, device
+
+    def draw(self, n_steps: int) -> torch.Tensor:
+        """(n_steps, nvar, N, B) independent standard normal draws."""
+        size = (n_steps,) + self.shape
+        return torch.stack([torch.randn(size, generator=g, dtype=self.dtype, device=self.device)
+                            for g in self.generators], dim=-1)
+
+    def state_dict(self):
+        return {"generators": [g.get_state() for g in self.generators]}
+
+    def load_state_dict(self, state):
+        for g, st in zip(self.generators, state["generators"]):
+            g.set_state(st)
