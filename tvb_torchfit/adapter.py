@@ -148,6 +148,11 @@ def _read_integrator(sim, nvar: int):
         nsig = np.array(noise.nsig, dtype=np.float64)
         n = sim.connectivity.number_of_regions
         if nsig.ndim == 3:          # TVB's configured (nvar, N, modes)
+            if nsig.shape[0] != nvar and nvar > 1:
+                raise UnsupportedTVBObject(
+                    f"noise.nsig was configured to shape {nsig.shape}, which TVB's own {type(integ).__name__} "
+                    f"rejects at run time for {type(sim.model).__name__} ({nvar} state variables); give nsig "
+                    f"shape (1,), ({nvar},) or ({nvar}, {n}).")
             nsig = nsig[..., 0]
         elif nsig.shape == (nvar,):
             nsig = nsig.reshape(nvar, 1)

@@ -183,9 +183,10 @@ class DelayedLinearCoupling:
     def near_sum(self, current: torch.Tensor, K: int) -> torch.Tensor:
         """gx from zero-delay edges, read from the current coupling variable (N, B)."""
         plan = self._plan(K)
-        prod = current.reshape(-1).index_select(0, plan["src_n"]) * plan["w_n"].reshape(-1).to(current.dtype)
+        prod = current.reshape(-1).index_select(0, plan["src_n"]).view(-1, self.batch) \
+            * plan["w_n"].view(-1, 1).to(current.dtype)
         out = current.new_zeros(self.n_nodes * self.batch)
-        return out.index_add(0, plan["dst_n"], prod).view(self.n_nodes, self.batch)
+        return out.index_add(0, plan["dst_n"], prod.reshape(-1)).view(self.n_nodes, self.batch)
 
 
 def linear_post(gx: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,384 @@
+#!/usr/bin/env python
+"""Speed of the torch twin against TVB itself, measured in the same process.
+
+    python benchmarks/bench_speed.py              # default run (a few minutes at most on 2 cores)
+    python benchmarks/bench_speed.py --quick      # short smoke run
+    python benchmarks/bench_speed.py --repeats 5 --write   # also write benchmarks/results.md
+    python benchmarks/bench_speed.py --quick --profile     # + cProfile / torch.profiler of the batch-1 forward
+
+Set-up: ReducedWongWangExcInh on TVB's bundled connectivity_76 (speed 3 mm/ms), Linear coupling,
+HeunStochastic (dt 0.1 ms, Additive nsig 1e-4), Bold(period=720). The torch twin is
+``tvb_torchfit.from_tvb(sim, noise="torch", batch=B, dtype=...)``.
+
+Every number is the MEDIAN over ``--repeats`` timed runs (time.perf_counter), each preceded by an
+untimed warm-up (numba compilation for TVB; block plans for torch). Runs continue from where the
+previous one stopped (state, history and noise carry over), as in a long simulation cut in pieces.
+"x TVB" is (TVB wall time per simulated second per sample) / (ours): above 1 is faster than TVB.
+torch.set_num_threads is left at its default.
+"""
+import argparse
+import contextlib
+import cProfile
+import importlib.metadata
+import importlib.util
+import io
+import logging
+import math
+import os
+import platform
+import pstats
+import resource
+import statistics
+import sys
+import time
+import warnings
+from typing import Callable, Dict, List, Optional
+
+logging.disable(logging.WARNING)          # TVB's import-time warnings (psutil, hemispheres, ...)
+warnings.filterwarnings("ignore")
+
+import numpy as np
+import torch
+
+from tvb.simulator import coupling, integrators, models, monitors, noise, simulator
+from tvb.datatypes import connectivity
+
+import tvb_torchfit
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DT = 0.1                                   # ms
+
+
+# ---------------------------------------------------------------------------- set-up
+def build_tvb(coupling_a: float = 0.01, seed: int = 42) -> simulator.Simulator:
+    """The configured TVB simulator of the issue's set-up."""
+    conn = connectivity.Connectivity.from_file()
+    conn.speed = np.array([3.0])
+    sim = simulator.Simulator(
+        model=models.ReducedWongWangExcInh(),
+        connectivity=conn,
+        coupling=coupling.Linear(a=np.array([coupling_a])),
+        integrator=integrators.HeunStochastic(
+            dt=DT, noise=noise.Additive(nsig=np.array([1e-4]), noise_seed=seed)),
+        monitors=(monitors.Bold(period=720.0),),
+    )
+    sim.configure()
+    return sim
+
+
+def n_steps_of(ms: float) -> int:
+    return int(math.ceil(ms / DT))
+
+
+def median_times(fn: Callable[[], None], repeats: int) -> List[float]:
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def warm_up_twin(twin, n_steps: int) -> None:
+    """Untimed run covering the block lengths a run of ``n_steps`` uses (plans are cached per block length)."""
+    with torch.no_grad():
+        twin.run(n_steps=twin.block + (n_steps % twin.block or twin.block))
+    twin.detach_()
+
+
+# ---------------------------------------------------------------------------- measurements
+def bench_tvb(sim, ms: float, repeats: int) -> Dict:
+    sim.run(simulation_length=max(50.0, min(ms, 200.0)))     # warm-up: numba compilation, caches
+    times = median_times(lambda: sim.run(simulation_length=ms), repeats)
+    return dict(times=times, ms=ms, steps=n_steps_of(ms), batch=1)
+
+
+def bench_forward(sim, ms: float, repeats: int, batch: int, dtype: torch.dtype) -> Dict:
+    twin = tvb_torchfit.from_tvb(sim, noise="torch", batch=batch, dtype=dtype)
+    steps = n_steps_of(ms)
+    warm_up_twin(twin, steps)
+
+    def once():
+        with torch.no_grad():
+            twin.run(simulation_length=ms)
+
+    times = median_times(once, repeats)
+    return dict(times=times, ms=ms, steps=steps, batch=batch)
+
+
+def _grad_run(twin, ms: float, backward: bool, saved: Optional[Dict[int, int]] = None):
+    """One window with G requiring grad; loss = mean of S_e at the end of the window."""
+    twin.detach_()
+    G = twin.params["G"].detach().clone().requires_grad_(True)
+    twin.set_param("G", G)
+    hooks = contextlib.nullcontext()
+    if saved is not None:
+        def pack(t):
+            st = t.untyped_storage()
+            saved[st.data_ptr()] = st.nbytes()
+            return t
+        hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+    with hooks:
+        twin.run(simulation_length=ms)
+        loss = twin.state[0].mean()
+    if backward:
+        loss.backward()
+        assert G.grad is not None and torch.isfinite(G.grad).all(), "no finite gradient w.r.t. G"
+    return G
+
+
+def bench_grad(sim, ms: float, repeats: int, dtype: torch.dtype = torch.float64) -> Dict:
+    """fwd (no_grad), fwd (building the graph) and fwd+bwd on the same window, interleaved."""
+    twin = tvb_torchfit.from_tvb(sim, noise="torch", batch=1, dtype=dtype)
+    steps = n_steps_of(ms)
+    warm_up_twin(twin, steps)
+    mem = measure_memory(lambda saved: _grad_run(twin, ms, backward=True, saved=saved), ms)  # also the warm-up
+    fwd, graph, both = [], [], []
+    for _ in range(repeats):
+        twin.detach_()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            twin.run(simulation_length=ms)
+        fwd.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        _grad_run(twin, ms, backward=False)
+        graph.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        _grad_run(twin, ms, backward=True)
+        both.append(time.perf_counter() - t0)
+    twin.detach_()
+    return dict(fwd=fwd, graph=graph, both=both, ms=ms, steps=steps, mem=mem)
+
+
+def _proc_status_kb(field: str) -> Optional[int]:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def measure_memory(run_window: Callable[[Dict[int, int]], object], ms: float) -> Dict:
+    """Peak RSS growth of one fwd+bwd window, and the bytes autograd saved for backward.
+
+    RSS: Linux peak-RSS reset (write "5" to /proc/self/clear_refs), then VmHWM - VmRSS(before);
+    fallback: resource.getrusage ru_maxrss delta (only sees growth beyond the process's earlier peak).
+    Either way it is an RSS figure (allocator caching included); the saved-tensor bytes are exact.
+    """
+    method = "VmHWM - VmRSS (peak reset via /proc/self/clear_refs)"
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = _proc_status_kb("VmRSS")
+    except OSError:
+        before = None
+    if before is None:
+        method = "resource.getrusage ru_maxrss delta (lower bound)"
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    saved: Dict[int, int] = {}
+    run_window(saved)
+    if method.startswith("VmHWM"):
+        peak = _proc_status_kb("VmHWM")
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return dict(ms=ms, rss_mib=(peak - before) / 1024.0, saved_mib=sum(saved.values()) / 2 ** 20,
+                n_saved=len(saved), method=method)
+
+
+def profile_forward(sim, ms: float, top: int = 12) -> str:
+    """cProfile and torch.profiler of a batch-1 float64 no_grad forward of ``ms``."""
+    twin = tvb_torchfit.from_tvb(sim, noise="torch", batch=1, dtype=torch.float64)
+    warm_up_twin(twin, n_steps_of(ms))
+    buf = io.StringIO()
+    pr = cProfile.Profile()
+    with torch.no_grad():
+        pr.enable()
+        twin.run(simulation_length=ms)
+        pr.disable()
+    pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(top)
+    from torch.profiler import ProfilerActivity, profile
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        twin.run(simulation_length=ms)
+    buf.write("\ntorch.profiler, by self CPU time:\n")
+    buf.write(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top))
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------- report
+def one_thread(fn: Callable[[], Dict]) -> Dict:
+    """Run ``fn`` with torch.set_num_threads(1), restoring the previous setting afterwards."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(prev)
+
+
+def machine_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def machine_info() -> List[str]:
+    def ver(pkg):
+        try:
+            return importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+    cores = machine_cores()
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return [
+        f"machine: {platform.platform()}; CPU: {cpu or 'unknown'}; os.cpu_count()={os.cpu_count()}, usable cores={cores}",
+        f"python {platform.python_version()}; torch {torch.__version__} (threads {torch.get_num_threads()}); "
+        f"tvb-library {ver('tvb-library')}; tvb-data {ver('tvb-data')}; numpy {np.__version__}; numba {ver('numba')}",
+    ]
+
+
+def optional_competitors() -> str:
+    found = [m for m in ("tvboptim", "jax") if importlib.util.find_spec(m) is not None]
+    if "tvboptim" in found:
+        return "tvboptim importable (" + ", ".join(found) + "): not benchmarked by this script"
+    if found:
+        return "jax importable but tvboptim not installed: skipped"
+    return "tvboptim not installed: skipped"
+
+
+def fmt_row(cells: List[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="short smoke run")
+    ap.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (median; default 3)")
+    ap.add_argument("--write", action="store_true", help="also write the table to benchmarks/results.md")
+    ap.add_argument("--profile", action="store_true", help="print cProfile/torch.profiler of the batch-1 forward")
+    ap.add_argument("--coupling-a", type=float, default=0.01, help="Linear coupling a (default 0.01)")
+    args = ap.parse_args(argv)
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
+
+    sim_ms = 200.0 if args.quick else 1000.0       # rows 1-3
+    one_thread_ms = 100.0 if args.quick else 250.0  # row 2t
+    batch_ms = 50.0 if args.quick else 250.0       # row 4 (64 samples per step)
+    grad_ms = 50.0 if args.quick else 250.0        # rows 5-6 (fwd+bwd costs ~4x fwd)
+    R = args.repeats
+    t_start = time.perf_counter()
+
+    sim = build_tvb(args.coupling_a)
+    print(f"TVB set-up: {type(sim.model).__name__}, connectivity_76 (N={sim.connectivity.number_of_regions}), "
+          f"Linear(a={args.coupling_a}), HeunStochastic(dt={DT}, Additive nsig=1e-4), Bold(720); "
+          f"repeats={R}{' (quick)' if args.quick else ''}", flush=True)
+
+    results = {}
+    errors = {}
+
+    def attempt(key, fn):
+        print(f"  measuring {key} ...", flush=True)
+        try:
+            results[key] = fn()
+        except Exception as exc:          # report and go on: a failing row must not hide the others
+            errors[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+            print(f"    FAILED: {errors[key]}", flush=True)
+
+    load_start = os.getloadavg()
+    attempt("tvb", lambda: bench_tvb(sim, sim_ms, R))
+    attempt("grad", lambda: bench_grad(sim, grad_ms, R))    # early: less allocator history in the RSS figure
+    attempt("f64", lambda: bench_forward(sim, sim_ms, R, 1, torch.float64))
+    attempt("f64_1t", lambda: one_thread(lambda: bench_forward(sim, one_thread_ms, R, 1, torch.float64)))
+    attempt("f32", lambda: bench_forward(sim, sim_ms, R, 1, torch.float32))
+    attempt("b64", lambda: bench_forward(sim, batch_ms, R, 64, torch.float32))
+    load_end = os.getloadavg()
+
+    tvb = results.get("tvb")
+    tvb_per_s = statistics.median(tvb["times"]) / (tvb["ms"] / 1000.0) if tvb else None
+
+    lines = []
+    lines += [f"# tvb_torchfit speed benchmark ({time.strftime('%Y-%m-%d %H:%M')})", ""]
+    lines += [f"- {m}" for m in machine_info()]
+    lines += [f"- set-up: ReducedWongWangExcInh, connectivity_76, speed 3 mm/ms, Linear(a={args.coupling_a}), "
+              f"HeunStochastic dt {DT} ms, Additive nsig 1e-4, Bold(720); torch twin noise='torch'",
+              f"- medians over {R} repeats (min..max in brackets); 'x TVB' = TVB s per simulated s per sample "
+              f"/ ours (> 1: faster than TVB)", ""]
+    header = ["#", "what", "simulated", "wall s / simulated s (per sample)", "µs / step (per sample-step)", "x TVB"]
+    lines += [fmt_row(header), fmt_row(["---"] * len(header))]
+
+    def speed_row(idx, label, key):
+        if key in errors or key not in results:
+            lines.append(fmt_row([idx, label, "", "FAILED", errors.get(key, "not run"), ""]))
+            return
+        r = results[key]
+        med = statistics.median(r["times"])
+        per_sample_s = med / (r["ms"] / 1000.0) / r["batch"]
+        us = med / (r["steps"] * r["batch"]) * 1e6
+        ratio = f"{tvb_per_s / per_sample_s:.2f}" if tvb_per_s else "n/a"
+        spread = f"[{min(r['times']) / (r['ms'] / 1000.0) / r['batch']:.3f}..{max(r['times']) / (r['ms'] / 1000.0) / r['batch']:.3f}]"
+        lines.append(fmt_row([idx, label, f"{r['ms']:g} ms x {r['batch']}", f"{per_sample_s:.3f} {spread}",
+                              f"{us:.1f}", ratio]))
+
+    speed_row("1", "TVB native sim.run (numba, after warm-up)", "tvb")
+    speed_row("2", "torch forward, batch 1, float64 (no_grad)", "f64")
+    speed_row("2t", "  same as 2 with torch.set_num_threads(1) (not the default)", "f64_1t")
+    speed_row("3", "torch forward, batch 1, float32 (no_grad)", "f32")
+    speed_row("4", "torch forward, batch 64, float32 (no_grad), per sample", "b64")
+
+    if "grad" in results:
+        g = results["grad"]
+        sec = g["ms"] / 1000.0
+        fwd, graph, both = (statistics.median(g[k]) for k in ("fwd", "graph", "both"))
+        ratio = f"{tvb_per_s / (both / sec):.2f}" if tvb_per_s else "n/a"
+        lines.append(fmt_row(["5", "torch fwd+bwd, batch 1, float64, d mean(S_e(end)) / dG",
+                              f"{g['ms']:g} ms x 1", f"{both / sec:.3f}", f"{both / g['steps'] * 1e6:.1f}", ratio]))
+        lines.append(fmt_row(["5a", "  same window: forward no_grad / forward building the graph", "",
+                              f"{fwd / sec:.3f} / {graph / sec:.3f}", "", ""]))
+        lines.append(fmt_row(["5b", "  ratio fwd+bwd / fwd (no_grad); fwd+bwd / fwd (graph)", "",
+                              f"**{both / fwd:.2f}**; {both / graph:.2f}", "", ""]))
+    else:
+        lines.append(fmt_row(["5", "torch fwd+bwd / fwd", "", "FAILED", errors.get("grad", "not run"), ""]))
+
+    if "grad" in results:
+        m = results["grad"]["mem"]
+        lines.append(fmt_row(["6", f"peak memory of one fwd+bwd window (float64, batch 1)", f"{m['ms']:g} ms x 1",
+                              f"RSS +{m['rss_mib']:.1f} MiB; autograd saved tensors {m['saved_mib']:.1f} MiB "
+                              f"({m['saved_mib'] / (m['ms'] / 1000.0):.0f} MiB per simulated s)", "", ""]))
+    else:
+        lines.append(fmt_row(["6", "peak memory of fwd+bwd", "", "FAILED", errors.get("grad", "not run"), ""]))
+    lines.append(fmt_row(["7", "tvboptim / jax", "", optional_competitors(), "", ""]))
+    lines.append("")
+    if "grad" in results:
+        lines.append(f"Memory: RSS measured as {results['grad']['mem']['method']}; saved-tensor bytes counted "
+                     f"with torch.autograd.graph.saved_tensors_hooks (unique storages).")
+    lines.append(f"Load average (1/5/15 min) at start {'/'.join(f'{x:.2f}' for x in load_start)}, at end "
+                 f"{'/'.join(f'{x:.2f}' for x in load_end)} on {machine_cores()} usable cores: other processes "
+                 f"compete for the CPU if the 1-min figure exceeds ~1 (this benchmark itself).")
+    lines.append(f"Total benchmark wall time: {time.perf_counter() - t_start:.0f} s.")
+    text = "\n".join(lines)
+    print()
+    print(text)
+
+    if args.profile:
+        print("\n--- profile of the batch-1 float64 forward "
+              f"({min(sim_ms, 250.0):g} ms simulated, no_grad) ---")
+        print(profile_forward(sim, min(sim_ms, 250.0)))
+
+    if args.write:
+        path = os.path.join(HERE, "results.md")
+        with open(path, "w") as f:
+            f.write(text + "\n")
+        print(f"\nwritten: {path}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
