@@ -1,0 +1,100 @@
+"""``tvb-torchfit``: command-line entry point.
+
+    tvb-torchfit demo        TVB and its torch twin side by side on connectivity_76 (parity table)
+    tvb-torchfit compare     one comparison, on settings given as options (see --help)
+"""
+import argparse
+import sys
+import warnings
+from typing import List, Optional
+
+import numpy as np
+
+
+def build_simulator(model: str = "ReducedWongWangExcInh", integrator: str = "HeunDeterministic",
+                    connectivity: str = "connectivity_76.zip", speed: float = 3.0, dt: float = 0.1,
+                    coupling_a: float = 0.02, nsig: float = 1e-4, seed: int = 42,
+                    monitors_: Optional[List[str]] = None, period: float = 720.0, **model_params):
+    """A configured TVB Simulator from plain settings (TVB names and units: ms, mm/ms)."""
+    from tvb.datatypes.connectivity import Connectivity
+    from tvb.simulator import coupling, integrators, models, monitors, noise, simulator
+    conn = Connectivity.from_file(connectivity)
+    conn.speed = np.array([speed])
+    integ_cls = getattr(integrators, integrator)
+    integ = integ_cls(dt=dt, noise=noise.Additive(nsig=np.array([nsig]), noise_seed=seed)) \
+        if "Stochastic" in integrator else integ_cls(dt=dt)
+    mons = []
+    for name in monitors_ or ["Raw"]:
+        cls = getattr(monitors, name)
+        mons.append(cls() if name == "Raw" else cls(period=period))
+    model_obj = getattr(models, model)(**{k: np.atleast_1d(v) for k, v in model_params.items()})
+    return simulator.Simulator(model=model_obj, connectivity=conn, coupling=coupling.Linear(a=np.array([coupling_a])),
+                               integrator=integ, monitors=mons).configure()
+
+
+DEMO_CASES = [
+    dict(title="deterministic Heun, 1 s, Raw (TVB-exact mode)", length=1000.0, exact=True,
+         sim=dict(integrator="HeunDeterministic", dt=0.1)),
+    dict(title="deterministic Heun, 1 s, Raw (float64 fitting mode)", length=1000.0, exact=False,
+         sim=dict(integrator="HeunDeterministic", dt=0.1)),
+    dict(title="HeunStochastic with TVB's noise stream, 10 s, TemporalAverage(1 ms)", length=10000.0, exact=True,
+         sim=dict(integrator="HeunStochastic", dt=0.1, nsig=1e-4, monitors_=["TemporalAverage"], period=1.0)),
+    dict(title="HeunStochastic, 30 s, Bold(720 ms) on S_e and S_i", length=30000.0, exact=True,
+         sim=dict(integrator="HeunStochastic", dt=0.5, nsig=1e-4, monitors_=["Bold"], period=720.0,
+                  coupling_a=1.0 / 3.0, w_p=0.7, G=0.5)),
+]
+
+
+def _demo(args) -> int:
+    import tvb_torchfit
+    print("tvb_torchfit demo: TVB's own Simulator and its torch twin, from the same start, on connectivity_76\n")
+    worst = 0.0
+    for case in DEMO_CASES[: 2 if args.quick else None]:
+        sim = build_simulator(**case["sim"])
+        report = tvb_torchfit.compare(sim, case["length"], exact=case["exact"], noise="tvb")
+        print(f"== {case['title']}\n{report}\n")
+        worst = max(worst, report.max_rel)
+    print(f"largest relative difference over all cases: {worst:.3e}")
+    return 0
+
+
+def _compare(args) -> int:
+    import tvb_torchfit
+    sim = build_simulator(model=args.model, integrator=args.integrator, connectivity=args.connectivity,
+                          speed=args.speed, dt=args.dt, coupling_a=args.coupling_a, nsig=args.nsig, seed=args.seed,
+                          monitors_=args.monitor, period=args.period)
+    print(tvb_torchfit.compare(sim, args.length, exact=not args.float64, noise=args.noise))
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    warnings.filterwarnings("ignore", module="tvb")
+    parser = argparse.ArgumentParser(prog="tvb-torchfit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="TVB and its torch twin side by side on connectivity_76")
+    demo.add_argument("--quick", action="store_true", help="only the two 1 s deterministic cases")
+    demo.set_defaults(func=_demo)
+    cmp_ = sub.add_parser("compare", help="compare TVB and the torch twin on chosen settings")
+    cmp_.add_argument("--model", default="ReducedWongWangExcInh", choices=["ReducedWongWang", "ReducedWongWangExcInh"])
+    cmp_.add_argument("--integrator", default="HeunStochastic",
+                      choices=["HeunDeterministic", "HeunStochastic", "EulerDeterministic", "EulerStochastic"])
+    cmp_.add_argument("--connectivity", default="connectivity_76.zip", help="a tvb-data connectivity file")
+    cmp_.add_argument("--speed", type=float, default=3.0, help="conduction speed, mm/ms")
+    cmp_.add_argument("--dt", type=float, default=0.1, help="integration step, ms")
+    cmp_.add_argument("--length", type=float, default=1000.0, help="simulation length, ms")
+    cmp_.add_argument("--coupling-a", type=float, default=0.02, help="Linear coupling a (global coupling)")
+    cmp_.add_argument("--nsig", type=float, default=1e-4, help="Additive noise nsig (diffusion coefficient)")
+    cmp_.add_argument("--seed", type=int, default=42, help="TVB noise_seed")
+    cmp_.add_argument("--monitor", action="append", choices=["Raw", "SubSample", "TemporalAverage", "Bold"],
+                      help="monitor(s) to compare (repeatable; default Raw)")
+    cmp_.add_argument("--period", type=float, default=720.0, help="monitor period, ms")
+    cmp_.add_argument("--noise", default="tvb", choices=["tvb", "torch"])
+    cmp_.add_argument("--float64", action="store_true", help="float64 fitting mode instead of TVB-exact mode")
+    cmp_.set_defaults(func=_compare)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
