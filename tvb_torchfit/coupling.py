@@ -115,6 +115,13 @@ class NumpyReduceatSum:
         return p.index_select(1, self.heads) + vals.index_select(1, self.roots)
 
 
+def max_block(weights: np.ndarray, idelays: np.ndarray) -> int:
+    """Longest block K for which every edge is far (d >= K-1) or has zero delay: shortest non-zero delay + 1."""
+    delays = idelays[weights != 0]
+    nonzero = delays[delays > 0]
+    return int(nonzero.min()) + 1 if nonzero.size else 1 << 30
+
+
 class DelayedLinearCoupling:
     """Sparse, delayed, weighted sum of the coupling variable over afferent edges.
 
@@ -124,7 +131,7 @@ class DelayedLinearCoupling:
     """
 
     def __init__(self, weights: np.ndarray, idelays: np.ndarray, horizon: int, batch: int,
-                 dtype: torch.dtype, device: torch.device, numpy_order: bool = False):
+                 dtype: torch.dtype, device: torch.device, *, block: int = 1, numpy_order: bool = False):
         rows, cols = np.nonzero(weights)            # row-major, as TVB's argwhere
         self.n_nodes = weights.shape[0]
         self.batch = batch
@@ -134,25 +141,20 @@ class DelayedLinearCoupling:
         self.delays = idelays[rows, cols].astype(np.int64)
         self.weights = weights[rows, cols]
         self.numpy_order = numpy_order
-        nonzero = self.delays[self.delays > 0]
-        self.min_nonzero_delay = int(nonzero.min()) if nonzero.size else None
-        self._plans: Dict[int, Tuple] = {}
+        if block > max_block(weights, idelays):
+            raise ValueError(f"block of {block} steps is longer than the shortest non-zero delay + 1")
+        self.block = block
+        # with blocks of more than one step, zero-delay edges are added step by step from the current state
+        self.near = (self.delays == 0) if block > 1 else np.zeros(self.delays.shape, bool)
+        self.has_near = bool(self.near.any())
+        self._plans: Dict[int, Dict] = {}
 
-    def max_block(self) -> int:
-        """Largest block length K for which every edge is either far (d >= K-1) or zero-delay."""
-        if self.min_nonzero_delay is None:
-            return 1 << 30
-        return self.min_nonzero_delay + 1
-
-    def _plan(self, K: int):
-        """Index tensors for a block of K steps (cached per K)."""
+    def _plan(self, K: int) -> Dict:
+        """Index tensors for a block of K <= ``block`` steps (cached per K)."""
         if K in self._plans:
             return self._plans[K]
         N, B, L = self.n_nodes, self.batch, self.horizon
-        far = self.delays >= K - 1
-        near = ~far
-        if np.any(self.delays[near] != 0):
-            raise ValueError(f"block of {K} steps is too long for delays {self.delays[near].max()}")
+        far, near = ~self.near, self.near
         b = np.arange(B)
         tau = np.arange(K)
         t_src = (L - 1) + tau[:, None] - self.delays[far][None, :]          # (K, Ef) time index
@@ -164,7 +166,7 @@ class DelayedLinearCoupling:
         wt = lambda a: torch.tensor(a, dtype=self.dtype, device=self.device).view(1, -1, 1)
         reducer = NumpyReduceatSum(self.rows[far], N, self.device) if self.numpy_order else None
         plan = dict(src=lt(src), dst=lt(dst), w=wt(self.weights[far]), reducer=reducer,
-                    src_n=lt(src_n), dst_n=lt(dst_n), w_n=wt(self.weights[near]), has_near=bool(near.any()))
+                    src_n=lt(src_n), dst_n=lt(dst_n), w_n=wt(self.weights[near]))
         self._plans[K] = plan
         return plan
 
@@ -177,12 +179,9 @@ class DelayedLinearCoupling:
         out = history.new_zeros(K * self.n_nodes * self.batch)
         return out.index_add(0, plan["dst"], prod.reshape(-1)).view(K, self.n_nodes, self.batch)
 
-    def has_near(self, K: int) -> bool:
-        return self._plan(K)["has_near"]
-
-    def near_sum(self, current: torch.Tensor, K: int) -> torch.Tensor:
-        """gx from zero-delay edges, read from the current coupling variable (N, B)."""
-        plan = self._plan(K)
+    def near_sum(self, current: torch.Tensor) -> torch.Tensor:
+        """gx from zero-delay edges (blocks of K > 1 steps), read from the current coupling variable (N, B)."""
+        plan = self._plan(1)
         prod = current.reshape(-1).index_select(0, plan["src_n"]).view(-1, self.batch) \
             * plan["w_n"].view(-1, 1).to(current.dtype)
         out = current.new_zeros(self.n_nodes * self.batch)

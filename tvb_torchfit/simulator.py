@@ -16,6 +16,7 @@ coupling and ``"noise.nsig"`` for Additive noise. Model and coupling parameters 
 Internally tensors are laid out (state variable, node, batch): the batch axis sits where TVB
 keeps its modes, so per-step arithmetic is the same as TVB's.
 """
+import functools
 import math
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -24,7 +25,7 @@ import torch
 
 from . import monitors as _monitors
 from .adapter import SimulatorSpec
-from .coupling import DelayedLinearCoupling, linear_post
+from .coupling import DelayedLinearCoupling, linear_post, max_block
 from .errors import ParameterError
 from .integrators import SCHEMES
 from .noise import TorchStream, TVBStream, additive_increment
@@ -37,12 +38,30 @@ NOISE_PARAM = "noise.nsig"
 _MONITOR_CHUNK = 1024        # steps handed to the monitors at once
 
 
+def integrate_block(X: torch.Tensor, far: torch.Tensor, z: Optional[torch.Tensor], a: torch.Tensor,
+                    b: torch.Tensor, p: Dict[str, torch.Tensor], *, dfun, step_fn, dt: float, near_fn,
+                    lo: Optional[torch.Tensor], hi: Optional[torch.Tensor]) -> torch.Tensor:
+    """K integration steps from state X (nvar, N, B): coupling -> model -> integrator, as TVB's loop.
+
+    ``far`` (K, N, B) holds the delayed coupling sums gathered for the block; ``near_fn`` adds the
+    zero-delay edges from the current state; ``z`` (K, nvar, N, B) the noise increments or None.
+    Returns the K new states (K, nvar, N, B). Pure function: ``torch.compile`` fuses it.
+    """
+    states = []
+    for tau in range(far.shape[0]):
+        gx = far[tau] + near_fn(X[0]) if near_fn is not None else far[tau]
+        c = linear_post(gx, a, b)
+        X = step_fn(X, lambda Y: dfun(Y, c, p), dt, None if z is None else z[tau], lo, hi)
+        states.append(X)
+    return torch.stack(states)
+
+
 class TorchSimulator:
     """A TVB region simulation as a torch computation. Build it with ``tvb_torchfit.from_tvb``."""
 
     def __init__(self, spec: SimulatorSpec, *, noise: str = "torch", exact: bool = False, batch: int = 1,
                  dtype: torch.dtype = torch.float64, device: Union[str, torch.device] = "cpu",
-                 block: Optional[int] = None, seed: Optional[int] = None):
+                 block: Optional[int] = None, seed: Optional[int] = None, compile: bool = False):
         if noise not in ("torch", "tvb"):
             raise ValueError(f"noise={noise!r}: expected 'torch' (seeded torch.Generator) or 'tvb' "
                              "(TVB's own random stream).")
@@ -65,10 +84,10 @@ class TorchSimulator:
         self._step_fn, self.stochastic = SCHEMES[spec.scheme]
         N, B = spec.n_nodes, batch
         hist_dtype = torch.float32 if exact else dtype
-        self.coupling = DelayedLinearCoupling(spec.weights, spec.idelays, spec.horizon, B, hist_dtype, self.device,
-                                              numpy_order=exact)
         default_block = 1 if exact else 32
-        self.block = max(1, min(block or default_block, self.coupling.max_block()))
+        self.block = max(1, min(block or default_block, max_block(spec.weights, spec.idelays)))
+        self.coupling = DelayedLinearCoupling(spec.weights, spec.idelays, spec.horizon, B, hist_dtype, self.device,
+                                              block=self.block, numpy_order=exact)
 
         t = lambda a: torch.as_tensor(a, dtype=dtype, device=self.device)
         self.params: Dict[str, torch.Tensor] = {name: t(v) for name, v in spec.model_params.items()}
@@ -96,6 +115,12 @@ class TorchSimulator:
         else:
             self.noise = None
         self.monitors = [self._build_monitor(m) for m in spec.monitors]
+        near = self.coupling.near_sum if self.coupling.has_near else None
+        self._block = functools.partial(
+            integrate_block, dfun=self.model.dfun, step_fn=self._step_fn, dt=self.dt, near_fn=near,
+            lo=self._lo if self._bounded else None, hi=self._hi if self._bounded else None)
+        self.compiled = bool(compile)
+        self._compiled_block = torch.compile(self._block, dynamic=False) if compile else None
         self._voi = torch.as_tensor(spec.model_voi, device=self.device)
 
     # ------------------------------------------------------------------ set-up helpers
@@ -164,9 +189,7 @@ class TorchSimulator:
         nsig = p.pop(NOISE_PARAM, None)
         if nsig is not None and (nsig < 0).any():
             raise ParameterError("parameter 'noise.nsig' must be >= 0 (it is a diffusion coefficient).")
-        lo, hi = (self._lo, self._hi) if self._bounded else (None, None)
-        dfun, step_fn, dt = self.model.dfun, self._step_fn, self.dt
-        N, B = self.n_nodes, self.batch
+        dt, N, B = self.dt, self.n_nodes, self.batch
 
         results = [([], []) for _ in self.monitors]
         pending: List[torch.Tensor] = []
@@ -178,16 +201,10 @@ class TorchSimulator:
             if self.exact:
                 far = far.to(torch.float64)
             z = additive_increment(self.noise.draw(K), dt, nsig) if self.stochastic else None
-            near = self.coupling.has_near(K)
-            X = self.state
-            block_states = []
-            for tau in range(K):
-                gx = far[tau] + self.coupling.near_sum(X[0], K) if near else far[tau]
-                c = linear_post(gx, a, b)
-                X = step_fn(X, lambda Y: dfun(Y, c, p), dt, None if z is None else z[tau], lo, hi)
-                block_states.append(X)
-            self.state = X
-            states = torch.stack(block_states)                           # (K, nvar, N, B)
+            block_fn = self._compiled_block if (self._compiled_block is not None and K == self.block) \
+                else self._block
+            states = block_fn(self.state, far, z, a, b, p)                  # (K, nvar, N, B)
+            self.state = states[-1]
             new_hist = states[:, 0].to(self.history.dtype).reshape(-1)
             self.history = torch.cat((self.history[K * N * B:], new_hist))
             pending.append(states)
