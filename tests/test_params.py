@@ -214,7 +214,9 @@ def test_batch_with_zero_delay_edges_matches_block_one(det_sim):
     assert (det_sim.connectivity.weights[det_sim.connectivity.idelays == 0] != 0).any()
     ref = tvb_torchfit.from_tvb(det_sim, batch=2, block=1).run(1.0)[0][1]
     out = tvb_torchfit.from_tvb(det_sim, batch=2).run(1.0)[0][1]
-    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-14)
+    # only the summation order differs (near edges added after far ones): float64 rounding, amplified by the
+    # model's steep transfer function, stays far below the ~1e-9 the twin keeps from TVB's float32 history
+    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-10)
 
 
 # ---------------------------------------------------------------------------------------------- values
@@ -307,8 +309,10 @@ def test_output_shapes_follow_tvb(batch, model, scheme, dt, length, layouts, nsi
     n_steps = math.ceil(length / dt)
     assert tvb_outputs[0][1].shape[0] == n_steps                  # TVB's Raw: ceil(L / dt) samples
     assert twin.current_step == sim.current_step == n_steps
-    for (times, data), (tvb_times, tvb_data) in zip(outputs, tvb_outputs):
-        assert tvb_data.shape[1:] == (len(sim.model.variables_of_interest), N, 1)
-        assert tuple(data.shape) == expected_shape(batch, tvb_data.shape[0], tvb_data.shape[1])
+    for mon, (times, data), (tvb_times, tvb_data) in zip(sim.monitors, outputs, tvb_outputs):
+        T, n_voi = len(tvb_times), len(mon.voi)        # a monitor without samples: TVB returns an empty (0,) array
+        if T:
+            assert tvb_data.shape == (T, n_voi, N, 1)
+        assert tuple(data.shape) == expected_shape(batch, T, n_voi)
         np.testing.assert_allclose(times.numpy(), tvb_times, rtol=0, atol=1e-9)
         assert torch.isfinite(data).all()

@@ -83,3 +83,13 @@ def test_times_match_tvb_stamps():
     ref = sim.run(simulation_length=10.0)
     for (t, _), (t_ref, _) in zip(out, ref):
         np.testing.assert_array_equal(t.numpy(), t_ref)
+
+
+def test_compiled_blocks_equal_eager():
+    sim = build(models.ReducedWongWangExcInh(), heun_stochastic(dt=0.1, nsig=1e-4), (monitors.Raw(),),
+                conn=small_connectivity(5), a=0.2)
+    (_, eager), = tvb_torchfit.from_tvb(sim, block=4, seed=3).run(n_steps=41)
+    compiled = tvb_torchfit.from_tvb(sim, block=4, seed=3, compile=True)
+    assert compiled.compiled
+    (_, fused), = compiled.run(n_steps=41)
+    torch.testing.assert_close(fused, eager, rtol=0, atol=1e-12)
