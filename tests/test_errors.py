@@ -351,9 +351,6 @@ def test_refusals_leave_the_simulator_untouched(configured_sim):
 
 
 # ---------------------------------------------------------------------------------------------- known gaps
-@pytest.mark.xfail(reason="package bug: adapter reads connectivity.weights, TVB runs on the weights frozen "
-                          "in sim.history at configure(); an edit in between is silently used by the twin only",
-                   strict=False)
 def test_weights_edited_after_configure_are_not_silently_diverging():
     """TVB ignores ``connectivity.weights`` edits made after ``configure()``; the twin must either do the
     same or refuse. Start from an explicit history so both runs start identically."""

@@ -201,11 +201,13 @@ def read_simulator(sim) -> SimulatorSpec:
     a, b = _read_coupling(sim)
     nvar = len(port.state_variables)
     scheme, stochastic, lo, hi, nsig, stream, seed = _read_integrator(sim, nvar)
-    conn = sim.connectivity
     buffer = np.asarray(sim.history.buffer)            # (horizon, ncvar, N, modes), float32 in TVB
     return SimulatorSpec(
         model=port, model_params=params, model_voi=voi, coupling_a=a, coupling_b=b,
-        weights=np.array(conn.weights, dtype=np.float64), idelays=np.array(conn.idelays, dtype=np.int64),
+        # TVB integrates with the weights and delays frozen into its history at configure() (float32
+        # weights), not with later edits of sim.connectivity: read those.
+        weights=np.array(sim.history.weights, dtype=np.float64),
+        idelays=np.rint(np.asarray(sim.history.delays)).astype(np.int64),
         horizon=int(buffer.shape[0]), dt=float(sim.integrator.dt), scheme=scheme, stochastic=stochastic,
         nsig=nsig, random_stream=stream, noise_seed=seed, lo=lo, hi=hi,
         current_state=np.array(sim.current_state[..., 0], dtype=np.float64),

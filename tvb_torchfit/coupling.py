@@ -148,6 +148,7 @@ class DelayedLinearCoupling:
         self.near = (self.delays == 0) if block > 1 else np.zeros(self.delays.shape, bool)
         self.has_near = bool(self.near.any())
         self._plans: Dict[int, Dict] = {}
+        self._plan(1)                               # the zero-delay plan, built outside any compiled region
 
     def _plan(self, K: int) -> Dict:
         """Index tensors for a block of K <= ``block`` steps (cached per K)."""

@@ -18,6 +18,7 @@ keeps its modes, so per-step arithmetic is the same as TVB's.
 """
 import functools
 import math
+import numbers
 from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
@@ -65,7 +66,7 @@ class TorchSimulator:
         if noise not in ("torch", "tvb"):
             raise ValueError(f"noise={noise!r}: expected 'torch' (seeded torch.Generator) or 'tvb' "
                              "(TVB's own random stream).")
-        if not isinstance(batch, int) or batch < 1:
+        if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
             raise ValueError(f"batch={batch!r}: expected a positive integer.")
         if exact and dtype != torch.float64:
             raise ValueError("exact=True reproduces TVB's float64 state with its float32 history; "
@@ -149,7 +150,7 @@ class TorchSimulator:
     def _internal(self, name: str, value: torch.Tensor) -> torch.Tensor:
         """A public parameter tensor in the internal layout: (N or 1, B or 1), nsig (V, N or 1, B or 1)."""
         N, B, V = self.n_nodes, self.batch, len(self.model.state_variables)
-        value = torch.as_tensor(value, dtype=self.dtype, device=self.device)
+        value = self._as_tensor(name, value)
         target = (B, V, N) if name == NOISE_PARAM else (B, N)
         try:
             if value.dim() > len(target):
@@ -158,10 +159,14 @@ class TorchSimulator:
             if full != target:
                 raise RuntimeError
         except RuntimeError:
-            layout = "(batch, nvar, nodes)" if name == NOISE_PARAM else "(batch, nodes)"
+            if name == NOISE_PARAM:
+                shapes = f"(1,), ({N},), ({V}, 1), ({V}, {N}), ({B}, 1, 1), ({B}, 1, {N}) or ({B}, {V}, {N})"
+                layout = "(batch, nvar, nodes)"
+            else:
+                shapes = f"(1,), ({N},), ({B}, 1) or ({B}, {N})"
+                layout = "(batch, nodes)"
             raise ParameterError(f"parameter {name!r} has shape {tuple(value.shape)}, which does not broadcast "
-                                 f"against {layout} = {target}; use (1,), ({N},), ({B}, 1) or ({B}, {N})"
-                                 + (f", or ({V}, {N}) / ({B}, {V}, {N}) for nsig." if name == NOISE_PARAM else "."))
+                                 f"against {layout} = {target}; use {shapes}.")
         while value.dim() < len(target):
             value = value.unsqueeze(0)
         return value.permute(*range(1, len(target)), 0)
@@ -171,8 +176,18 @@ class TorchSimulator:
         if name not in self.params:
             raise ParameterError(f"{name!r} is not a parameter of this simulator ({self.model.tvb_class.__name__} "
                                  f"with Linear coupling); known: {', '.join(self.params)}.")
-        self._internal(name, value)
-        self.params[name] = torch.as_tensor(value, dtype=self.dtype, device=self.device)
+        value = self._as_tensor(name, value)
+        self._internal(name, value)                 # validates the shape before anything is kept
+        self.params[name] = value
+
+    def _as_tensor(self, name: str, value: TensorLike) -> torch.Tensor:
+        if (value.is_complex() if torch.is_tensor(value) else np.iscomplexobj(value)):
+            raise ParameterError(f"parameter {name!r} must be real, got a complex value.")
+        try:
+            return torch.as_tensor(value, dtype=self.dtype, device=self.device)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ParameterError(f"parameter {name!r} must be a number, array or tensor of numbers; "
+                                 f"got {type(value).__name__} ({err}).") from None
 
     # ------------------------------------------------------------------ integration
     def run(self, simulation_length: Optional[float] = None, n_steps: Optional[int] = None) -> Output:

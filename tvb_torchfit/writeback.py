@@ -170,7 +170,8 @@ def _resolve(sim, name: str):
         known = _array_params(sim.coupling, ("gid",))
         if attr not in known:
             raise ParameterError(f"{name!r}: coupling {type(sim.coupling).__name__} has no parameter {attr!r}; "
-                                 f"its parameters: {', '.join(COUPLING_PREFIX + k for k in known)}.")
+                                 f"known parameters of the coupling: "
+                                 f"{', '.join(COUPLING_PREFIX + k for k in known)}.")
         return "region", sim.coupling, attr
     if name in model_names:
         return "region", sim.model, name
@@ -325,7 +326,8 @@ def clone_simulator(sim: Simulator, *, noise_seed: Optional[int] = None,
     ``initial_conditions`` (TVB shape (time, nvar, N, modes)) default to the original's
     ``initial_conditions`` trait; when that is unset TVB draws the random initial history from the new
     noise stream, as for any freshly built simulator. ``noise_seed`` is ignored for deterministic
-    integrators.
+    integrators; note that for those TVB draws the random initial history from numpy's *global* random
+    state, so without initial conditions neither a clone nor any fresh build repeats the original's start.
 
     ``copy.deepcopy`` of a configured Simulator does not work in TVB 2.10 (state kept outside the
     traits is lost), hence this function. Surface simulations and stimuli are not supported.

@@ -1,0 +1,181 @@
+"""validate(): native TVB runs, their BOLD FC and FCD against a target, the report and the figure.
+
+A 6-node random connectome, ReducedWongWangExcInh (G 0.5, w_p 0.7), HeunStochastic dt 0.5 ms, Bold(720 ms),
+started from a low state. The target FC (and target BOLD) come from one TVB run with another noise seed;
+validate runs 2 more seeds of 24 s each (~15 s of TVB in total for this file).
+"""
+import json
+import math
+
+import numpy as np
+import pytest
+from tvb.simulator import integrators, models, monitors
+
+from tvb_builders import build, heun_stochastic, small_connectivity
+
+from tvb_torchfit.errors import ParameterError
+from tvb_torchfit.validation import ValidationReport, bold_fc, fcd_values, validate
+from tvb_torchfit.writeback import clone_simulator, low_state_initial_conditions
+
+N = 6
+LENGTH = 24e3        # ms per TVB run
+DISCARD = 5000.0     # ms of BOLD dropped
+PERIOD = 720.0
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def make_sim(stochastic=True, mons=None, ic=None):
+    integ = heun_stochastic(dt=0.5, nsig=1e-4) if stochastic else integrators.HeunDeterministic(dt=0.5)
+    sim = build(model=models.ReducedWongWangExcInh(G=np.array([0.5]), w_p=np.array([0.7])),
+                conn=small_connectivity(N), integrator=integ, a=1.0,
+                mons=mons if mons is not None else (monitors.TemporalAverage(period=10.0), monitors.Bold(period=PERIOD)),
+                configure=False)
+    if ic is not None:
+        sim.initial_conditions = ic
+    return sim.configure()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    sim = make_sim()
+    ic = low_state_initial_conditions(sim)
+    (_, target_bold), = clone_simulator(make_sim(mons=(monitors.Bold(period=PERIOD),)), noise_seed=7,
+                                        initial_conditions=ic).run(simulation_length=LENGTH)
+    discard = math.ceil(DISCARD / PERIOD)
+    target = bold_fc(target_bold, discard)
+    noise = np.random.RandomState(0).normal(0, 0.05, (N, N))
+    torch_fc = np.clip(target + (noise + noise.T) / 2, -1, 1)
+    np.fill_diagonal(torch_fc, 1.0)
+    history = {"loss": [0.9, 0.5, 0.35, 0.3], "params": {"G": [0.4, 0.45, 0.5, 0.5],
+                                                         "w_p": [[0.6] * N, [0.65] * N, [0.7] * N, [0.7] * N]}}
+    out_dir = tmp_path_factory.mktemp("validation")
+    report = validate(sim, target, simulation_length=LENGTH, seeds=(1001, 1002), discard_ms=DISCARD,
+                      torch_fc=torch_fc, initial_conditions=ic, out_dir=out_dir, history=history,
+                      target_bold=target_bold[discard:, 0, :, 0], fcd_window_ms=7200.0, fcd_step_ms=PERIOD)
+    return dict(sim=sim, ic=ic, target=target, target_bold=target_bold, torch_fc=torch_fc, report=report,
+                out_dir=out_dir, discard=discard)
+
+
+# ---------------------------------------------------------------------------------------------- bold_fc
+def test_bold_fc_is_numpy_corrcoef_of_voi_0():
+    rng = np.random.RandomState(1)
+    bold = rng.normal(size=(40, 2, N, 1))
+    fc = bold_fc(bold, 5)
+    np.testing.assert_array_equal(fc, np.corrcoef(bold[5:, 0, :, 0].T))
+    np.testing.assert_array_equal(bold_fc(bold[:, 0, :, 0], 5), fc)
+    with pytest.raises(ParameterError, match="at least 2 must remain"):
+        bold_fc(bold, 39)
+    with pytest.raises(ParameterError, match="discard"):
+        bold_fc(bold, -1)
+    with pytest.raises(ParameterError, match="shape"):
+        bold_fc(bold[:, 0], 0)
+
+
+def test_fcd_values():
+    ts = np.random.RandomState(2).normal(size=(50, N))
+    vals = fcd_values(ts, window=10, step=5)
+    n_win = len(range(0, 50 - 10 + 1, 5))
+    assert vals.shape == (n_win * (n_win - 1) // 2,) and (np.abs(vals) <= 1 + 1e-12).all()
+    assert fcd_values(ts, window=30, step=20) is None          # 2 windows: no distribution
+
+
+# ---------------------------------------------------------------------------------------------- validate
+def test_report_fields(setup):
+    rep, sim = setup["report"], setup["sim"]
+    assert isinstance(rep, ValidationReport)
+    assert -1.0 < rep.fc_corr <= 1.0
+    assert len(rep.fc_corr_per_seed) == 2 and all(-1.0 <= r <= 1.0 for r in rep.fc_corr_per_seed)
+    assert rep.fc_corr == pytest.approx(np.mean(rep.fc_corr_per_seed))
+    assert rep.fc_rmse > 0 and len(rep.fc_rmse_per_seed) == 2
+    assert -1.0 <= rep.seed_to_seed_fc_corr <= 1.0
+    assert -1.0 <= rep.torch_tvb_fc_corr <= 1.0
+    assert rep.torch_target_fc_corr > 0.9                      # torch_fc is the target plus a little noise
+    assert 0.0 <= rep.fcd_ks <= 1.0 and len(rep.fcd_ks_per_seed) == 2
+    assert 0.0 <= rep.fcd_ks_seed_to_seed <= 1.0
+    assert -1.0 <= rep.mean_fc <= 1.0
+    assert rep.target_mean_fc == pytest.approx(setup["target"][np.triu_indices(N, 1)].mean())
+    assert rep.seeds == [1001, 1002] and rep.bold_period == PERIOD and rep.simulation_length == LENGTH
+    assert rep.discard_samples == setup["discard"] == 7
+    assert rep.bold_samples == setup["target_bold"].shape[0] - setup["discard"]
+    assert rep.tvb_fc.shape == (N, N) and rep.tvb_fc_per_seed.shape == (2, N, N)
+    np.testing.assert_allclose(np.diag(rep.tvb_fc), 1.0)
+    assert rep.tvb_wall_s > 0
+    # sim itself was neither run nor changed
+    assert sim.current_step == 0
+
+
+def test_runs_are_tvb_runs(setup):
+    """The per-seed FC is exactly the FC of a TVB clone run with that seed."""
+    rep = setup["report"]
+    clone = clone_simulator(make_sim(mons=(monitors.Bold(period=PERIOD),)), noise_seed=1002,
+                            initial_conditions=setup["ic"])
+    (_, bold), = clone.run(simulation_length=LENGTH)
+    fc = bold_fc(bold, setup["discard"])
+    np.testing.assert_array_equal(rep.tvb_fc_per_seed[1], fc)
+    iu = np.triu_indices(N, 1)
+    assert rep.fc_corr_per_seed[1] == pytest.approx(np.corrcoef(fc[iu], setup["target"][iu])[0, 1], abs=1e-12)
+
+
+def test_figure_is_a_png(setup):
+    rep = setup["report"]
+    assert rep.figure == str(setup["out_dir"] / "validation.png")
+    with open(rep.figure, "rb") as f:
+        assert f.read(8) == PNG_MAGIC
+    import matplotlib.image
+    img = matplotlib.image.imread(rep.figure)
+    assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 400
+
+
+def test_str_and_to_dict(setup):
+    rep = setup["report"]
+    text = str(rep)
+    for label in ("FC r(TVB, target)", "seed-to-seed", "FCD KS", "FC r(torch, mean TVB)", "validation.png"):
+        assert label in text
+    d = rep.to_dict()
+    json.dumps(d)
+    for key in ("fc_corr", "fc_corr_per_seed", "fc_rmse", "fcd_ks", "seed_to_seed_fc_corr", "torch_tvb_fc_corr",
+                "mean_fc", "figure"):
+        assert key in d
+    assert "tvb_fc" not in d and np.array(rep.to_dict(arrays=True)["tvb_fc"]).shape == (N, N)
+
+
+def test_deterministic_without_target_bold(tmp_path):
+    """One run for a deterministic integrator; no FCD target: fcd_ks is None, and that is said."""
+    ic = low_state_initial_conditions(make_sim(stochastic=False))
+    ic[:, 0, ::2] = 0.3                                    # an uneven start, so that BOLD varies across nodes
+    sim = make_sim(stochastic=False, ic=ic)
+    rep = validate(sim, np.eye(N) * 0.5 + 0.5, simulation_length=12e3, discard_ms=2000.0, fcd_window_ms=3600.0)
+    assert rep.seeds == [] and len(rep.fc_corr_per_seed) == 1
+    assert rep.seed_to_seed_fc_corr is None and rep.fcd_ks is None and rep.fcd_ks_seed_to_seed is None
+    assert rep.torch_tvb_fc_corr is None and rep.figure is None
+    assert any("deterministic" in n for n in rep.notes) and any("target_bold" in n for n in rep.notes)
+
+
+# ---------------------------------------------------------------------------------------------- errors
+@pytest.mark.parametrize("target, fragment", [
+    (np.eye(N + 1), "7 x 7, but the simulator's connectivity has 6 regions"),
+    (np.eye(N - 1), "5 x 5"),
+    (np.ones((N, N + 1)), "square"),
+    (np.ones(N), "square"),
+    (np.where(np.eye(N) > 0, np.nan, 0.1), "non-finite"),
+])
+def test_bad_target_fc(target, fragment):
+    with pytest.raises(ParameterError, match=fragment):
+        validate(make_sim(), target, simulation_length=LENGTH)
+
+
+def test_other_errors():
+    sim = make_sim()
+    good = np.eye(N)
+    with pytest.raises(ParameterError, match="torch_fc is 5 x 5"):
+        validate(sim, good, simulation_length=LENGTH, torch_fc=np.eye(N - 1))
+    with pytest.raises(ParameterError, match=r"target_bold has shape \(30, 5\)"):
+        validate(sim, good, simulation_length=LENGTH, target_bold=np.zeros((30, N - 1)))
+    with pytest.raises(ParameterError, match="no Bold monitor.*TemporalAverage"):
+        validate(make_sim(mons=(monitors.TemporalAverage(period=10.0),)), good, simulation_length=LENGTH)
+    with pytest.raises(ParameterError, match="at least 3 must remain"):
+        validate(sim, good, simulation_length=21e3, discard_ms=20e3)
+    with pytest.raises(ParameterError, match="simulation_length"):
+        validate(sim, good, simulation_length=-1.0)
+    with pytest.raises(ParameterError, match="seeds is empty"):
+        validate(sim, good, simulation_length=LENGTH, seeds=())

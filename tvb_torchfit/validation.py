@@ -1,0 +1,398 @@
+"""Validate fitted parameters with TVB itself: native TVB runs, their BOLD FC (and FCD) against a target.
+
+After a fit with the torch twin, the parameters are written onto a TVB ``Simulator`` (see
+``tvb_torchfit.writeback.apply_params``) and ``validate`` runs TVB natively — its own integrator, noise
+and Bold monitor, nothing from torch — for a few noise seeds, and compares the resulting functional
+connectivity (FC, ``numpy.corrcoef`` of BOLD over nodes, as TVB's own adapters compute it) with the
+target FC. The spread between seeds (``seed_to_seed_fc_corr``) is the noise ceiling: no fit can be
+expected to match the target better than two TVB runs with the same parameters match each other.
+
+FCD (functional connectivity dynamics): sliding-window FC over ``fcd_window_ms`` windows moved by
+``fcd_step_ms``; the FCD matrix is the correlation between the windows' FC upper triangles, and FCD
+distributions are compared with the Kolmogorov-Smirnov statistic of their upper-triangle values.
+A target FC alone carries no dynamics, so ``fcd_ks`` is ``None`` unless ``target_bold`` (time, N) is
+given (sampled at the Bold monitor's period); ``fcd_ks_seed_to_seed`` (the KS statistic between the
+FCD distributions of the TVB runs themselves) is reported whenever two or more runs are long enough.
+"""
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from tvb.simulator import monitors as tvb_monitors
+
+from .errors import ParameterError
+from .writeback import _check_simulator, _clone, _is_stochastic, _n_regions
+
+FIGURE_NAME = "validation.png"
+
+
+# ---------------------------------------------------------------------------------------------- FC, FCD
+def _as_numpy(name: str, value) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    try:
+        return np.array(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"{name}: cannot read it as an array of numbers ({exc}).") from None
+
+
+def _bold_nodes(bold) -> np.ndarray:
+    """(time, N) from TVB's (time, voi, N, modes) Bold output (voi 0, mode 0), or from (time, N)."""
+    bold = _as_numpy("bold", bold)
+    if bold.ndim == 4:
+        return bold[:, 0, :, 0]
+    if bold.ndim == 2:
+        return bold
+    raise ParameterError(f"bold has shape {bold.shape}; expected TVB's Bold output (time, voi, nodes, modes) "
+                         "or a (time, nodes) array.")
+
+
+def _corrcoef_nodes(ts: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.corrcoef(ts, rowvar=False)
+
+
+def bold_fc(bold: np.ndarray, discard: int) -> np.ndarray:
+    """FC (``numpy.corrcoef`` over nodes) of a TVB Bold output (time, voi, N, modes), voi 0, after dropping
+    the first ``discard`` samples. A (time, N) array is accepted too. Constant nodes give NaN rows."""
+    ts = _bold_nodes(bold)
+    if not isinstance(discard, (int, np.integer)) or discard < 0:
+        raise ParameterError(f"discard={discard!r}: expected a number of samples >= 0.")
+    if ts.shape[0] - discard < 2:
+        raise ParameterError(f"only {ts.shape[0]} BOLD samples, {discard} to discard: at least 2 must remain "
+                             "to compute an FC; simulate longer or discard less.")
+    return _corrcoef_nodes(ts[discard:])
+
+
+def _upper(m: np.ndarray) -> np.ndarray:
+    return m[np.triu_indices(m.shape[0], k=1)]
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 2:
+        return float("nan")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(np.corrcoef(x[ok], y[ok])[0, 1])
+
+
+def fcd_values(ts: np.ndarray, window: int, step: int) -> Optional[np.ndarray]:
+    """Upper-triangle values of the FCD matrix of a (time, N) series (windows in samples), or None when
+    fewer than 3 windows fit."""
+    T = ts.shape[0]
+    starts = range(0, T - window + 1, step)
+    if len(starts) < 3:
+        return None
+    vecs = np.stack([_upper(_corrcoef_nodes(ts[s:s + window])) for s in starts])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fcd = np.corrcoef(vecs)
+    vals = _upper(fcd)
+    vals = vals[np.isfinite(vals)]
+    return vals if vals.size else None
+
+
+def _ks(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import ks_2samp
+    return float(ks_2samp(a, b).statistic)
+
+
+# ---------------------------------------------------------------------------------------------- report
+@dataclass
+class ValidationReport:
+    """What ``validate`` measured. Correlations are Pearson r between FC upper triangles (k=1)."""
+    fc_corr: float                         # mean over seeds of r(TVB FC, target FC)
+    fc_corr_per_seed: List[float]
+    fc_rmse: float                         # mean over seeds of the RMS difference of the upper triangles
+    fcd_ks: Optional[float]                # mean over seeds of KS(FCD TVB, FCD target_bold); None without target_bold
+    seed_to_seed_fc_corr: Optional[float]  # mean r between the FCs of the TVB runs: the noise ceiling
+    torch_tvb_fc_corr: Optional[float]     # r(torch_fc, mean TVB FC), None without torch_fc
+    mean_fc: float                         # mean upper-triangle value of the mean TVB FC
+    target_mean_fc: float = float("nan")
+    fc_rmse_per_seed: List[float] = field(default_factory=list)
+    fcd_ks_per_seed: Optional[List[float]] = None
+    fcd_ks_seed_to_seed: Optional[float] = None  # mean KS between FCD distributions of the TVB runs
+    torch_target_fc_corr: Optional[float] = None  # r(torch_fc, target FC)
+    seeds: List[int] = field(default_factory=list)
+    simulation_length: float = 0.0         # ms per run
+    bold_period: float = 0.0               # ms
+    discard_samples: int = 0
+    bold_samples: int = 0                  # BOLD samples per run used for FC (after discarding)
+    tvb_wall_s: float = 0.0                # wall time of all TVB runs
+    figure: Optional[str] = None
+    notes: List[str] = field(default_factory=list)
+    tvb_fc: Optional[np.ndarray] = field(default=None, repr=False)           # (N, N) mean over seeds
+    tvb_fc_per_seed: Optional[np.ndarray] = field(default=None, repr=False)  # (seeds, N, N)
+
+    def to_dict(self, arrays: bool = False) -> Dict:
+        """Plain Python values (JSON-ready); the FC matrices as nested lists only with ``arrays=True``."""
+        def plain(v):
+            if v is None or isinstance(v, (str, bool)):
+                return v
+            if isinstance(v, np.ndarray):
+                return v.tolist()
+            if isinstance(v, (list, tuple)):
+                return [plain(x) for x in v]
+            if isinstance(v, (np.integer, int)):
+                return int(v)
+            return float(v)
+        out = {}
+        for name in self.__dataclass_fields__:
+            if name in ("tvb_fc", "tvb_fc_per_seed") and not arrays:
+                continue
+            out[name] = plain(getattr(self, name))
+        return out
+
+    def __str__(self) -> str:
+        def fmt(v):
+            if v is None:
+                return "—"
+            if isinstance(v, (list, tuple)):
+                return ", ".join(fmt(x) for x in v)
+            return f"{v:.4f}"
+        rows = [
+            ("FC r(TVB, target), mean over seeds", fmt(self.fc_corr)),
+            ("FC r per seed", fmt(self.fc_corr_per_seed)),
+            ("FC RMSE(TVB, target)", fmt(self.fc_rmse)),
+            ("FC r seed-to-seed (noise ceiling)", fmt(self.seed_to_seed_fc_corr)),
+            ("mean FC: TVB / target", f"{fmt(self.mean_fc)} / {fmt(self.target_mean_fc)}"),
+            ("FCD KS(TVB, target BOLD)", fmt(self.fcd_ks)),
+            ("FCD KS seed-to-seed", fmt(self.fcd_ks_seed_to_seed)),
+            ("FC r(torch, mean TVB)", fmt(self.torch_tvb_fc_corr)),
+            ("FC r(torch, target)", fmt(self.torch_target_fc_corr)),
+        ]
+        width = max(len(r[0]) for r in rows)
+        seeds = ", ".join(str(s) for s in self.seeds) or "— (deterministic)"
+        head = (f"TVB validation: {len(self.fc_corr_per_seed)} run(s) of {self.simulation_length:g} ms "
+                f"(seeds {seeds}); Bold period {self.bold_period:g} ms, {self.discard_samples} samples discarded, "
+                f"{self.bold_samples} used; TVB wall {self.tvb_wall_s:.1f} s")
+        lines = [head, "-" * (width + 20)] + [f"{k:<{width}}  {v}" for k, v in rows]
+        if self.figure:
+            lines.append(f"{'figure':<{width}}  {self.figure}")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def _check_square(name: str, value, n: int) -> np.ndarray:
+    m = _as_numpy(name, value)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ParameterError(f"{name} has shape {m.shape}; expected a square (N, N) FC matrix.")
+    if m.shape[0] != n:
+        raise ParameterError(f"{name} is {m.shape[0]} x {m.shape[0]}, but the simulator's connectivity has "
+                             f"{n} regions; give a {n} x {n} FC in the connectivity's region order.")
+    if not np.isfinite(m).all():
+        raise ParameterError(f"{name} has non-finite values (NaN or inf); clean it before validating.")
+    return m
+
+
+def _find_bold(sim) -> int:
+    mons = sim.monitors if isinstance(sim.monitors, (list, tuple)) else [sim.monitors]
+    for i, m in enumerate(mons):
+        if isinstance(m, tvb_monitors.Bold):
+            return i
+    names = ", ".join(type(m).__name__ for m in mons) or "none"
+    raise ParameterError(f"the Simulator has no Bold monitor (monitors: {names}); validate compares BOLD FC: "
+                         "add e.g. monitors.Bold(period=720.0).")
+
+
+# ---------------------------------------------------------------------------------------------- validate
+def validate(sim, target_fc, *, simulation_length: float, seeds: Sequence[int] = (1001, 1002),
+             discard_ms: float = 20000.0, torch_fc=None, initial_conditions=None, out_dir=None,
+             history: Optional[Dict] = None, target_bold=None, fcd_window_ms: float = 60000.0,
+             fcd_step_ms: float = 2000.0) -> ValidationReport:
+    """Run TVB natively (one clone of ``sim`` per noise seed) and compare its BOLD FC with ``target_fc``.
+
+    Each run is ``clone_simulator(sim, noise_seed=seed, initial_conditions=initial_conditions)`` keeping only
+    the first Bold monitor of ``sim`` (other monitors do not change the dynamics), run for
+    ``simulation_length`` ms; the first ``ceil(discard_ms / period)`` BOLD samples are dropped (TVB's BOLD
+    buffer starts at zero: ~20 s of transient). ``initial_conditions`` default to ``sim.initial_conditions``
+    (see ``low_state_initial_conditions``). A deterministic integrator is run once (seeds are ignored).
+    ``sim`` itself is not run or changed.
+
+    ``torch_fc``: the twin's FC, compared with the mean TVB FC and with the target. ``target_bold``:
+    (time, N) target BOLD at the monitor's period, for the FCD comparison. ``out_dir``: write
+    ``validation.png`` there (FC matrices on one colour scale, FC scatter, and — with ``history``
+    ``{'loss': [...], 'params': {name: [...]}}`` — the fit's loss and parameter trajectories).
+    """
+    _check_simulator(sim)
+    n = _n_regions(sim)
+    target = _check_square("target_fc", target_fc, n)
+    torch_m = None if torch_fc is None else _check_square("torch_fc", torch_fc, n)
+    tbold = None
+    if target_bold is not None:
+        tbold = _as_numpy("target_bold", target_bold)
+        if tbold.ndim != 2 or tbold.shape[1] != n:
+            raise ParameterError(f"target_bold has shape {tbold.shape}; expected (time, {n}).")
+        if not np.isfinite(tbold).all():
+            raise ParameterError("target_bold has non-finite values (NaN or inf).")
+    if not (isinstance(simulation_length, (int, float, np.number)) and simulation_length > 0):
+        raise ParameterError(f"simulation_length={simulation_length!r}: expected a positive length in ms.")
+    if not discard_ms >= 0:
+        raise ParameterError(f"discard_ms={discard_ms!r}: expected >= 0 ms.")
+    bold_index = _find_bold(sim)
+    mon = (sim.monitors if isinstance(sim.monitors, (list, tuple)) else [sim.monitors])[bold_index]
+    period = float(mon.period)
+    discard = int(math.ceil(discard_ms / period - 1e-9))
+    n_expected = int(math.ceil(simulation_length / sim.integrator.dt - 1e-9) * sim.integrator.dt // period)
+    if n_expected - discard < 3:
+        raise ParameterError(f"simulation_length={simulation_length:g} ms gives about {n_expected} BOLD samples "
+                             f"(period {period:g} ms), {discard} of them discarded (discard_ms={discard_ms:g}): "
+                             "at least 3 must remain; simulate longer or discard less.")
+    notes: List[str] = []
+    stochastic = _is_stochastic(sim)
+    if stochastic:
+        seeds = [int(s) for s in seeds]
+        if not seeds:
+            raise ParameterError("seeds is empty: give at least one noise seed.")
+    else:
+        seeds = []
+        notes.append("deterministic integrator: one run, seeds ignored, no seed-to-seed noise ceiling.")
+
+    # ---- TVB runs
+    fcs, series = [], []
+    t0 = time.perf_counter()
+    for seed in (seeds or [None]):
+        clone = _clone(sim, noise_seed=seed, initial_conditions=initial_conditions, monitor_indices=[bold_index])
+        (_, bold), = clone.run(simulation_length=float(simulation_length))
+        ts = _bold_nodes(bold)
+        fcs.append(bold_fc(ts, discard))
+        series.append(ts[discard:])
+    wall = time.perf_counter() - t0
+    fcs = np.stack(fcs)
+    if not np.isfinite(fcs).all():
+        notes.append("some TVB FC entries are NaN (a node's BOLD is constant or non-finite): those entries are "
+                     "left out of the correlations.")
+    mean_fc = np.mean(fcs, axis=0)
+    tu = _upper(target)
+
+    per_seed_r = [_pearson(_upper(f), tu) for f in fcs]
+    per_seed_rmse = [float(np.sqrt(np.nanmean((_upper(f) - tu) ** 2))) for f in fcs]
+    pairs = [(i, j) for i in range(len(fcs)) for j in range(i + 1, len(fcs))]
+    s2s = float(np.mean([_pearson(_upper(fcs[i]), _upper(fcs[j])) for i, j in pairs])) if pairs else None
+
+    # ---- FCD
+    window = max(2, int(round(fcd_window_ms / period)))
+    step = max(1, int(round(fcd_step_ms / period)))
+    fcd_runs = [fcd_values(ts, window, step) for ts in series]
+    fcd_ks = fcd_ks_per_seed = fcd_s2s = None
+    if any(v is None for v in fcd_runs):
+        notes.append(f"FCD not computed: fewer than 3 windows of {window} samples (fcd_window_ms={fcd_window_ms:g}) "
+                     f"fit into {series[0].shape[0]} BOLD samples; simulate longer or shorten the window.")
+    else:
+        if tbold is not None:
+            fcd_target = fcd_values(tbold, window, step)
+            if fcd_target is None:
+                notes.append(f"FCD of target_bold not computed: fewer than 3 windows of {window} samples fit "
+                             f"into its {tbold.shape[0]} samples.")
+            else:
+                fcd_ks_per_seed = [_ks(v, fcd_target) for v in fcd_runs]
+                fcd_ks = float(np.mean(fcd_ks_per_seed))
+        else:
+            notes.append("fcd_ks is None: the target is an FC only (give target_bold for an FCD comparison).")
+        if pairs:
+            fcd_s2s = float(np.mean([_ks(fcd_runs[i], fcd_runs[j]) for i, j in pairs]))
+
+    report = ValidationReport(
+        fc_corr=float(np.nanmean(per_seed_r)) if np.isfinite(per_seed_r).any() else float("nan"),
+        fc_corr_per_seed=per_seed_r,
+        fc_rmse=float(np.mean(per_seed_rmse)),
+        fcd_ks=fcd_ks,
+        seed_to_seed_fc_corr=s2s,
+        torch_tvb_fc_corr=None if torch_m is None else _pearson(_upper(torch_m), _upper(mean_fc)),
+        mean_fc=float(np.nanmean(_upper(mean_fc))),
+        target_mean_fc=float(np.mean(tu)),
+        fc_rmse_per_seed=per_seed_rmse,
+        fcd_ks_per_seed=fcd_ks_per_seed,
+        fcd_ks_seed_to_seed=fcd_s2s,
+        torch_target_fc_corr=None if torch_m is None else _pearson(_upper(torch_m), tu),
+        seeds=list(seeds), simulation_length=float(simulation_length), bold_period=period,
+        discard_samples=discard, bold_samples=int(series[0].shape[0]), tvb_wall_s=wall, notes=notes,
+        tvb_fc=mean_fc, tvb_fc_per_seed=fcs)
+    if out_dir is not None:
+        report.figure = plot_validation(report, target, torch_m, history, out_dir)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- figure
+def _check_history(history) -> Dict:
+    if not isinstance(history, dict):
+        raise ParameterError(f"history must be a dict with 'loss' (list of floats) and 'params' "
+                             f"(dict name -> list of floats), got {type(history).__name__}.")
+    params = history.get("params", {}) or {}
+    if not isinstance(params, dict):
+        raise ParameterError("history['params'] must be a dict name -> list of values.")
+    return {"loss": history.get("loss"), "params": params}
+
+
+def plot_validation(report: ValidationReport, target: np.ndarray, torch_fc: Optional[np.ndarray] = None,
+                    history: Optional[Dict] = None, out_dir=".") -> str:
+    """Draw the validation figure (Agg, no pyplot state touched) and return the path of the PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib import colormaps
+
+    hist = None if history is None else _check_history(history)
+    mats = [("target FC", target), (f"TVB FC (mean of {len(report.fc_corr_per_seed)} run(s))", report.tvb_fc)]
+    if torch_fc is not None:
+        mats.append(("torch FC", torch_fc))
+    off = np.concatenate([_upper(m) for _, m in mats] + [m[np.tril_indices(m.shape[0], -1)] for _, m in mats])
+    off = off[np.isfinite(off)]
+    vmax = float(np.max(np.abs(off))) if off.size else 1.0
+    vmax = vmax if vmax > 0 else 1.0
+
+    n_top = len(mats) + 1
+    hist_panels = []
+    if hist is not None:
+        if hist["loss"] is not None and len(hist["loss"]):
+            hist_panels.append(("loss", np.asarray(hist["loss"], dtype=np.float64)))
+        for name, values in hist["params"].items():
+            hist_panels.append((name, np.asarray(values, dtype=np.float64)))
+    ncols = max(n_top, min(4, len(hist_panels)) if hist_panels else 0)
+    nrows = 1 + math.ceil(len(hist_panels) / ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.9 * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    gs = fig.add_gridspec(nrows, ncols)
+
+    cmap = colormaps["RdBu_r"].with_extremes(bad="0.85")
+    im = None
+    axes = []
+    for k, (title, m) in enumerate(mats):
+        ax = fig.add_subplot(gs[0, k])
+        shown = np.array(m, dtype=np.float64)
+        np.fill_diagonal(shown, np.nan)
+        im = ax.imshow(shown, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
+        ax.set_title(title + " (diagonal hidden)" if k == 0 else title)
+        ax.set_xlabel("region")
+        ax.set_ylabel("region")
+        axes.append(ax)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="FC")
+
+    ax = fig.add_subplot(gs[0, len(mats)])
+    tu, vu = _upper(target), _upper(report.tvb_fc)
+    r_mean = _pearson(vu, tu)
+    ax.scatter(tu, vu, s=10, alpha=0.7, label="TVB (mean FC)")
+    if torch_fc is not None:
+        ax.scatter(tu, _upper(torch_fc), s=10, alpha=0.5, marker="x", label="torch")
+    lim = [np.nanmin(np.r_[tu, vu, -0.05]), np.nanmax(np.r_[tu, vu, 0.05])]
+    ax.plot(lim, lim, color="0.5", lw=0.8, ls="--")
+    ax.set_xlabel("target FC")
+    ax.set_ylabel("simulated FC")
+    ax.set_title(f"r = {r_mean:.3f} (per-seed mean {report.fc_corr:.3f})")
+    ax.legend(fontsize="small", loc="upper left")
+
+    for k, (name, values) in enumerate(hist_panels):
+        ax = fig.add_subplot(gs[1 + k // ncols, k % ncols])
+        it = np.arange(values.shape[0])
+        ax.plot(it, values.reshape(values.shape[0], -1), lw=1.0)
+        if name == "loss" and k == 0 and values.size and (values > 0).all():
+            ax.set_yscale("log")
+        ax.set_title(name)
+        ax.set_xlabel("iteration")
+
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(os.fspath(out_dir), FIGURE_NAME)
+    fig.savefig(path, dpi=110)
+    return path
