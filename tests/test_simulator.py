@@ -93,3 +93,17 @@ def test_compiled_blocks_equal_eager():
     assert compiled.compiled
     (_, fused), = compiled.run(n_steps=41)
     torch.testing.assert_close(fused, eager, rtol=0, atol=1e-12)
+
+
+def test_state_dict_round_trip_continues_identically():
+    sim = build(models.ReducedWongWangExcInh(), heun_stochastic(dt=0.5, nsig=1e-4),
+                (monitors.Bold(period=200.0), monitors.TemporalAverage(period=3.0)), conn=small_connectivity(4))
+    for noise in ("torch", "tvb"):
+        a = tvb_torchfit.from_tvb(sim, noise=noise, batch=2)
+        a.run(simulation_length=301.0)
+        saved = a.state_dict()
+        ref = a.run(simulation_length=450.0)
+        b = tvb_torchfit.from_tvb(sim, noise=noise, batch=2).load_state_dict(saved)
+        out = b.run(simulation_length=450.0)
+        for (t, x), (t1, x1) in zip(ref, out):
+            assert torch.equal(t, t1) and torch.equal(x, x1)

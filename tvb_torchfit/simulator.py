@@ -256,6 +256,29 @@ class TorchSimulator:
             mon.detach_()
         return self
 
+    def state_dict(self) -> Dict:
+        """Everything a later ``run`` depends on besides ``params`` (detached copies): for checkpoints."""
+        mons = [{k: v.detach().clone() if torch.is_tensor(v) else v for k, v in vars(m).items()
+                 if k in ("partial", "stock", "last_block")} for m in self.monitors]
+        return {"current_step": self.current_step, "state": self.state.detach().clone(),
+                "history": self.history.detach().clone(), "monitors": mons,
+                "noise": self.noise.state_dict() if self.noise is not None else None}
+
+    def load_state_dict(self, state: Dict) -> "TorchSimulator":
+        """Restore what ``state_dict`` returned (same simulator layout: nodes, batch, monitors)."""
+        if tuple(state["state"].shape) != tuple(self.state.shape) or len(state["monitors"]) != len(self.monitors):
+            raise ValueError(f"state_dict of shape {tuple(state['state'].shape)} with {len(state['monitors'])} "
+                             f"monitors does not fit this simulator {tuple(self.state.shape)} / {len(self.monitors)}.")
+        self.current_step = int(state["current_step"])
+        self.state = state["state"].to(self.device, self.dtype).clone()
+        self.history = state["history"].to(self.device).clone()
+        for mon, saved in zip(self.monitors, state["monitors"]):
+            for k, v in saved.items():
+                setattr(mon, k, v.clone() if torch.is_tensor(v) else v)
+        if self.noise is not None:
+            self.noise.load_state_dict(state["noise"])
+        return self
+
     def __repr__(self) -> str:
         return (f"TorchSimulator({self.model.tvb_class.__name__}, {self.spec.scheme}, N={self.n_nodes}, "
                 f"dt={self.dt} ms, batch={self.batch}, dtype={self.dtype}, exact={self.exact}, "
