@@ -5,6 +5,9 @@ Public API:
 * ``from_tvb(sim, ...)`` -> ``TorchSimulator``, the torch twin of a configured TVB ``Simulator``.
 * ``compare(sim, simulation_length)`` -> ``Comparison``: run TVB and its twin from the same start and
   report, per monitor, the largest differences and the wall time of each.
+* ``fit(sim, target_fc, params={...})`` -> ``FitResult`` (``.params``, ``.apply(sim)``, ``.save``, ``.load``).
+* ``validate(sim, target_fc, simulation_length=...)`` -> ``ValidationReport``: TVB's own integrator and
+  Bold monitor, fresh noise seeds, FC agreement with the target (``.fc_corr``) and a figure.
 """
 from typing import Union
 
@@ -13,7 +16,11 @@ import torch
 from .adapter import read_simulator
 from .compare import Comparison, compare
 from .errors import NotConfiguredError, ParameterError, TVBTorchFitError, UnsupportedTVBObject
+from .fitting import FitResult, fit
+from .parameters import Param
 from .simulator import TorchSimulator
+from .validation import ValidationReport, validate
+from .writeback import apply_params, clone_simulator
 
 __version__ = "0.1.0"
 
@@ -42,5 +49,6 @@ def from_tvb(sim, *, noise: str = "torch", exact: bool = False, batch: int = 1,
                           device=device, block=block, seed=seed, compile=compile)
 
 
-__all__ = ["from_tvb", "compare", "Comparison", "TorchSimulator", "TVBTorchFitError",
-           "UnsupportedTVBObject", "NotConfiguredError", "ParameterError"]
+__all__ = ["from_tvb", "compare", "Comparison", "TorchSimulator", "fit", "FitResult", "Param", "validate",
+           "ValidationReport", "apply_params", "clone_simulator", "TVBTorchFitError", "UnsupportedTVBObject",
+           "NotConfiguredError", "ParameterError"]

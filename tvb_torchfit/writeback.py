@@ -22,7 +22,7 @@ Notes on TVB 2.10 that shape this module:
   one would.
 """
 import copy
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple, Sequence
 
 import numpy as np
 from tvb.basic.neotraits.api import Final, NArray
@@ -315,7 +315,8 @@ def _clone(sim: Simulator, noise_seed=None, initial_conditions=None, monitor_ind
 
 
 def clone_simulator(sim: Simulator, *, noise_seed: Optional[int] = None,
-                    initial_conditions: Optional[np.ndarray] = None) -> Simulator:
+                    initial_conditions: Optional[np.ndarray] = None,
+                    monitor_indices: Optional[Sequence[int]] = None) -> Simulator:
     """A new, configured TVB ``Simulator`` built from ``sim``'s traits (``sim`` is not touched).
 
     Same connectivity (weights, tract lengths, speed, labels, ...), a model of the same class with the
@@ -331,8 +332,10 @@ def clone_simulator(sim: Simulator, *, noise_seed: Optional[int] = None,
 
     ``copy.deepcopy`` of a configured Simulator does not work in TVB 2.10 (state kept outside the
     traits is lost), hence this function. Surface simulations and stimuli are not supported.
+    ``monitor_indices`` keeps only those of ``sim.monitors`` (all by default).
     """
-    return _clone(sim, noise_seed=noise_seed, initial_conditions=initial_conditions)
+    return _clone(sim, noise_seed=noise_seed, initial_conditions=initial_conditions,
+                  monitor_indices=monitor_indices)
 
 
 # ---------------------------------------------------------------------------------------------- low state

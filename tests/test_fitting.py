@@ -1,0 +1,140 @@
+"""fit(): reproducibility, interrupt-and-resume, write-back, and clear errors for bad inputs."""
+import numpy as np
+import pytest
+import torch
+from tvb.simulator import integrators, models, monitors
+
+import tvb_torchfit
+from tvb_torchfit import fitting
+from tvb_torchfit.errors import ParameterError
+from tvb_builders import build, heun_stochastic, small_connectivity
+
+N = 4
+FAST = dict(n_steps=4, window_trs=2, fc_window_trs=4, batch=2, warmup_ms=1500.0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return build(models.ReducedWongWangExcInh(w_p=np.array([0.7]), G=np.array([1.0])),
+                 heun_stochastic(dt=1.0, nsig=1e-4), (monitors.Bold(period=360.0),), conn=small_connectivity(N), a=0.5)
+
+
+@pytest.fixture(scope="module")
+def target():
+    return np.corrcoef(np.random.RandomState(0).randn(N, 200))
+
+
+PARAMS = {"G": (0.5, 3.0), "w_p": (0.5, 1.0)}
+
+
+def test_same_seed_same_fit_bit_for_bit(sim, target):
+    a = tvb_torchfit.fit(sim, target, PARAMS, seed=3, **FAST)
+    b = tvb_torchfit.fit(sim, target, PARAMS, seed=3, **FAST)
+    c = tvb_torchfit.fit(sim, target, PARAMS, seed=4, **FAST)
+    assert a.history["loss"] == b.history["loss"]
+    for k in PARAMS:
+        assert np.array_equal(a.params[k], b.params[k])
+    assert a.history["loss"] != c.history["loss"]
+
+
+def test_parameters_move_and_stay_in_bounds(sim, target):
+    res = tvb_torchfit.fit(sim, target, {"G": (0.9, 1.1), "nsig": (1e-5, 1e-3)}, lr=0.5, **FAST)
+    traj = np.stack(res.history["params"]["G"])
+    assert np.all((traj > 0.9) & (traj < 1.1))
+    assert not np.allclose(traj, 1.0)
+    assert res.params["noise.nsig"].shape == (1,) and 1e-5 < res.params["noise.nsig"][0] < 1e-3
+
+
+def _interrupting(monkeypatch, at_call, exc):
+    calls = {"n": 0}
+    original = fitting._set_params
+
+    def flaky(twin, pset):
+        calls["n"] += 1
+        if calls["n"] == at_call:
+            raise exc
+        return original(twin, pset)
+    monkeypatch.setattr(fitting, "_set_params", flaky)
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt(), RuntimeError("killed")], ids=["ctrl-c", "crash"])
+def test_interrupt_and_resume_equals_uninterrupted(sim, target, tmp_path, monkeypatch, exc):
+    full = tvb_torchfit.fit(sim, target, PARAMS, seed=1, **FAST)
+    ckpt = tmp_path / "fit.ckpt"
+    _interrupting(monkeypatch, at_call=4, exc=exc)        # call 1 = warm-up, interrupts during step 3
+    with pytest.raises(type(exc)):
+        tvb_torchfit.fit(sim, target, PARAMS, seed=1, checkpoint=ckpt, checkpoint_every=1, **FAST)
+    monkeypatch.undo()
+    assert ckpt.exists()
+    resumed = tvb_torchfit.fit(sim, target, PARAMS, seed=1, checkpoint=ckpt, **FAST)
+    assert resumed.history["loss"] == full.history["loss"]
+    for k in PARAMS:
+        assert np.array_equal(resumed.params[k], full.params[k])
+
+
+def test_checkpoint_from_other_settings_is_refused(sim, target, tmp_path):
+    ckpt = tmp_path / "fit.ckpt"
+    tvb_torchfit.fit(sim, target, PARAMS, checkpoint=ckpt, **FAST)
+    with pytest.raises(ParameterError, match="other settings"):
+        tvb_torchfit.fit(sim, target, PARAMS, checkpoint=ckpt, **dict(FAST, lr=0.01))
+
+
+def test_writeback_puts_exactly_the_fitted_values(sim, target, tmp_path):
+    res = tvb_torchfit.fit(sim, target, dict(PARAMS, J_i=tvb_torchfit.Param(0.5, 1.5, regionwise=True)), **FAST)
+    fresh = build(models.ReducedWongWangExcInh(w_p=np.array([0.7]), G=np.array([1.0])),
+                  heun_stochastic(dt=1.0, nsig=1e-4), (monitors.Bold(period=360.0),), conn=small_connectivity(N), a=0.5)
+    applied = res.apply(fresh)
+    assert np.array_equal(np.asarray(applied.model.G).ravel(), res.params["G"])
+    assert np.array_equal(np.asarray(applied.model.w_p).ravel(), res.params["w_p"])
+    assert np.array_equal(np.asarray(applied.model.J_i).ravel(), res.params["J_i"]) and res.params["J_i"].shape == (N,)
+    applied.run(simulation_length=10.0)                  # configured and runnable
+    res.save(tmp_path / "out")
+    back = tvb_torchfit.FitResult.load(tmp_path / "out")
+    for k, v in res.params.items():
+        assert np.array_equal(back.params[k], v)
+    assert back.history["loss"] == res.history["loss"]
+
+
+@pytest.mark.parametrize("bad,match", [
+    (np.ones((N, N + 1)), "square"),
+    (np.eye(N + 1), str(N + 1)),
+    (np.where(np.eye(N) > 0, 1.0, np.nan), "NaN"),
+    (np.eye(N) + np.triu(np.full((N, N), 0.3), 1), "symmetric"),
+    (np.full((N, N), 2.0), "correlation"),
+], ids=["not-square", "wrong-node-count", "nan", "not-symmetric", "not-correlation"])
+def test_bad_target_fc(sim, bad, match):
+    with pytest.raises(ParameterError, match=match):
+        tvb_torchfit.fit(sim, bad, PARAMS, **FAST)
+
+
+@pytest.mark.parametrize("params,match", [
+    ({"not_a_param": (0, 1)}, "no such parameter"),
+    ({"w": (0.1, 1.0)}, "no such parameter"),                    # ReducedWongWang's w, not ExcInh's
+    ({"G": (3.0, 0.5)}, "inverted"),
+    ({"G": (2.0, 3.0)}, "outside the bounds"),                   # start G = 1.0
+    ({"G": "wide"}, "bounds"),
+    ({}, "empty"),
+], ids=["unknown", "other-model", "inverted", "excludes-start", "not-bounds", "empty"])
+def test_bad_params(sim, target, params, match):
+    with pytest.raises(ParameterError, match=match):
+        tvb_torchfit.fit(sim, target, params, **FAST)
+
+
+def test_window_longer_than_data(sim, target):
+    with pytest.raises(ParameterError, match="longer than the data"):
+        tvb_torchfit.fit(sim, target, PARAMS, **dict(FAST, data_trs=1))
+
+
+def test_tr_not_multiple_of_dt(target):
+    sim = build(models.ReducedWongWangExcInh(), heun_stochastic(dt=0.7, nsig=1e-4), (monitors.Bold(period=720.0),),
+                conn=small_connectivity(N))
+    with pytest.raises(ParameterError, match="not a multiple"):
+        tvb_torchfit.fit(sim, target, PARAMS, **FAST)
+
+
+def test_no_bold_monitor_and_unknown_setting(target):
+    sim = build(models.ReducedWongWangExcInh(), heun_stochastic(dt=1.0), (monitors.Raw(),), conn=small_connectivity(N))
+    with pytest.raises(ParameterError, match="Bold"):
+        tvb_torchfit.fit(sim, target, PARAMS, **FAST)
+    with pytest.raises(ParameterError, match="unknown fit setting"):
+        tvb_torchfit.fit(sim, target, PARAMS, learning_rate=0.1)

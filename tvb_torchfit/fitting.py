@@ -1,0 +1,336 @@
+"""The optimisation loop: fit parameters of a TVB simulator's torch twin to a target BOLD FC.
+
+After Griffiths et al. (2022): the brain network is a deep net that receives noise on its input and
+emits BOLD; the FC of the simulated BOLD is compared with the empirical FC and the parameters are
+moved by a PyTorch optimiser. Concretely, for each optimiser step:
+
+1. the twin (``batch`` noise realisations, torch noise streams) integrates ``window_trs`` TRs;
+2. the BOLD of the window is appended to the detached BOLD of the preceding windows, and FC is
+   computed over the last ``fc_window_trs`` TRs of each realisation, then averaged over realisations;
+3. the loss (``losses``: -log(0.5 + 0.5 r) by default, plus priors) is back-propagated through the
+   window only (truncated back-propagation): state, delay history and Bold buffers are carried
+   from window to window, detached;
+4. the optimiser (Adam by default) and an optional learning-rate schedule step.
+
+Before the first step the twin runs ``warmup_ms`` without gradients, so that the Bold monitor's 20 s
+buffer is filled and the dynamics have left their initial transient. The fitted values reported are
+the mean of the iterates over the last ``average_last`` fraction of steps (Polyak averaging, which
+removes most of the step-to-step noise of a stochastic gradient); the last iterate is kept too.
+
+Progress is shown with tqdm; a checkpoint (parameters, optimiser, scheduler, twin state including
+its noise generators, BOLD buffer, history, torch RNG) is written atomically every
+``checkpoint_every`` steps and on Ctrl-C; ``fit(..., checkpoint=path)`` resumes from it and reaches
+the same result, bit for bit on CPU, as an uninterrupted run.
+"""
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+from dataclasses import dataclass, field
+from typing import Dict, Mapping, Optional, Union
+
+import numpy as np
+import torch
+
+from . import losses
+from .adapter import read_simulator
+from .errors import ParameterError
+from .parameters import ParamSpec, ParameterSet
+from .simulator import TorchSimulator
+from .validation import _find_bold
+from .writeback import apply_params, clone_simulator, low_state_initial_conditions
+
+FC_LOSSES = {"log_corr": losses.loss_log_corr, "neg_corr": losses.loss_neg_corr, "rmse": losses.loss_rmse}
+
+
+@dataclass
+class FitConfig:
+    """Every setting of a fit (recorded in the result and checked on resume)."""
+    n_steps: int = 60
+    window_trs: int = 20
+    fc_window_trs: int = 100
+    batch: int = 4
+    lr: float = 0.05
+    optimizer: str = "Adam"
+    schedule: Optional[str] = "cosine"          # None or "cosine"
+    loss: str = "log_corr"                      # key of FC_LOSSES
+    prior_weight: float = 1.0
+    warmup_ms: Optional[float] = None           # default: 20 s Bold buffer + fc_window_trs TRs
+    initial_state: str = "low"                  # "low" (all S = low_value) or "tvb" (the simulator's own start)
+    low_value: float = 0.05
+    seed: int = 0
+    dtype: str = "float64"
+    compile: bool = False
+    average_last: float = 0.25
+    patience: Optional[int] = None
+    data_trs: Optional[int] = None              # length of the empirical session, in TRs (checked if given)
+
+
+@dataclass
+class FitResult:
+    """Fitted values in TVB's names and shapes, the fit's history, and what produced it."""
+    params: Dict[str, np.ndarray]
+    history: Dict[str, object]
+    config: Dict[str, object]
+    provenance: Dict[str, object] = field(default_factory=dict)
+    start: Dict[str, np.ndarray] = field(default_factory=dict)
+    last_iterate: Dict[str, np.ndarray] = field(default_factory=dict)
+    fc: Optional[np.ndarray] = None             # torch-simulated FC of the last window (mean over realisations)
+
+    def apply(self, sim, *, configure: bool = True):
+        """Set the fitted values on a TVB Simulator (TVB's shapes, numpy arrays) and configure it."""
+        return apply_params(sim, self.params, configure=configure)
+
+    def save(self, path: Union[str, os.PathLike]) -> str:
+        """Write ``path/fit.json`` (parameters, config, provenance) and ``path/history.npz``."""
+        os.makedirs(path, exist_ok=True)
+        doc = {"params": {k: v.tolist() for k, v in self.params.items()},
+               "start": {k: v.tolist() for k, v in self.start.items()},
+               "last_iterate": {k: v.tolist() for k, v in self.last_iterate.items()},
+               "config": self.config, "provenance": self.provenance,
+               "final_loss": self.history["loss"][-1] if self.history.get("loss") else None}
+        _atomic_write(os.path.join(path, "fit.json"), lambda f: f.write(json.dumps(doc, indent=2).encode()))
+        arrays = {"loss": np.asarray(self.history["loss"]), "fc_corr": np.asarray(self.history["fc_corr"])}
+        arrays.update({f"param:{k}": np.asarray(v) for k, v in self.history["params"].items()})
+        if self.fc is not None:
+            arrays["fc"] = self.fc
+        _atomic_write(os.path.join(path, "history.npz"), lambda f: np.savez(f, **arrays))
+        return str(path)
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike]) -> "FitResult":
+        with open(os.path.join(path, "fit.json")) as f:
+            doc = json.load(f)
+        npz = np.load(os.path.join(path, "history.npz"))
+        history = {"loss": npz["loss"].tolist(), "fc_corr": npz["fc_corr"].tolist(),
+                   "params": {k.split(":", 1)[1]: npz[k] for k in npz.files if k.startswith("param:")}}
+        arr = lambda d: {k: np.asarray(v, dtype=np.float64) for k, v in d.items()}
+        return cls(params=arr(doc["params"]), history=history, config=doc["config"],
+                   provenance=doc["provenance"], start=arr(doc["start"]), last_iterate=arr(doc["last_iterate"]),
+                   fc=npz["fc"] if "fc" in npz.files else None)
+
+
+def _atomic_write(path: str, write) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _bold_period_steps(sim, bold_index: int) -> int:
+    period, dt = float(sim.monitors[bold_index].period), float(sim.integrator.dt)
+    steps = period / dt
+    if abs(steps - round(steps)) > 1e-9 * max(1.0, steps):
+        raise ParameterError(f"the Bold monitor's period (TR) {period} ms is not a multiple of the integration "
+                             f"step dt = {dt} ms; choose dt dividing the TR (e.g. {period / math.ceil(steps):g} ms).")
+    return int(round(steps))
+
+
+def _check_config(cfg: FitConfig) -> None:
+    for name in ("n_steps", "window_trs", "fc_window_trs", "batch"):
+        v = getattr(cfg, name)
+        if not isinstance(v, int) or v < 1:
+            raise ParameterError(f"{name}={v!r}: expected a positive integer.")
+    if cfg.fc_window_trs < cfg.window_trs:
+        raise ParameterError(f"fc_window_trs={cfg.fc_window_trs} is shorter than window_trs={cfg.window_trs}; "
+                             "FC is estimated over at least one window.")
+    if cfg.fc_window_trs < 3:
+        raise ParameterError("fc_window_trs must be at least 3 TRs to estimate a correlation.")
+    if cfg.data_trs is not None and cfg.window_trs > cfg.data_trs:
+        raise ParameterError(f"window_trs={cfg.window_trs} is longer than the data ({cfg.data_trs} TRs).")
+    if cfg.loss not in FC_LOSSES:
+        raise ParameterError(f"loss={cfg.loss!r}: expected one of {', '.join(FC_LOSSES)}.")
+    if not hasattr(torch.optim, cfg.optimizer):
+        raise ParameterError(f"optimizer={cfg.optimizer!r} is not in torch.optim.")
+    if cfg.schedule not in (None, "cosine"):
+        raise ParameterError(f"schedule={cfg.schedule!r}: expected None or 'cosine'.")
+    if cfg.initial_state not in ("low", "tvb"):
+        raise ParameterError(f"initial_state={cfg.initial_state!r}: expected 'low' or 'tvb'.")
+    if not 0 < cfg.average_last <= 1:
+        raise ParameterError(f"average_last={cfg.average_last}: expected a fraction in (0, 1].")
+
+
+def _bold_nodes(bold: torch.Tensor, batch: int) -> torch.Tensor:
+    """Twin Bold output -> (batch, time, nodes), first variable of interest."""
+    if batch == 1:
+        bold = bold.unsqueeze(0)
+    return bold[:, :, 0, :, 0]
+
+
+def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, checkpoint: Optional[Union[str, os.PathLike]] = None,
+        checkpoint_every: int = 5, resume: bool = True, progress: bool = True, **settings) -> FitResult:
+    """Fit ``params`` of the configured TVB simulator ``sim`` so that its BOLD FC matches ``target_fc``.
+
+    ``params`` maps TVB names to bounds or ``Param``s, e.g. ``{"G": (0.5, 4.0), "w_p": (0.8, 2.0),
+    "J_i": Param(0.5, 1.5, regionwise=True, prior=(1.0, 0.2)), "nsig": (1e-5, 1e-3)}``. Start values
+    come from the TVB objects. ``sim`` needs a Bold monitor (its period is the TR). Any field of
+    ``FitConfig`` can be given as a keyword (``n_steps``, ``window_trs``, ``batch``, ``lr``, ...).
+    ``sim`` itself is not modified; use ``FitResult.apply(sim)`` to write the fitted values back.
+    """
+    unknown = set(settings) - {f.name for f in dataclasses.fields(FitConfig)}
+    if unknown:
+        raise ParameterError(f"unknown fit setting(s) {sorted(unknown)}; known: "
+                             f"{', '.join(f.name for f in dataclasses.fields(FitConfig))}.")
+    cfg = FitConfig(**settings)
+    _check_config(cfg)
+    read_simulator(sim)                                   # clear errors for unsupported / unconfigured
+    bold_index = _find_bold(sim)
+    tr_steps = _bold_period_steps(sim, bold_index)
+    n = sim.connectivity.number_of_regions
+    target = losses.check_target_fc(target_fc, n)
+    dtype = {"float64": torch.float64, "float32": torch.float32}[cfg.dtype]
+    if not params:
+        raise ParameterError("params is empty: name at least one parameter to fit, e.g. {'G': (0.5, 4.0)}.")
+
+    ic = low_state_initial_conditions(sim, cfg.low_value) if cfg.initial_state == "low" else None
+    fit_sim = clone_simulator(sim, initial_conditions=ic, monitor_indices=[bold_index])
+    twin = TorchSimulator(read_simulator(fit_sim), noise="torch", batch=cfg.batch, dtype=dtype,
+                          seed=cfg.seed, compile=cfg.compile)
+    torch.manual_seed(cfg.seed)
+    pset = ParameterSet(params, twin.params, n)
+    start = pset.numpy()
+    optimizer = getattr(torch.optim, cfg.optimizer)(pset.parameters(), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.n_steps) \
+        if cfg.schedule == "cosine" else None
+    tr_ms = tr_steps * twin.dt
+    history = {"loss": [], "fc_corr": [], "params": {k: [] for k in pset.names}}
+    state = dict(step=0, buffer=None, best=math.inf, since_best=0)
+
+    config_doc = dict(dataclasses.asdict(cfg), params={k: dataclasses.asdict(v) for k, v in pset.specs.items()},
+                      tr_ms=tr_ms, dt=twin.dt, n_nodes=n, model=type(sim.model).__name__)
+    if checkpoint is not None and resume and os.path.exists(checkpoint):
+        _restore(checkpoint, config_doc, pset, optimizer, scheduler, twin, history, state)
+    else:
+        warmup = cfg.warmup_ms if cfg.warmup_ms is not None else 20000.0 + cfg.fc_window_trs * tr_ms
+        with torch.no_grad():
+            _set_params(twin, pset)
+            twin.run(n_steps=int(math.ceil(warmup / twin.dt / tr_steps)) * tr_steps)
+        twin.detach_()
+
+    # the last consistent (step-boundary) snapshot: what Ctrl-C writes, whatever point it interrupts
+    snapshot = _payload(config_doc, pset, optimizer, scheduler, twin, history, state) if checkpoint else None
+
+    def save_checkpoint():
+        if checkpoint is not None:
+            _write_payload(checkpoint, snapshot)
+
+    bar = _progress(cfg.n_steps, state["step"], progress)
+    fc_mean = None
+    try:
+        while state["step"] < cfg.n_steps:
+            _set_params(twin, pset)
+            (_, bold), = twin.run(n_steps=cfg.window_trs * tr_steps)
+            seq = _bold_nodes(bold, cfg.batch)
+            if state["buffer"] is not None:
+                seq = torch.cat((state["buffer"], seq), dim=1)
+            seq = seq[:, -cfg.fc_window_trs:]
+            fc_mean = losses.fc(seq).mean(dim=0)
+            loss = FC_LOSSES[cfg.loss](fc_mean, target)
+            if any(p.prior is not None for p in pset.specs.values()):
+                loss = loss + cfg.prior_weight * pset.prior_loss()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            twin.detach_()
+            state["buffer"] = seq.detach()
+            state["step"] += 1
+            r = float(losses.fc_corr(fc_mean.detach(), target))
+            history["loss"].append(float(loss.detach()))
+            history["fc_corr"].append(r)
+            for k, v in pset.numpy().items():
+                history["params"][k].append(v)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", fc_r=f"{r:.3f}",
+                                **{k: _fmt(v) for k, v in pset.numpy().items()})
+            if checkpoint is not None:
+                snapshot = _payload(config_doc, pset, optimizer, scheduler, twin, history, state)
+                if state["step"] % checkpoint_every == 0 or state["step"] == cfg.n_steps:
+                    save_checkpoint()
+            if cfg.patience is not None and _stop_early(history["loss"], state, cfg.patience):
+                break
+    except KeyboardInterrupt:
+        save_checkpoint()
+        if checkpoint is not None and progress:
+            print(f"\ninterrupted: fit state of step {snapshot['state']['step']} saved to {checkpoint}; "
+                  "call fit again with the same arguments to resume.")
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+    n_done = len(history["loss"])
+    k = max(1, int(round(cfg.average_last * n_done)))
+    fitted = {name: np.mean(np.stack(traj[-k:]), axis=0) for name, traj in history["params"].items()}
+    provenance = {"tvb_torchfit": _version(), "torch": torch.__version__, "numpy": np.__version__,
+                  "python": platform.python_version(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                  "tvb_simulator": f"{type(sim.model).__name__}, {type(sim.integrator).__name__} dt={twin.dt} ms, "
+                                   f"{n} regions, Bold TR={tr_ms} ms", "steps_done": n_done}
+    return FitResult(params=fitted, history=history, config=config_doc, provenance=provenance, start=start,
+                     last_iterate=pset.numpy(),
+                     fc=None if fc_mean is None else fc_mean.detach().cpu().numpy())
+
+
+def _set_params(twin: TorchSimulator, pset: ParameterSet) -> None:
+    for name, value in pset.values().items():
+        twin.set_param(name, value)
+
+
+def _fmt(v: np.ndarray) -> str:
+    return f"{v.item():.4g}" if v.size == 1 else f"<{v.mean():.3g}>"
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=initial, desc="fit", unit="step")
+
+
+def _stop_early(loss_history, state, patience: int) -> bool:
+    smoothed = float(np.mean(loss_history[-max(1, patience // 2):]))
+    if smoothed < state["best"] - 1e-4:
+        state["best"], state["since_best"] = smoothed, 0
+        return False
+    state["since_best"] += 1
+    return state["since_best"] >= patience
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+def _payload(config_doc, pset, optimizer, scheduler, twin, history, state) -> Dict:
+    """Everything needed to continue the fit from this step boundary (copies, safe to keep)."""
+    import copy
+    return copy.deepcopy({"config": config_doc, "params": pset.state_dict(), "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                          "twin": twin.state_dict(), "history": history, "state": state,
+                          "torch_rng": torch.get_rng_state()})
+
+
+def _write_payload(path, payload) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    _atomic_write(str(path), lambda f: torch.save(payload, f))
+
+
+def _restore(path, config_doc, pset, optimizer, scheduler, twin, history, state) -> None:
+    payload = torch.load(path, weights_only=False)
+    if json.dumps(payload["config"], sort_keys=True, default=str) != json.dumps(config_doc, sort_keys=True, default=str):
+        raise ParameterError(f"checkpoint {path} was written by a fit with other settings; remove it or pass "
+                             "resume=False to start afresh.")
+    pset.load_state_dict(payload["params"])
+    optimizer.load_state_dict(payload["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(payload["scheduler"])
+    twin.load_state_dict(payload["twin"])
+    history.update(payload["history"])
+    state.update(payload["state"])
+    torch.set_rng_state(payload["torch_rng"])
