@@ -56,6 +56,7 @@ class FitConfig:
     optimizer: str = "Adam"
     schedule: Optional[str] = "cosine"          # None or "cosine"
     loss: str = "log_corr"                      # key of FC_LOSSES
+    rmse_weight: float = 0.0                    # + rmse_weight * RMSE(FC): pins the FC level, not only its pattern
     prior_weight: float = 1.0
     warmup_ms: Optional[float] = None           # default: 20 s Bold buffer + fc_window_trs TRs
     initial_state: str = "low"                  # "low" (all S = low_value) or "tvb" (the simulator's own start)
@@ -230,6 +231,8 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, checkpoint: Optional
             seq = seq[:, -cfg.fc_window_trs:]
             fc_mean = losses.fc(seq).mean(dim=0)
             loss = FC_LOSSES[cfg.loss](fc_mean, target)
+            if cfg.rmse_weight:
+                loss = loss + cfg.rmse_weight * losses.loss_rmse(fc_mean, target)
             if any(p.prior is not None for p in pset.specs.values()):
                 loss = loss + cfg.prior_weight * pset.prior_loss()
             optimizer.zero_grad()
