@@ -21,7 +21,7 @@ In the TVB-exact mode (float32 history and weights) the row sums reproduce, bit 
 segment to the *pairwise* sum of the rest (eight interleaved accumulators for up to 128 elements,
 halving recursively beyond), and that order is emulated here with vectorised tensor operations.
 """
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -148,7 +148,14 @@ class DelayedLinearCoupling:
         self.near = (self.delays == 0) if block > 1 else np.zeros(self.delays.shape, bool)
         self.has_near = bool(self.near.any())
         self._plans: Dict[int, Dict] = {}
+        self._padded: Dict[int, Tuple[torch.Tensor, torch.Tensor]] = {}
         self._plan(1)                               # the zero-delay plan, built outside any compiled region
+        # zero-delay edges in padded form: (N, Dn) source nodes and (N, Dn, 1) weights (zero-padded), built
+        # once here so that no per-step dtype conversion is needed (weights rounded to the history dtype,
+        # as before, then held in the state dtype float64/float32 of the caller, see ``near_weights``)
+        self.near_idx, self._near_w = self._padded_rows(self.rows[self.near], self.cols[self.near],
+                                                         self.weights[self.near])
+        self._near_w_cache: Dict[torch.dtype, torch.Tensor] = {}
 
     def _plan(self, K: int) -> Dict:
         """Index tensors for a block of K <= ``block`` steps (cached per K)."""
@@ -171,6 +178,50 @@ class DelayedLinearCoupling:
         self._plans[K] = plan
         return plan
 
+    def _padded_rows(self, rows: np.ndarray, cols: np.ndarray, weights: np.ndarray):
+        """Edges grouped by target row, padded to the largest in-degree D (>= 1) with zero weights:
+        (N, D) source columns and (N, D, 1) weights in the history dtype."""
+        N = self.n_nodes
+        deg = np.bincount(rows, minlength=N)
+        D = max(1, int(deg.max()) if deg.size else 1)
+        order = np.argsort(rows, kind="stable")
+        rows, cols, weights = rows[order], cols[order], weights[order]
+        start = np.concatenate(([0], np.cumsum(deg)[:-1]))
+        slot = np.arange(rows.size) - start[rows]
+        idx = np.zeros((N, D), np.int64)
+        w = np.zeros((N, D), weights.dtype if weights.size else np.float64)
+        idx[rows, slot] = cols
+        w[rows, slot] = weights
+        return (torch.as_tensor(idx, device=self.device),
+                torch.tensor(w, dtype=self.dtype, device=self.device).view(N, D, 1))
+
+    def padded_plan(self, K: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Far edges of a block of K steps as a dense gather: ``rows`` (K, N, D) and ``w`` (N, D, 1).
+
+        ``rows[tau, k, i]`` is the row ``t * N + j`` of the history viewed as (time * N, B) that the i-th
+        far edge into k (source j, delay d) reads at step tau of the block (t = horizon - 1 + tau - d,
+        time counted from the oldest step of the history window); padding entries have weight 0.
+        """
+        if K in self._padded:
+            return self._padded[K]
+        far = ~self.near
+        N, L = self.n_nodes, self.horizon
+        src_t, w = self._padded_rows(self.rows[far], (L - 1 - self.delays[far]) * N + self.cols[far],
+                                     self.weights[far])
+        D = src_t.shape[1]
+        # padding entries (weight 0) read row tau * N, a valid row of the window
+        tau = torch.arange(K, device=self.device).view(K, 1, 1) * N
+        rows = (src_t.view(1, N, D) + tau).contiguous()
+        self._padded[K] = (rows, w)
+        return rows, w
+
+    def near_weights(self, dtype: torch.dtype) -> torch.Tensor:
+        """Zero-delay weights (rounded to the history dtype) in ``dtype``: (N, Dn, 1), or (N, 1) when Dn = 1."""
+        if dtype not in self._near_w_cache:
+            w = self._near_w.to(dtype)
+            self._near_w_cache[dtype] = w.view(w.shape[0], 1) if w.shape[1] == 1 else w
+        return self._near_w_cache[dtype]
+
     def far_sums(self, history: torch.Tensor, K: int) -> torch.Tensor:
         """gx from far edges for the K steps of a block: (K, N, B), in the history's dtype."""
         plan = self._plan(K)
@@ -187,6 +238,37 @@ class DelayedLinearCoupling:
             * plan["w_n"].view(-1, 1).to(current.dtype)
         out = current.new_zeros(self.n_nodes * self.batch)
         return out.index_add(0, plan["dst_n"], prod.reshape(-1)).view(self.n_nodes, self.batch)
+
+
+def gather_far(history: torch.Tensor, rows: torch.Tensor, w: torch.Tensor,
+               offset: Optional[torch.Tensor] = None, unrolled: bool = False) -> torch.Tensor:
+    """Far-edge sums of a block: ``history`` (T * N, B) time-major, ``rows``/``w`` from ``padded_plan``.
+
+    ``offset`` (a 0-d integer tensor, or None for 0) is added to every row: the position of the window's
+    oldest step in a longer buffer, so that a compiled caller sees the same shapes at every block.
+    ``unrolled=True`` writes the sum over a node's edges as D separate terms added in edge order (for
+    ``torch.compile``: one fused loop over (step, node, batch), vectorised along the contiguous batch
+    axis, without a (K, N, D, B) intermediate); otherwise one gather and a ``sum`` (fewer eager ops).
+    Returns (K, N, B).
+    """
+    K, N, D = rows.shape
+    B = history.shape[-1]
+    if offset is not None:
+        rows = rows + offset
+    if not unrolled:
+        return (history.index_select(0, rows.view(-1)).view(K, N, D, B) * w).sum(2)
+    out = history.index_select(0, rows[:, :, 0].reshape(-1)).view(K, N, B) * w[:, 0]
+    for i in range(1, D):
+        out = out + history.index_select(0, rows[:, :, i].reshape(-1)).view(K, N, B) * w[:, i]
+    return out
+
+
+def near_padded(current: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Zero-delay edge sums from the current coupling variable (N, B): ``idx`` (N, Dn), ``w`` from ``near_weights``."""
+    N, Dn = idx.shape
+    if w.dim() == 2:                                 # one zero-delay edge per node at most (self-connections)
+        return current.index_select(0, idx.view(-1)) * w
+    return (current.index_select(0, idx.view(-1)).view(N, Dn, current.shape[-1]) * w).sum(1)
 
 
 def linear_post(gx: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

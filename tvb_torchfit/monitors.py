@@ -29,11 +29,23 @@ Sample = Tuple[torch.Tensor, torch.Tensor]
 
 
 def _block_means(partial: torch.Tensor, chunk: torch.Tensor, period: int):
-    """Split partial+chunk into complete windows of ``period`` steps: (means, remainder)."""
-    seq = torch.cat((partial, chunk)) if partial.shape[0] else chunk
-    n = seq.shape[0] // period
-    means = seq[: n * period].reshape((n, period) + seq.shape[1:]).mean(dim=1)
-    return means, seq[n * period:]
+    """Split partial+chunk into complete windows of ``period`` steps: (means, remainder).
+
+    Only the window that straddles ``partial`` and ``chunk`` is concatenated; the others are averaged
+    in place (a reduction over the same ``period`` values in the same order either way).
+    """
+    P = partial.shape[0]
+    if P + chunk.shape[0] < period:                        # no window completes in this chunk
+        return chunk.new_zeros((0,) + chunk.shape[1:]), torch.cat((partial, chunk)) if P else chunk.clone()
+    head = None
+    if P:
+        head = torch.cat((partial, chunk[:period - P])).unsqueeze(0).mean(dim=1)
+        chunk = chunk[period - P:]
+    n = chunk.shape[0] // period
+    means = chunk[: n * period].reshape((n, period) + chunk.shape[1:]).mean(dim=1)
+    if head is not None:
+        means = torch.cat((head, means)) if n else head
+    return means, chunk[n * period:].clone()
 
 
 def _partial_from_stock(stock: np.ndarray, current_step: int, period: int) -> np.ndarray:
@@ -53,11 +65,20 @@ class Monitor:
     """Base: selection of variables of interest (indices into the model's observed variables)."""
 
     def __init__(self, voi: np.ndarray, dt: float):
-        self.voi = torch.as_tensor(np.asarray(voi, dtype=np.int64))
+        voi = np.asarray(voi, dtype=np.int64)
+        self.voi = torch.as_tensor(voi)
         self.dt = dt
+        self._all_in_order = voi.size   # obs with this many variables needs no selection when voi = 0..n-1
+        if not np.array_equal(voi, np.arange(voi.size)):
+            self._all_in_order = -1
+        self._voi_dev = {}
 
     def _select(self, obs: torch.Tensor) -> torch.Tensor:
-        return obs.index_select(1, self.voi.to(obs.device))
+        if obs.shape[1] == self._all_in_order:
+            return obs
+        if obs.device not in self._voi_dev:
+            self._voi_dev[obs.device] = self.voi.to(obs.device)
+        return obs.index_select(1, self._voi_dev[obs.device])
 
     def consume(self, obs: torch.Tensor, first_step: int) -> Optional[Sample]:
         raise NotImplementedError
@@ -122,29 +143,59 @@ class Bold(Monitor):
         self.stock = stock                # (n_stock, voi, N, B), time order, newest last
         self.last_block = last_block      # global index (step // interim_istep) of stock[-1]
 
+    # The stock is held as a list of pieces (time order; together at least n_stock samples, the newest
+    # n_stock of which are the stock) so that a chunk appends its few new samples instead of copying the
+    # whole 20 s buffer; ``stock`` assembles it on demand (state_dict), and pieces are merged when many.
+    @property
+    def stock(self) -> torch.Tensor:
+        seq = torch.cat(self._pieces) if len(self._pieces) > 1 else self._pieces[0]
+        return seq[seq.shape[0] - self.n_stock:]
+
+    @stock.setter
+    def stock(self, value: torch.Tensor) -> None:
+        self._pieces = [value]
+
+    def _window(self, start: int, stop: int) -> torch.Tensor:
+        """Samples start..stop-1 of the concatenated pieces (a view when they lie in one piece)."""
+        parts, pos = [], 0
+        for piece in self._pieces:
+            n = piece.shape[0]
+            lo, hi = max(start - pos, 0), min(stop - pos, n)
+            if lo < hi:
+                parts.append(piece if (lo == 0 and hi == n) else piece[lo:hi])
+            pos += n
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+
     def consume(self, obs, first_step):
         means, self.partial = _block_means(self.partial, self._select(obs), self.interim_istep)
-        seq = torch.cat((self.stock, means)) if means.shape[0] else self.stock
-        first_block_in_seq = self.last_block - self.n_stock + 1
+        if means.shape[0]:
+            self._pieces.append(means)
+        total = sum(piece.shape[0] for piece in self._pieces)
+        newest_block = self.last_block + means.shape[0]          # global block index of the last sample
+        first_block_in_seq = newest_block - total + 1
         steps = np.arange(first_step, first_step + obs.shape[0])
         out_steps = steps[steps % self.istep == 0]
         bold = []
         for step in out_steps:
             newest = step // self.interim_istep - first_block_in_seq
-            window = seq[newest - self.n_stock + 1: newest + 1]
+            window = self._window(newest - self.n_stock + 1, newest + 1)
             value = torch.tensordot(self.weights, window, dims=1)
             bold.append((value - 1.0) * self.k1_V0 if self.k1_V0 is not None else value)
-        self.last_block += means.shape[0]
-        self.stock = seq[-self.n_stock:]
+        self.last_block = newest_block
+        # drop pieces that lie wholly before the newest n_stock samples; merge when there are many
+        while total - self._pieces[0].shape[0] >= self.n_stock:
+            total -= self._pieces.pop(0).shape[0]
+        if len(self._pieces) > 64:
+            self._pieces = [self.stock]
         if bold:
             data = torch.stack(bold)
         else:
-            data = seq.new_zeros((0,) + seq.shape[1:])
+            data = means.new_zeros((0,) + means.shape[1:])
         return _times(out_steps, self.dt), data
 
     def detach_(self):
         self.partial = self.partial.detach()
-        self.stock = self.stock.detach()
+        self._pieces = [piece.detach() for piece in self._pieces]
 
 
 def time_ordered_stock(stock: np.ndarray, current_step: int, interim_istep: int) -> np.ndarray:

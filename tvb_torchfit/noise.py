@@ -62,10 +62,17 @@ class TorchStream:
         self.shape, self.dtype, self.device = tuple(shape), dtype, device
 
     def draw(self, n_steps: int) -> torch.Tensor:
-        """(n_steps, nvar, N, B) independent standard normal draws."""
+        """(n_steps, nvar, N, B) independent standard normal draws.
+
+        Each member's draws are written straight into its slice of a member-major buffer (the same
+        numbers as ``torch.randn(size, generator=g)``); the result is a permuted view of that buffer,
+        so no copy is made to put the batch axis last.
+        """
         size = (n_steps,) + self.shape
-        return torch.stack([torch.randn(size, generator=g, dtype=self.dtype, device=self.device)
-                            for g in self.generators], dim=-1)
+        out = torch.empty((len(self.generators),) + size, dtype=self.dtype, device=self.device)
+        for b, g in enumerate(self.generators):
+            torch.randn(size, generator=g, dtype=self.dtype, device=self.device, out=out[b])
+        return out.permute(*range(1, len(size) + 1), 0)
 
     def state_dict(self):
         return {"generators": [g.get_state() for g in self.generators]}

@@ -26,7 +26,7 @@ import torch
 
 from . import monitors as _monitors
 from .adapter import SimulatorSpec
-from .coupling import DelayedLinearCoupling, linear_post, max_block
+from .coupling import DelayedLinearCoupling, gather_far, linear_post, max_block, near_padded
 from .errors import ParameterError
 from .integrators import SCHEMES
 from .noise import TorchStream, TVBStream, additive_increment
@@ -37,6 +37,7 @@ Output = List[Tuple[torch.Tensor, torch.Tensor]]
 COUPLING_PARAMS = ("coupling.a", "coupling.b")
 NOISE_PARAM = "noise.nsig"
 _MONITOR_CHUNK = 1024        # steps handed to the monitors at once
+_CPU_COMPILE_OPTIONS = {"cpp_wrapper": True}     # inductor options of compile=True on CPU (see __init__)
 
 
 def integrate_block(X: torch.Tensor, far: torch.Tensor, z: Optional[torch.Tensor], a: torch.Tensor,
@@ -57,12 +58,130 @@ def integrate_block(X: torch.Tensor, far: torch.Tensor, z: Optional[torch.Tensor
     return torch.stack(states)
 
 
+def fused_block(history: torch.Tensor, offset: Optional[torch.Tensor], X: torch.Tensor,
+                normal: Optional[torch.Tensor], noise_scale: Optional[torch.Tensor], a: torch.Tensor,
+                b: torch.Tensor, p: Dict[str, torch.Tensor], *, rows: torch.Tensor, w: torch.Tensor,
+                dt: float, unrolled: bool = False, **step_kw) -> torch.Tensor:
+    """One whole block: far-edge gather from the history (``coupling.gather_far``), noise increments
+    z = N(0,1) * sqrt(dt) * sqrt(2 nsig) (``noise_scale`` = sqrt(2 nsig), TVB's order of operations) and
+    ``integrate_block``. What ``compile=True`` compiles, so that one compiled call covers a block."""
+    far = gather_far(history, rows, w, offset, unrolled=unrolled)
+    z = None if normal is None else normal * math.sqrt(dt) * noise_scale
+    return integrate_block(X, far, z, a, b, p, dt=dt, **step_kw)
+
+
+def packed_block(history: torch.Tensor, offset: Optional[torch.Tensor], X: torch.Tensor,
+                 normal: Optional[torch.Tensor], noise_scale: Optional[torch.Tensor], packed: torch.Tensor, *,
+                 names: Tuple[str, ...], **kw) -> torch.Tensor:
+    """``fused_block`` with the model and coupling parameters stacked in one tensor (``packed[i]`` is
+    parameter ``names[i]``, all broadcast to a common shape): the compiled call then checks and unpacks
+    one input instead of some twenty, which is a measurable part of a block's cost at small batch."""
+    p = {name: packed[i] for i, name in enumerate(names)}
+    a, b = p.pop("coupling.a"), p.pop("coupling.b")
+    return fused_block(history, offset, X, normal, noise_scale, a, b, p, **kw)
+
+
+def block_vjp(history: torch.Tensor, X: torch.Tensor, normal: Optional[torch.Tensor],
+              noise_scale: Optional[torch.Tensor], packed: torch.Tensor, grad_states: torch.Tensor, *,
+              rows: torch.Tensor, w: torch.Tensor, names: Tuple[str, ...], dt: float, unrolled: bool = True,
+              **step_kw) -> Tuple[Optional[torch.Tensor], ...]:
+    """Backward of one block, recomputed from its inputs (for ``_CheckpointedRun``).
+
+    Gathers the far-edge sums from ``history`` (the block's (horizon * N, B) window), recomputes the K
+    steps and returns the vector-Jacobian products of ``grad_states`` (K, nvar, N, B) with respect to
+    (far sums (K, N, B), start state, noise scale or None, packed parameters). Parameters and noise scale
+    come in full (P or nvar, N, B) shape, so their gradients need no reduction inside (the caller sums
+    them to the parameters' shapes once per run). What ``compile=True`` compiles for the backward.
+    """
+    far = gather_far(history, rows, w, None, unrolled=unrolled)
+
+    def steps(far, X, packed, scale=None):
+        p = {name: packed[i] for i, name in enumerate(names)}
+        a, b = p.pop("coupling.a"), p.pop("coupling.b")
+        z = None if normal is None else normal * math.sqrt(dt) * scale
+        return integrate_block(X, far, z, a, b, p, dt=dt, **step_kw)
+
+    primals = (far, X, packed) if normal is None else (far, X, packed, noise_scale)
+    _, vjp_fn = torch.func.vjp(steps, *primals)
+    grads = vjp_fn(grad_states)
+    return grads[0], grads[1], (grads[3] if normal is not None else None), grads[2]
+
+
+class _CheckpointedRun(torch.autograd.Function):
+    """A whole ``run`` under autograd, differentiated block by block with recomputation.
+
+    Forward: every block is integrated without recording a graph (the compiled no-grad block), into an
+    append-only time-major buffer holding the start history then each step's coupling variable; kept for
+    the backward are the block inputs only: the start state and history, the noise draws, the parameters
+    and the state trajectory (no per-step intermediates). Backward: blocks in reverse order, each
+    recomputed and differentiated by one compiled call (``block_vjp``); gradients with respect to the
+    history rows a block read are accumulated in a buffer of the same layout and handed to the blocks
+    that wrote those rows. Memory: O(steps * nvar * N * B), independent of the model's intermediates.
+    """
+
+    @staticmethod
+    def forward(ctx, sim, blocks, X0, hist0, normals, noise_scale, packed):
+        L, N, B = hist0.shape
+        T = sum(blocks)
+        buf = hist0.new_empty((L + T, N, B))
+        buf[:L] = hist0
+        traj = X0.new_empty((T,) + tuple(X0.shape))
+        X, s = X0, 0
+        for K in blocks:
+            states = sim._forward_block(buf[s:s + L], X, None if normals is None else normals[s:s + K],
+                                        noise_scale, packed, K)
+            traj[s:s + K] = states
+            buf[L + s:L + s + K] = states[:, 0]
+            X, s = states[-1], s + K
+        ctx.sim, ctx.blocks = sim, blocks
+        ctx.save_for_backward(X0, normals, noise_scale, packed, traj)
+        ctx.buf = buf                    # rows are never overwritten: no version check needed
+        return traj, buf[T:]
+
+    @staticmethod
+    def backward(ctx, g_traj, g_hist):
+        sim, blocks = ctx.sim, ctx.blocks
+        X0, normals, noise_scale, packed, traj = ctx.saved_tensors
+        buf = ctx.buf
+        L = buf.shape[0] - traj.shape[0]
+        T, V, N, B = traj.shape
+        gbuf = torch.zeros_like(buf)
+        if g_hist is not None:
+            gbuf[T:] += g_hist
+        if g_traj is None:
+            g_traj = torch.zeros_like(traj)
+        full_packed = packed.expand(packed.shape[0], N, B).contiguous()
+        full_scale = None if noise_scale is None else noise_scale.expand(V, N, B).contiguous()
+        g_packed = torch.zeros_like(full_packed)
+        g_scale = None if full_scale is None else torch.zeros_like(full_scale)
+        gX = torch.zeros_like(X0)
+        s = T
+        for K in reversed(blocks):
+            s -= K
+            g_out = g_traj[s:s + K].clone()
+            g_out[:, 0] += gbuf[L + s:L + s + K]
+            g_out[-1] += gX
+            X_start = X0 if s == 0 else traj[s - 1]
+            g_far, gX, g_sc, g_pk = sim._block_vjp(buf[s:s + L], X_start,
+                                                   None if normals is None else normals[s:s + K],
+                                                   full_scale, full_packed, g_out, K)
+            rows, w = sim.coupling.padded_plan(K)
+            gbuf[s:s + L].view(L * N, B).index_add_(0, rows.view(-1), (g_far.unsqueeze(2) * w).view(-1, B))
+            g_packed += g_pk
+            if g_scale is not None:
+                g_scale += g_sc
+        return (None, None, gX, gbuf[:L], None,
+                None if noise_scale is None else g_scale.sum_to_size(noise_scale.shape),
+                g_packed.sum_to_size(packed.shape))
+
+
 class TorchSimulator:
     """A TVB region simulation as a torch computation. Build it with ``tvb_torchfit.from_tvb``."""
 
     def __init__(self, spec: SimulatorSpec, *, noise: str = "torch", exact: bool = False, batch: int = 1,
                  dtype: torch.dtype = torch.float64, device: Union[str, torch.device] = "cpu",
-                 block: Optional[int] = None, seed: Optional[int] = None, compile: bool = False):
+                 block: Optional[int] = None, seed: Optional[int] = None, compile: bool = False,
+                 checkpoint: Optional[bool] = None):
         if noise not in ("torch", "tvb"):
             raise ValueError(f"noise={noise!r}: expected 'torch' (seeded torch.Generator) or 'tvb' "
                              "(TVB's own random stream).")
@@ -105,7 +224,15 @@ class TorchSimulator:
         H = spec.horizon
         order = (spec.current_step + 1 + np.arange(H)) % H
         hist = torch.as_tensor(spec.history[order], dtype=hist_dtype, device=self.device)
-        self.history = hist.unsqueeze(-1).expand(H, N, B).reshape(-1).contiguous()
+        # The delay history lives in one of two forms (see ``history``): while autograd records, a
+        # (horizon, N, B) tensor rebuilt each block by concatenation (cheap to differentiate); otherwise a
+        # preallocated time-major buffer of 2 * (horizon + block) steps written in place, whose window of
+        # the last ``horizon`` steps starts at row ``_ring_off`` and slides forward (copied back to the
+        # start when the buffer is full), so that no block copies the whole history.
+        self._hist_dtype = hist_dtype
+        self._ring: Optional[torch.Tensor] = None
+        self._ring_off = 0
+        self._flat: Optional[torch.Tensor] = hist.unsqueeze(-1).expand(H, N, B).contiguous()
 
         if self.stochastic:
             shape = (len(self.model.state_variables), N)
@@ -116,13 +243,49 @@ class TorchSimulator:
         else:
             self.noise = None
         self.monitors = [self._build_monitor(m) for m in spec.monitors]
-        near = self.coupling.near_sum if self.coupling.has_near else None
-        self._block = functools.partial(
-            integrate_block, dfun=self.model.dfun, step_fn=self._step_fn, dt=self.dt, near_fn=near,
-            lo=self._lo if self._bounded else None, hi=self._hi if self._bounded else None)
+        if self.coupling.has_near:
+            near = functools.partial(near_padded, idx=self.coupling.near_idx,
+                                     w=self.coupling.near_weights(dtype))
+        else:
+            near = None
+        step_kw = dict(dfun=self.model.dfun, step_fn=self._step_fn, near_fn=near,
+                       lo=self._lo if self._bounded else None, hi=self._hi if self._bounded else None)
+        self._block = functools.partial(integrate_block, dt=self.dt, **step_kw)
+        self._fused = None
+        if not exact:
+            rows, w = self.coupling.padded_plan(self.block)
+            self._packed_names = tuple(name for name in self.params if name != NOISE_PARAM)
+            self._fused = functools.partial(packed_block, names=self._packed_names, rows=rows, w=w, dt=self.dt,
+                                            unrolled=True, **step_kw)
         self.compiled = bool(compile)
-        self._compiled_block = torch.compile(self._block, dynamic=False) if compile else None
-        self._voi = torch.as_tensor(spec.model_voi, device=self.device)
+        # compile=True: one compiled call per full block (shapes fixed: dynamic=False); a shorter last block
+        # runs eagerly. The default mode compiles gather + noise + steps; the exact mode keeps its numpy-order
+        # float32 coupling sum outside and compiles the steps.
+        self._compiled_block = None
+        self._compiled_vjp = None
+        # cpp_wrapper: the compiled call's wrapper (buffer allocation, argument checks) in C++ instead of
+        # Python, a large part of a block's cost at small batch on CPU
+        options = dict(_CPU_COMPILE_OPTIONS) if self.device.type == "cpu" else None
+        if compile:
+            self._compiled_block = torch.compile(self._block if exact else self._fused, dynamic=False,
+                                                 options=options)
+        # checkpoint: while autograd records, run blocks without a graph and recompute each in the backward
+        # (``_CheckpointedRun``); default on with compile=True (TVB-exact mode: never)
+        if checkpoint and exact:
+            raise ValueError("checkpoint=True is not available with exact=True (the TVB-exact mode).")
+        self.checkpoint = bool(compile and not exact) if checkpoint is None else bool(checkpoint)
+        if self.checkpoint and compile:
+            self._compiled_vjp = torch.compile(
+                functools.partial(block_vjp, rows=rows, w=w, names=self._packed_names, dt=self.dt, **step_kw),
+                dynamic=False, options=options)
+        self._step_kw = step_kw
+        voi = np.asarray(spec.model_voi, dtype=np.int64)
+        n_var = len(self.model.state_variables)
+        # observed variables: no selection (copy) when they are all the state variables, in order
+        self._voi = None if np.array_equal(voi, np.arange(n_var)) else torch.as_tensor(voi, device=self.device)
+        # steps handed to the monitors at once: up to _MONITOR_CHUNK, fewer for large batches (about 2**20
+        # state values per chunk keeps the chunk's concatenation and averaging in cache)
+        self._chunk = max(self.block, min(_MONITOR_CHUNK, (1 << 20) // (n_var * N * B)))
 
     # ------------------------------------------------------------------ set-up helpers
     def _build_monitor(self, m) -> _monitors.Monitor:
@@ -204,36 +367,150 @@ class TorchSimulator:
         nsig = p.pop(NOISE_PARAM, None)
         if nsig is not None and (nsig < 0).any():
             raise ParameterError("parameter 'noise.nsig' must be >= 0 (it is a diffusion coefficient).")
-        dt, N, B = self.dt, self.n_nodes, self.batch
+        N, B, L = self.n_nodes, self.batch, self.coupling.horizon
+        noise_scale = torch.sqrt(2.0 * nsig) if nsig is not None else None
+        # history in place (ring buffer) unless autograd records a graph through it
+        recording = torch.is_grad_enabled() and (
+            self.state.requires_grad or any(v.requires_grad for v in self.params.values())
+            or (self._flat is not None and self._flat.requires_grad))
+        if recording:
+            self._to_flat()
+        else:
+            self._to_ring()
+        compiled = self._compiled_block
+        packed = None
+        if not self.exact:
+            both = dict(p, **{"coupling.a": a, "coupling.b": b})
+            packed = torch.stack(torch.broadcast_tensors(*(both[n] for n in self._packed_names)))
 
         results = [([], []) for _ in self.monitors]
+        if recording and self.checkpoint:
+            return self._run_checkpointed(n_steps, noise_scale, packed, results)
         pending: List[torch.Tensor] = []
+        n_pending = 0
         first_pending = self.current_step + 1
         done = 0
         while done < n_steps:
             K = min(self.block, n_steps - done)
-            far = self.coupling.far_sums(self.history, K)
+            normal = self.noise.draw(K) if self.stochastic else None
+            ring = self._ring
+            if not recording and self._ring_off + L + K > ring.shape[0]:
+                ring[:L].copy_(ring[self._ring_off:self._ring_off + L])      # rows never overlap here
+                self._ring_off = 0
+            off = self._ring_off
+            window = self._flat if recording else ring[off:off + L]         # (L, N, B), oldest first
             if self.exact:
-                far = far.to(torch.float64)
-            z = additive_increment(self.noise.draw(K), dt, nsig) if self.stochastic else None
-            block_fn = self._compiled_block if (self._compiled_block is not None and K == self.block) \
-                else self._block
-            states = block_fn(self.state, far, z, a, b, p)                  # (K, nvar, N, B)
+                far = self.coupling.far_sums(window.view(-1), K).to(torch.float64)
+                z = additive_increment(normal, self.dt, nsig) if normal is not None else None
+                block_fn = compiled if (compiled is not None and K == self.block) else self._block
+                states = block_fn(self.state, far, z, a, b, p)              # (K, nvar, N, B)
+            elif compiled is not None and K == self.block:
+                states = compiled(window.view(L * N, B), None, self.state, normal, noise_scale, packed)
+            else:
+                rows, w = self.coupling.padded_plan(K)
+                states = fused_block(window.view(L * N, B), None, self.state, normal, noise_scale, a, b, p,
+                                     rows=rows, w=w, dt=self.dt, **self._step_kw)
             self.state = states[-1]
-            new_hist = states[:, 0].to(self.history.dtype).reshape(-1)
-            self.history = torch.cat((self.history[K * N * B:], new_hist))
+            if recording:
+                self._flat = torch.cat((self._flat[K:], states[:, 0].to(self._hist_dtype)))
+            else:
+                ring[off + L:off + L + K].copy_(states[:, 0])
+                self._ring_off = off + K
             pending.append(states)
+            n_pending += K
             done += K
             self.current_step += K
-            if sum(s.shape[0] for s in pending) >= _MONITOR_CHUNK or done == n_steps:
-                obs = torch.cat(pending).index_select(1, self._voi)
-                for mon, (ts, xs) in zip(self.monitors, results):
-                    t, x = mon.consume(obs, first_pending)
-                    ts.append(t)
-                    xs.append(x)
+            if n_pending >= self._chunk or done == n_steps:
+                self._feed_monitors(torch.cat(pending) if len(pending) > 1 else pending[0], first_pending, results)
                 pending = []
+                n_pending = 0
                 first_pending = self.current_step + 1
         return [self._tvb_layout(ts, xs) for ts, xs in results]
+
+    def _feed_monitors(self, states: torch.Tensor, first_step: int, results) -> None:
+        obs = states if self._voi is None else states.index_select(1, self._voi)
+        for mon, (ts, xs) in zip(self.monitors, results):
+            t, x = mon.consume(obs, first_step)
+            ts.append(t)
+            xs.append(x)
+
+    def _run_checkpointed(self, n_steps: int, noise_scale, packed, results) -> Output:
+        """``run`` while autograd records, as one ``_CheckpointedRun`` (see there); same blocks, same draws."""
+        blocks, draws, done = [], [], 0
+        while done < n_steps:
+            K = min(self.block, n_steps - done)
+            blocks.append(K)
+            if self.stochastic:
+                draws.append(self.noise.draw(K))
+            done += K
+        normals = torch.cat(draws) if self.stochastic else None
+        first = self.current_step + 1
+        traj, self._flat = _CheckpointedRun.apply(self, tuple(blocks), self.state, self._flat, normals,
+                                                  noise_scale, packed)
+        self.state = traj[-1]
+        self.current_step += n_steps
+        for c in range(0, n_steps, self._chunk):
+            self._feed_monitors(traj[c:c + self._chunk], first + c, results)
+        return [self._tvb_layout(ts, xs) for ts, xs in results]
+
+    def _unpack(self, packed: torch.Tensor):
+        p = {name: packed[i] for i, name in enumerate(self._packed_names)}
+        return p.pop("coupling.a"), p.pop("coupling.b"), p
+
+    def _forward_block(self, window: torch.Tensor, X, normal, noise_scale, packed, K: int) -> torch.Tensor:
+        """One block without recording a graph; ``window`` (horizon, N, B). For ``_CheckpointedRun``."""
+        L, N, B = window.shape
+        with torch.no_grad():
+            if self._compiled_block is not None and K == self.block:
+                return self._compiled_block(window.view(L * N, B), None, X, normal, noise_scale, packed)
+            a, b, p = self._unpack(packed)
+            rows, w = self.coupling.padded_plan(K)
+            return fused_block(window.view(L * N, B), None, X, normal, noise_scale, a, b, p,
+                               rows=rows, w=w, dt=self.dt, **self._step_kw)
+
+    def _block_vjp(self, window: torch.Tensor, X, normal, noise_scale, packed, grad_states, K: int):
+        """``block_vjp`` of one block (compiled for full blocks when ``compile=True``)."""
+        L, N, B = window.shape
+        with torch.no_grad():
+            if self._compiled_vjp is not None and K == self.block:
+                return self._compiled_vjp(window.view(L * N, B), X, normal, noise_scale, packed, grad_states)
+            rows, w = self.coupling.padded_plan(K)
+            return block_vjp(window.view(L * N, B), X, normal, noise_scale, packed, grad_states, rows=rows, w=w,
+                             names=self._packed_names, dt=self.dt, unrolled=False, **self._step_kw)
+
+    def _to_ring(self) -> None:
+        """Move the history into the in-place buffer (no autograd graph through it)."""
+        if self._flat is None:
+            return
+        L, N, B = self._flat.shape
+        flat = self._flat.detach()
+        if self._ring is None:
+            self._ring = torch.empty((2 * (L + self.block), N, B), dtype=self._hist_dtype, device=self.device)
+        elif flat.untyped_storage().data_ptr() == self._ring.untyped_storage().data_ptr():
+            flat = flat.clone()
+        self._ring[:L].copy_(flat)
+        self._ring_off = 0
+        self._flat = None
+
+    def _to_flat(self) -> None:
+        """Move the history out of the buffer into a tensor that autograd can follow."""
+        if self._flat is None:
+            L = self.coupling.horizon
+            self._flat = self._ring[self._ring_off:self._ring_off + L].clone()
+
+    @property
+    def history(self) -> torch.Tensor:
+        """The delay history, time-ordered and flat: ``history[t * N * B + j * B + b]`` is the coupling variable
+        of node j, batch member b, t-th of the last ``horizon`` steps (oldest first). Possibly a view of an
+        internal buffer that later runs overwrite: clone it to keep it."""
+        if self._flat is not None:
+            return self._flat.reshape(-1)
+        L = self.coupling.horizon
+        return self._ring[self._ring_off:self._ring_off + L].reshape(-1)
+
+    @history.setter
+    def history(self, value: torch.Tensor) -> None:
+        self._flat = value.reshape(self.coupling.horizon, self.n_nodes, self.batch)
 
     def _tvb_layout(self, ts, xs) -> Tuple[torch.Tensor, torch.Tensor]:
         times = torch.cat(ts) if ts else torch.zeros(0, dtype=torch.float64)
@@ -251,15 +528,17 @@ class TorchSimulator:
     def detach_(self) -> "TorchSimulator":
         """Cut the autograd graph at the present step (state, history, monitor buffers)."""
         self.state = self.state.detach()
-        self.history = self.history.detach()
+        if self._flat is not None:           # the in-place buffer never carries a graph
+            self._flat = self._flat.detach()
         for mon in self.monitors:
             mon.detach_()
         return self
 
     def state_dict(self) -> Dict:
         """Everything a later ``run`` depends on besides ``params`` (detached copies): for checkpoints."""
-        mons = [{k: v.detach().clone() if torch.is_tensor(v) else v for k, v in vars(m).items()
-                 if k in ("partial", "stock", "last_block")} for m in self.monitors]
+        mons = [{k: v.detach().clone() if torch.is_tensor(v) else v
+                 for k, v in ((k, getattr(m, k)) for k in ("partial", "stock", "last_block") if hasattr(m, k))}
+                for m in self.monitors]
         return {"current_step": self.current_step, "state": self.state.detach().clone(),
                 "history": self.history.detach().clone(), "monitors": mons,
                 "noise": self.noise.state_dict() if self.noise is not None else None}
