@@ -107,3 +107,97 @@ def test_state_dict_round_trip_continues_identically():
         out = b.run(simulation_length=450.0)
         for (t, x), (t1, x1) in zip(ref, out):
             assert torch.equal(t, t1) and torch.equal(x, x1)
+
+
+# ---------------------------------------------------------------- history layouts and checkpointed backward
+def _stoch_sim():
+    return build(models.ReducedWongWangExcInh(), heun_stochastic(dt=0.1, nsig=1e-4),
+                 (monitors.Raw(), monitors.Bold(period=20.0), monitors.TemporalAverage(period=1.0)),
+                 conn=small_connectivity(5), a=0.2)
+
+
+def _graph_run(twin, lengths, G=None):
+    """Runs with G requiring grad (autograd records): outputs of every run, G."""
+    G = torch.tensor([[1.5], [2.0]], dtype=torch.float64, requires_grad=True) if G is None else G
+    twin.set_param("G", G)
+    return [twin.run(n_steps=n) for n in lengths], G
+
+
+def test_in_place_history_equals_graph_history():
+    """Without a graph the history is a buffer written in place (wrapping around several times here);
+    with one it is concatenated per block. Same trajectory, monitors, history and state_dict."""
+    sim = _stoch_sim()
+    lengths = (301, 97, 1200, 33)
+    free = tvb_torchfit.from_tvb(sim, batch=2, seed=4)
+    free.set_param("G", torch.tensor([[1.5], [2.0]], dtype=torch.float64))
+    with torch.no_grad():
+        outs_free = [free.run(n_steps=n) for n in lengths]
+    graph = tvb_torchfit.from_tvb(sim, batch=2, seed=4)
+    outs_graph, _ = _graph_run(graph, lengths)
+    for run_free, run_graph in zip(outs_free, outs_graph):
+        for (t, x), (t1, x1) in zip(run_free, run_graph):
+            assert torch.equal(t, t1) and torch.equal(x, x1.detach())
+    assert torch.equal(free.history, graph.history.detach())
+    a, b = free.state_dict(), graph.state_dict()
+    assert torch.equal(a["history"], b["history"]) and torch.equal(a["state"], b["state"])
+    for ma, mb in zip(a["monitors"], b["monitors"]):
+        assert ma.keys() == mb.keys()
+        for k in ma:
+            assert torch.equal(ma[k], mb[k]) if torch.is_tensor(ma[k]) else ma[k] == mb[k]
+
+
+def test_switching_between_graph_and_in_place_history_continues_identically():
+    sim = _stoch_sim()
+    ref = tvb_torchfit.from_tvb(sim, batch=2, seed=9)
+    with torch.no_grad():
+        expected = [ref.run(n_steps=n)[0][1] for n in (150, 150, 150)]
+    twin = tvb_torchfit.from_tvb(sim, batch=2, seed=9)
+    with torch.no_grad():
+        first = twin.run(n_steps=150)[0][1]
+    (second,), _ = _graph_run(twin, (150,), G=twin.params["G"].clone().requires_grad_(True))
+    twin.detach_()
+    with torch.no_grad():
+        third = twin.run(n_steps=150)[0][1]
+    for x, e in zip((first, second[0][1].detach(), third), expected):
+        assert torch.equal(x, e)
+
+
+def _checkpoint_grads(**kw):
+    sim = _stoch_sim()
+    twin = tvb_torchfit.TorchSimulator(tvb_torchfit.adapter.read_simulator(sim), batch=2, seed=3, block=4, **kw)
+    nsig = torch.tensor([1e-4], dtype=torch.float64, requires_grad=True)
+    w_p = torch.full((5,), 1.3, dtype=torch.float64, requires_grad=True)
+    twin.set_param("noise.nsig", nsig)
+    twin.set_param("w_p", w_p)
+    outs, G = _graph_run(twin, (41, 30))           # two runs through one graph (no detach in between)
+    loss = sum((x ** 2).sum() for out in outs for _, x in out) + twin.state.sum()
+    loss.backward()
+    return [x.detach() for out in outs for _, x in out], (G.grad, nsig.grad, w_p.grad), twin
+
+
+def test_checkpointed_backward_equals_autograd():
+    """checkpoint=True: blocks run without a graph and are recomputed in the backward; same outputs,
+    same gradients (here through two runs and through the history carried between them)."""
+    ref_out, ref_grads, _ = _checkpoint_grads(checkpoint=False)
+    out, grads, twin = _checkpoint_grads(checkpoint=True)
+    assert twin.checkpoint
+    for x, y in zip(out, ref_out):
+        assert torch.equal(x, y)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=0)
+
+
+def test_checkpoint_refused_in_exact_mode():
+    with pytest.raises(ValueError, match="checkpoint"):
+        tvb_torchfit.TorchSimulator(tvb_torchfit.adapter.read_simulator(_det_sim()), exact=True, checkpoint=True)
+
+
+def test_compiled_checkpointed_backward_equals_eager_autograd():
+    """compile=True (checkpointed backward by default): compiled forward and backward blocks."""
+    ref_out, ref_grads, _ = _checkpoint_grads(checkpoint=False)
+    out, grads, twin = _checkpoint_grads(compile=True)
+    assert twin.compiled and twin.checkpoint
+    for x, y in zip(out, ref_out):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-12)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-9, atol=0)
