@@ -162,19 +162,16 @@ class DelayedLinearCoupling:
         if K in self._plans:
             return self._plans[K]
         N, B, L = self.n_nodes, self.batch, self.horizon
-        far, near = ~self.near, self.near
+        far = ~self.near
         b = np.arange(B)
         tau = np.arange(K)
         t_src = (L - 1) + tau[:, None] - self.delays[far][None, :]          # (K, Ef) time index
         src = ((t_src * N + self.cols[far][None, :])[..., None] * B + b).reshape(-1)
         dst = (((tau[:, None] * N + self.rows[far][None, :])[..., None]) * B + b).reshape(-1)
-        src_n = (self.cols[near][:, None] * B + b).reshape(-1)
-        dst_n = (self.rows[near][:, None] * B + b).reshape(-1)
         lt = lambda a: torch.as_tensor(a, dtype=torch.long, device=self.device)
         wt = lambda a: torch.tensor(a, dtype=self.dtype, device=self.device).view(1, -1, 1)
         reducer = NumpyReduceatSum(self.rows[far], N, self.device) if self.numpy_order else None
-        plan = dict(src=lt(src), dst=lt(dst), w=wt(self.weights[far]), reducer=reducer,
-                    src_n=lt(src_n), dst_n=lt(dst_n), w_n=wt(self.weights[near]))
+        plan = dict(src=lt(src), dst=lt(dst), w=wt(self.weights[far]), reducer=reducer)
         self._plans[K] = plan
         return plan
 
@@ -231,13 +228,6 @@ class DelayedLinearCoupling:
         out = history.new_zeros(K * self.n_nodes * self.batch)
         return out.index_add(0, plan["dst"], prod.reshape(-1)).view(K, self.n_nodes, self.batch)
 
-    def near_sum(self, current: torch.Tensor) -> torch.Tensor:
-        """gx from zero-delay edges (blocks of K > 1 steps), read from the current coupling variable (N, B)."""
-        plan = self._plan(1)
-        prod = current.reshape(-1).index_select(0, plan["src_n"]).view(-1, self.batch) \
-            * plan["w_n"].view(-1, 1).to(current.dtype)
-        out = current.new_zeros(self.n_nodes * self.batch)
-        return out.index_add(0, plan["dst_n"], prod.reshape(-1)).view(self.n_nodes, self.batch)
 
 
 def gather_far(history: torch.Tensor, rows: torch.Tensor, w: torch.Tensor,
