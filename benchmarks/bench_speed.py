@@ -1,20 +1,29 @@
 #!/usr/bin/env python
 """Speed of the torch twin against TVB itself, measured in the same process.
 
-    python benchmarks/bench_speed.py              # default run (a few minutes at most on 2 cores)
+    python benchmarks/bench_speed.py              # default run (eager and compile=True rows)
     python benchmarks/bench_speed.py --quick      # short smoke run
     python benchmarks/bench_speed.py --repeats 5 --write   # also write benchmarks/results.md
+    python benchmarks/bench_speed.py --no-compile # eager rows only (no C++ compiler needed)
+    python benchmarks/bench_speed.py --all        # + compiled fwd+bwd without checkpointing (slow to compile)
     python benchmarks/bench_speed.py --quick --profile     # + cProfile / torch.profiler of the batch-1 forward
 
 Set-up: ReducedWongWangExcInh on TVB's bundled connectivity_76 (speed 3 mm/ms), Linear coupling,
 HeunStochastic (dt 0.1 ms, Additive nsig 1e-4), Bold(period=720). The torch twin is
-``tvb_torchfit.from_tvb(sim, noise="torch", batch=B, dtype=...)``.
+``TorchSimulator(read_simulator(sim), noise="torch", batch=B, dtype=..., compile=..., checkpoint=...)``
+(what ``tvb_torchfit.from_tvb`` builds).
 
-Every number is the MEDIAN over ``--repeats`` timed runs (time.perf_counter), each preceded by an
-untimed warm-up (numba compilation for TVB; block plans for torch). Runs continue from where the
-previous one stopped (state, history and noise carry over), as in a long simulation cut in pieces.
-"x TVB" is (TVB wall time per simulated second per sample) / (ours): above 1 is faster than TVB.
-torch.set_num_threads is left at its default.
+Every number is the MEDIAN over ``--repeats`` timed runs (time.perf_counter; process CPU time alongside),
+each preceded by an untimed warm-up (numba compilation for TVB; block plans for torch; for compile=True the
+one-off torch.compile, timed separately and reported in its own column, never in the steady-state figures).
+Runs continue from where the previous one stopped (state, history and noise carry over), as in a long
+simulation cut in pieces. "x TVB" is (TVB wall time per simulated second per sample) / (ours): above 1 is
+faster than TVB; "x TVB cpu" the same with process CPU time (less sensitive to other load on the machine).
+torch.set_num_threads is left at its default except in the rows marked "1 thread".
+
+Compile times depend on the machine and on inductor's on-disk cache (/tmp/torchinductor_$USER): a first run
+on a fresh machine compiles every graph (minutes on 2 busy cores, the backward graph most), later runs reuse
+them (seconds). The default run takes about 2-3 minutes with a warm cache.
 """
 import argparse
 import contextlib
@@ -70,44 +79,60 @@ def n_steps_of(ms: float) -> int:
     return int(math.ceil(ms / DT))
 
 
-def median_times(fn: Callable[[], None], repeats: int) -> List[float]:
+def median_times(fn: Callable[[], None], repeats: int, cpu: Optional[List[float]] = None) -> List[float]:
+    """Wall times of ``repeats`` calls; their process CPU times are appended to ``cpu`` if given."""
     out = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
         out.append(time.perf_counter() - t0)
+        if cpu is not None:
+            cpu.append(time.process_time() - c0)
     return out
 
 
-def warm_up_twin(twin, n_steps: int) -> None:
-    """Untimed run covering the block lengths a run of ``n_steps`` uses (plans are cached per block length)."""
+def make_twin(sim, batch: int, dtype: torch.dtype, compile: bool = False, checkpoint: Optional[bool] = None):
+    from tvb_torchfit.adapter import read_simulator
+    from tvb_torchfit.simulator import TorchSimulator
+    return TorchSimulator(read_simulator(sim), noise="torch", batch=batch, dtype=dtype, compile=compile,
+                          checkpoint=checkpoint)
+
+
+def warm_up_twin(twin, n_steps: int) -> float:
+    """Untimed run covering the block lengths a run of ``n_steps`` uses (plans are cached per block length;
+    compile=True compiles here). Returns its wall time (the one-off compilation when compiled)."""
+    t0 = time.perf_counter()
     with torch.no_grad():
         twin.run(n_steps=twin.block + (n_steps % twin.block or twin.block))
     twin.detach_()
+    return time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------------------- measurements
 def bench_tvb(sim, ms: float, repeats: int) -> Dict:
     sim.run(simulation_length=max(50.0, min(ms, 200.0)))     # warm-up: numba compilation, caches
-    times = median_times(lambda: sim.run(simulation_length=ms), repeats)
-    return dict(times=times, ms=ms, steps=n_steps_of(ms), batch=1)
+    cpu: List[float] = []
+    times = median_times(lambda: sim.run(simulation_length=ms), repeats, cpu)
+    return dict(times=times, cpu=cpu, ms=ms, steps=n_steps_of(ms), batch=1)
 
 
-def bench_forward(sim, ms: float, repeats: int, batch: int, dtype: torch.dtype) -> Dict:
-    twin = tvb_torchfit.from_tvb(sim, noise="torch", batch=batch, dtype=dtype)
+def bench_forward(sim, ms: float, repeats: int, batch: int, dtype: torch.dtype, compile: bool = False) -> Dict:
+    twin = make_twin(sim, batch, dtype, compile)
     steps = n_steps_of(ms)
-    warm_up_twin(twin, steps)
+    t_warm = warm_up_twin(twin, steps)
 
     def once():
         with torch.no_grad():
             twin.run(simulation_length=ms)
 
-    times = median_times(once, repeats)
-    return dict(times=times, ms=ms, steps=steps, batch=batch)
+    cpu: List[float] = []
+    times = median_times(once, repeats, cpu)
+    return dict(times=times, cpu=cpu, ms=ms, steps=steps, batch=batch, compile_s=t_warm if compile else None)
 
 
-def _grad_run(twin, ms: float, backward: bool, saved: Optional[Dict[int, int]] = None):
-    """One window with G requiring grad; loss = mean of S_e at the end of the window."""
+def _grad_run(twin, ms: float, backward: bool, saved: Optional[Dict[int, int]] = None, steps: bool = False):
+    """One window with G requiring grad; loss = mean of S_e at the end of the window (``ms`` in steps if
+    ``steps``)."""
     twin.detach_()
     G = twin.params["G"].detach().clone().requires_grad_(True)
     twin.set_param("G", G)
@@ -119,7 +144,10 @@ def _grad_run(twin, ms: float, backward: bool, saved: Optional[Dict[int, int]] =
             return t
         hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
     with hooks:
-        twin.run(simulation_length=ms)
+        if steps:
+            twin.run(n_steps=int(ms))
+        else:
+            twin.run(simulation_length=ms)
         loss = twin.state[0].mean()
     if backward:
         loss.backward()
@@ -127,12 +155,16 @@ def _grad_run(twin, ms: float, backward: bool, saved: Optional[Dict[int, int]] =
     return G
 
 
-def bench_grad(sim, ms: float, repeats: int, dtype: torch.dtype = torch.float64) -> Dict:
+def bench_grad(sim, ms: float, repeats: int, dtype: torch.dtype = torch.float64, compile: bool = False,
+               checkpoint: Optional[bool] = None) -> Dict:
     """fwd (no_grad), fwd (building the graph) and fwd+bwd on the same window, interleaved."""
-    twin = tvb_torchfit.from_tvb(sim, noise="torch", batch=1, dtype=dtype)
+    twin = make_twin(sim, 1, dtype, compile, checkpoint)
     steps = n_steps_of(ms)
-    warm_up_twin(twin, steps)
-    mem = measure_memory(lambda saved: _grad_run(twin, ms, backward=True, saved=saved), ms)  # also the warm-up
+    t_warm = warm_up_twin(twin, steps)
+    t0 = time.perf_counter()
+    _grad_run(twin, twin.block * 2, backward=True, steps=True)    # untimed: compiles the graph-mode blocks
+    t_warm_grad = time.perf_counter() - t0
+    mem = measure_memory(lambda saved: _grad_run(twin, ms, backward=True, saved=saved), ms)
     fwd, graph, both = [], [], []
     for _ in range(repeats):
         twin.detach_()
@@ -147,7 +179,8 @@ def bench_grad(sim, ms: float, repeats: int, dtype: torch.dtype = torch.float64)
         _grad_run(twin, ms, backward=True)
         both.append(time.perf_counter() - t0)
     twin.detach_()
-    return dict(fwd=fwd, graph=graph, both=both, ms=ms, steps=steps, mem=mem)
+    return dict(fwd=fwd, graph=graph, both=both, ms=ms, steps=steps, mem=mem, checkpoint=twin.checkpoint,
+                compile_s=(t_warm, t_warm_grad) if compile else None)
 
 
 def _proc_status_kb(field: str) -> Optional[int]:
@@ -264,15 +297,19 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (median; default 3)")
     ap.add_argument("--write", action="store_true", help="also write the table to benchmarks/results.md")
     ap.add_argument("--profile", action="store_true", help="print cProfile/torch.profiler of the batch-1 forward")
+    ap.add_argument("--no-compile", action="store_true", help="skip the compile=True rows")
+    ap.add_argument("--all", action="store_true",
+                    help="also the compiled fwd+bwd without checkpointing (its backward graph compiles for minutes)")
     ap.add_argument("--coupling-a", type=float, default=0.01, help="Linear coupling a (default 0.01)")
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
 
-    sim_ms = 200.0 if args.quick else 1000.0       # rows 1-3
+    sim_ms = 200.0 if args.quick else 1000.0       # rows 1-3, C1-C3
     one_thread_ms = 100.0 if args.quick else 250.0  # row 2t
-    batch_ms = 50.0 if args.quick else 250.0       # row 4 (64 samples per step)
-    grad_ms = 50.0 if args.quick else 250.0        # rows 5-6 (fwd+bwd costs ~4x fwd)
+    batch_ms = 50.0 if args.quick else 250.0       # rows 4, C4 (64 samples per step)
+    grad_ms = 50.0 if args.quick else 250.0        # rows 5-6 (eager fwd+bwd costs ~5x fwd)
+    cgrad_ms = 100.0 if args.quick else 500.0      # rows C5-C6
     R = args.repeats
     t_start = time.perf_counter()
 
@@ -286,23 +323,38 @@ def main(argv=None) -> int:
 
     def attempt(key, fn):
         print(f"  measuring {key} ...", flush=True)
+        t0 = time.perf_counter()
         try:
             results[key] = fn()
         except Exception as exc:          # report and go on: a failing row must not hide the others
-            errors[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+            errors[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
             print(f"    FAILED: {errors[key]}", flush=True)
+        print(f"    ({time.perf_counter() - t0:.0f} s)", flush=True)
 
+    f32, f64 = torch.float32, torch.float64
     load_start = os.getloadavg()
     attempt("tvb", lambda: bench_tvb(sim, sim_ms, R))
     attempt("grad", lambda: bench_grad(sim, grad_ms, R))    # early: less allocator history in the RSS figure
-    attempt("f64", lambda: bench_forward(sim, sim_ms, R, 1, torch.float64))
-    attempt("f64_1t", lambda: one_thread(lambda: bench_forward(sim, one_thread_ms, R, 1, torch.float64)))
-    attempt("f32", lambda: bench_forward(sim, sim_ms, R, 1, torch.float32))
-    attempt("b64", lambda: bench_forward(sim, batch_ms, R, 64, torch.float32))
+    if not args.no_compile:
+        attempt("c_grad", lambda: bench_grad(sim, cgrad_ms, R, compile=True))            # checkpointed
+        if args.all:
+            attempt("c_grad_nock", lambda: bench_grad(sim, cgrad_ms, R, compile=True, checkpoint=False))
+    attempt("f64", lambda: bench_forward(sim, sim_ms, R, 1, f64))
+    attempt("f64_1t", lambda: one_thread(lambda: bench_forward(sim, one_thread_ms, R, 1, f64)))
+    attempt("f32", lambda: bench_forward(sim, sim_ms, R, 1, f32))
+    attempt("b64", lambda: bench_forward(sim, batch_ms, R, 64, f32))
+    if not args.no_compile:
+        attempt("c_f64", lambda: bench_forward(sim, sim_ms, R, 1, f64, compile=True))
+        attempt("c_f64_1t", lambda: one_thread(lambda: bench_forward(sim, sim_ms, R, 1, f64, compile=True)))
+        attempt("c_f32", lambda: bench_forward(sim, sim_ms, R, 1, f32, compile=True))
+        attempt("c_f32_1t", lambda: one_thread(lambda: bench_forward(sim, sim_ms, R, 1, f32, compile=True)))
+        attempt("c_b64", lambda: bench_forward(sim, batch_ms, R, 64, f32, compile=True))
+        attempt("c_b64_1t", lambda: one_thread(lambda: bench_forward(sim, batch_ms, R, 64, f32, compile=True)))
     load_end = os.getloadavg()
 
     tvb = results.get("tvb")
     tvb_per_s = statistics.median(tvb["times"]) / (tvb["ms"] / 1000.0) if tvb else None
+    tvb_cpu_per_s = statistics.median(tvb["cpu"]) / (tvb["ms"] / 1000.0) if tvb else None
 
     lines = []
     lines += [f"# tvb_torchfit speed benchmark ({time.strftime('%Y-%m-%d %H:%M')})", ""]
@@ -310,31 +362,35 @@ def main(argv=None) -> int:
     lines += [f"- set-up: ReducedWongWangExcInh, connectivity_76, speed 3 mm/ms, Linear(a={args.coupling_a}), "
               f"HeunStochastic dt {DT} ms, Additive nsig 1e-4, Bold(720); torch twin noise='torch'",
               f"- medians over {R} repeats (min..max in brackets); 'x TVB' = TVB s per simulated s per sample "
-              f"/ ours (> 1: faster than TVB)", ""]
-    header = ["#", "what", "simulated", "wall s / simulated s (per sample)", "µs / step (per sample-step)", "x TVB"]
+              f"/ ours (> 1: faster than TVB), wall time and process CPU time; compile: the one-off "
+              f"torch.compile of the first run, excluded from every other figure", ""]
+    header = ["#", "what", "simulated", "wall s / simulated s (per sample)", "µs / step (per sample-step)",
+              "x TVB", "x TVB cpu", "compile s"]
     lines += [fmt_row(header), fmt_row(["---"] * len(header))]
 
     def speed_row(idx, label, key):
         if key in errors or key not in results:
-            lines.append(fmt_row([idx, label, "", "FAILED", errors.get(key, "not run"), ""]))
+            lines.append(fmt_row([idx, label, "", "FAILED" if key in errors else "not run", errors.get(key, ""),
+                                  "", "", ""]))
             return
         r = results[key]
         med = statistics.median(r["times"])
         per_sample_s = med / (r["ms"] / 1000.0) / r["batch"]
         us = med / (r["steps"] * r["batch"]) * 1e6
         ratio = f"{tvb_per_s / per_sample_s:.2f}" if tvb_per_s else "n/a"
+        cpu = statistics.median(r["cpu"]) / (r["ms"] / 1000.0) / r["batch"]
+        ratio_cpu = f"{tvb_cpu_per_s / cpu:.2f}" if tvb_cpu_per_s else "n/a"
         spread = f"[{min(r['times']) / (r['ms'] / 1000.0) / r['batch']:.3f}..{max(r['times']) / (r['ms'] / 1000.0) / r['batch']:.3f}]"
-        lines.append(fmt_row([idx, label, f"{r['ms']:g} ms x {r['batch']}", f"{per_sample_s:.3f} {spread}",
-                              f"{us:.1f}", ratio]))
+        comp = f"{r['compile_s']:.0f}" if r.get("compile_s") is not None else ""
+        lines.append(fmt_row([idx, label, f"{r['ms']:g} ms x {r['batch']}", f"{per_sample_s:.4f} {spread}",
+                              f"{us:.2f}", ratio, ratio_cpu, comp]))
 
-    speed_row("1", "TVB native sim.run (numba, after warm-up)", "tvb")
-    speed_row("2", "torch forward, batch 1, float64 (no_grad)", "f64")
-    speed_row("2t", "  same as 2 with torch.set_num_threads(1) (not the default)", "f64_1t")
-    speed_row("3", "torch forward, batch 1, float32 (no_grad)", "f32")
-    speed_row("4", "torch forward, batch 64, float32 (no_grad), per sample", "b64")
-
-    if "grad" in results:
-        g = results["grad"]
+    def grad_rows(idx, label, key):
+        if key not in results:
+            lines.append(fmt_row([idx, label, "", "FAILED" if key in errors else "not run", errors.get(key, ""),
+                                  "", "", ""]))
+            return
+        g = results[key]
         sec = g["ms"] / 1000.0
         fwd, graph, both = (statistics.median(g[k]) for k in ("fwd", "graph", "both"))
         # ratios paired per repeat (the three runs of a repeat follow each other), then the median:
@@ -342,27 +398,42 @@ def main(argv=None) -> int:
         r_fwd = statistics.median(b / f for b, f in zip(g["both"], g["fwd"]))
         r_graph = statistics.median(b / f for b, f in zip(g["both"], g["graph"]))
         ratio = f"{tvb_per_s / (both / sec):.2f}" if tvb_per_s else "n/a"
-        lines.append(fmt_row(["5", "torch fwd+bwd, batch 1, float64, d mean(S_e(end)) / dG",
-                              f"{g['ms']:g} ms x 1", f"{both / sec:.3f}", f"{both / g['steps'] * 1e6:.1f}", ratio]))
-        lines.append(fmt_row(["5a", "  same window: forward no_grad / forward building the graph", "",
-                              f"{fwd / sec:.3f} / {graph / sec:.3f}", "", ""]))
-        lines.append(fmt_row(["5b", "  ratio fwd+bwd / fwd (no_grad); fwd+bwd / fwd (graph), median of paired ratios",
-                              "", f"**{r_fwd:.2f}**; {r_graph:.2f}", "", ""]))
-    else:
-        lines.append(fmt_row(["5", "torch fwd+bwd / fwd", "", "FAILED", errors.get("grad", "not run"), ""]))
-
-    if "grad" in results:
-        m = results["grad"]["mem"]
-        lines.append(fmt_row(["6", f"peak memory of one fwd+bwd window (float64, batch 1)", f"{m['ms']:g} ms x 1",
+        comp = "{:.0f} + {:.0f}".format(*g["compile_s"]) if g.get("compile_s") else ""
+        lines.append(fmt_row([idx, label, f"{g['ms']:g} ms x 1", f"{both / sec:.3f}",
+                              f"{both / g['steps'] * 1e6:.1f}", ratio, "", comp]))
+        lines.append(fmt_row([idx + "a", "  same window: forward no_grad / forward building the graph", "",
+                              f"{fwd / sec:.3f} / {graph / sec:.3f}", f"{fwd / g['steps'] * 1e6:.1f} / "
+                              f"{graph / g['steps'] * 1e6:.1f}", "", "", ""]))
+        lines.append(fmt_row([idx + "b", "  ratio fwd+bwd / fwd (no_grad); fwd+bwd / fwd (graph), median of paired "
+                              "ratios", "", f"**{r_fwd:.2f}**; {r_graph:.2f}", "", "", "", ""]))
+        m = g["mem"]
+        lines.append(fmt_row([idx + "m", "  peak memory of one fwd+bwd window", f"{m['ms']:g} ms x 1",
                               f"RSS +{m['rss_mib']:.1f} MiB; autograd saved tensors {m['saved_mib']:.1f} MiB "
-                              f"({m['saved_mib'] / (m['ms'] / 1000.0):.0f} MiB per simulated s)", "", ""]))
-    else:
-        lines.append(fmt_row(["6", "peak memory of fwd+bwd", "", "FAILED", errors.get("grad", "not run"), ""]))
-    lines.append(fmt_row(["7", "tvboptim / jax", "", optional_competitors(), "", ""]))
+                              f"({m['saved_mib'] / (m['ms'] / 1000.0):.1f} MiB per simulated s)", "", "", "", ""]))
+
+    speed_row("1", "TVB native sim.run (numba, after warm-up)", "tvb")
+    speed_row("2", "torch eager forward, batch 1, float64 (no_grad)", "f64")
+    speed_row("2t", "  same as 2 with torch.set_num_threads(1)", "f64_1t")
+    speed_row("3", "torch eager forward, batch 1, float32 (no_grad)", "f32")
+    speed_row("4", "torch eager forward, batch 64, float32 (no_grad), per sample", "b64")
+    grad_rows("5", "torch eager fwd+bwd, batch 1, float64, d mean(S_e(end)) / dG", "grad")
+    if not args.no_compile:
+        speed_row("C1", "compile=True forward, batch 1, float64 (no_grad)", "c_f64")
+        speed_row("C1t", "  same as C1 with torch.set_num_threads(1)", "c_f64_1t")
+        speed_row("C2", "compile=True forward, batch 1, float32 (no_grad)", "c_f32")
+        speed_row("C2t", "  same as C2 with torch.set_num_threads(1)", "c_f32_1t")
+        speed_row("C3", "compile=True forward, batch 64, float32 (no_grad), per sample", "c_b64")
+        speed_row("C3t", "  same as C3 with torch.set_num_threads(1)", "c_b64_1t")
+        grad_rows("C5", "compile=True fwd+bwd, batch 1, float64, checkpointed blocks (default)", "c_grad")
+        if args.all:
+            grad_rows("C6", "compile=True, checkpoint=False fwd+bwd, batch 1, float64 (autograd through the "
+                            "compiled blocks)", "c_grad_nock")
+    lines.append(fmt_row(["7", "tvboptim / jax", "", optional_competitors(), "", "", "", ""]))
     lines.append("")
     if "grad" in results:
         lines.append(f"Memory: RSS measured as {results['grad']['mem']['method']}; saved-tensor bytes counted "
-                     f"with torch.autograd.graph.saved_tensors_hooks (unique storages).")
+                     f"with torch.autograd.graph.saved_tensors_hooks (unique storages). Compile column of grad "
+                     f"rows: forward graph + graph-mode (backward) graphs, seconds.")
     lines.append(f"Load average (1/5/15 min) at start {'/'.join(f'{x:.2f}' for x in load_start)}, at end "
                  f"{'/'.join(f'{x:.2f}' for x in load_end)} on {machine_cores()} usable cores: other processes "
                  f"compete for the CPU if the 1-min figure exceeds ~1 (this benchmark itself).")

@@ -201,3 +201,21 @@ def test_compiled_checkpointed_backward_equals_eager_autograd():
         torch.testing.assert_close(x, y, rtol=0, atol=1e-12)
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g, r, rtol=1e-9, atol=0)
+
+
+def test_failed_compilation_falls_back_to_eager_with_a_warning():
+    from torch._inductor.exc import CppCompileError
+    from tvb_torchfit.simulator import _CompiledOrEager
+
+    def broken(*args):
+        raise CppCompileError(["g++"], "internal compiler error")
+    sim = build(models.ReducedWongWangExcInh(), heun_stochastic(dt=0.1, nsig=1e-4), (monitors.Raw(),),
+                conn=small_connectivity(5), a=0.2)
+    (_, eager), = tvb_torchfit.from_tvb(sim, block=4, seed=3).run(n_steps=41)
+    twin = tvb_torchfit.from_tvb(sim, block=4, seed=3, compile=True)
+    assert isinstance(twin._compiled_block, _CompiledOrEager)
+    twin._compiled_block.compiled = broken
+    with pytest.warns(RuntimeWarning, match="torch.compile failed"):
+        (_, x), = twin.run(n_steps=41)
+    torch.testing.assert_close(x, eager, rtol=0, atol=1e-12)
+    assert twin._compiled_block.error is not None

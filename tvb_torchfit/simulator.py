@@ -19,6 +19,7 @@ keeps its modes, so per-step arithmetic is the same as TVB's.
 import functools
 import math
 import numbers
+import warnings
 from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
@@ -38,6 +39,53 @@ COUPLING_PARAMS = ("coupling.a", "coupling.b")
 NOISE_PARAM = "noise.nsig"
 _MONITOR_CHUNK = 1024        # steps handed to the monitors at once
 _CPU_COMPILE_OPTIONS = {"cpp_wrapper": True}     # inductor options of compile=True on CPU (see __init__)
+
+
+class _CompiledOrEager:
+    """``torch.compile(fn)``, falling back to ``fn`` itself for good if compilation fails (a C++ compiler
+    that is missing or crashes on the generated code: seen with g++ on some block lengths), with a warning."""
+
+    def __init__(self, fn, options: Optional[Dict] = None):
+        self.fn = fn
+
+        def call(*args):
+            return fn(*args)
+        # A code object of its own: dynamo keeps compiled graphs, and counts recompilations against its limit
+        # (8), per code object; torch.compile of a functools.partial would share one wrapper code object
+        # between every simulator of the process and silently run eagerly once 8 variants (dtype, batch,
+        # thread count, forward / backward ...) exist. Per instance, recompilations stay few.
+        call.__code__ = call.__code__.replace()
+        self.compiled = torch.compile(call, dynamic=False, options=options)
+        self.error: Optional[BaseException] = None
+
+    def __call__(self, *args):
+        if self.error is None:
+            try:
+                return self.compiled(*args)
+            except _COMPILE_ERRORS as err:
+                self.error = err
+                warnings.warn(f"tvb_torchfit: torch.compile failed ({type(err).__name__}: "
+                              f"{str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}); "
+                              "these blocks run eagerly from now on.", RuntimeWarning, stacklevel=2)
+        return self.fn(*args)
+
+
+def _compile_errors():
+    errors = []
+    try:
+        from torch._dynamo.exc import BackendCompilerFailed
+        errors.append(BackendCompilerFailed)
+    except ImportError:
+        pass
+    try:
+        from torch._inductor.exc import CppCompileError
+        errors.append(CppCompileError)
+    except ImportError:
+        pass
+    return tuple(errors) or (RuntimeError,)
+
+
+_COMPILE_ERRORS = _compile_errors()
 
 
 def integrate_block(X: torch.Tensor, far: torch.Tensor, z: Optional[torch.Tensor], a: torch.Tensor,
@@ -134,15 +182,13 @@ class _CheckpointedRun(torch.autograd.Function):
             buf[L + s:L + s + K] = states[:, 0]
             X, s = states[-1], s + K
         ctx.sim, ctx.blocks = sim, blocks
-        ctx.save_for_backward(X0, normals, noise_scale, packed, traj)
-        ctx.buf = buf                    # rows are never overwritten: no version check needed
+        ctx.save_for_backward(X0, normals, noise_scale, packed, traj, buf)   # buf is never written again
         return traj, buf[T:]
 
     @staticmethod
     def backward(ctx, g_traj, g_hist):
         sim, blocks = ctx.sim, ctx.blocks
-        X0, normals, noise_scale, packed, traj = ctx.saved_tensors
-        buf = ctx.buf
+        X0, normals, noise_scale, packed, traj, buf = ctx.saved_tensors
         L = buf.shape[0] - traj.shape[0]
         T, V, N, B = traj.shape
         gbuf = torch.zeros_like(buf)
@@ -176,7 +222,23 @@ class _CheckpointedRun(torch.autograd.Function):
 
 
 class TorchSimulator:
-    """A TVB region simulation as a torch computation. Build it with ``tvb_torchfit.from_tvb``."""
+    """A TVB region simulation as a torch computation. Build it with ``tvb_torchfit.from_tvb``.
+
+    Options beyond ``from_tvb``'s documentation:
+
+    * ``compile=True``: each full block of ``block`` steps (at most the shortest non-zero delay + 1) is one
+      ``torch.compile``d call (far-edge gather, noise scaling, steps; C++ wrapper on CPU); a shorter last
+      block runs eagerly. The first call of each variant (dtype, batch, thread count, forward / backward)
+      compiles once, tens of seconds for the forward, minutes for the backward on a small CPU (inductor keeps
+      them on disk for later processes). If compilation fails the blocks run eagerly, with a warning.
+    * ``checkpoint`` (default: on with ``compile=True``, off otherwise; never in the TVB-exact mode): while
+      autograd records, integrate without a graph and recompute each block in the backward
+      (``_CheckpointedRun``). Same values and gradients; memory O(steps * nvar * N * batch) instead of every
+      step's intermediates; with ``compile=True`` the forward runs at no-grad speed.
+
+    Small problems (batch up to ~8 on a few cores) usually run faster with ``torch.set_num_threads(1)``
+    (set by the caller; the library leaves torch's threads alone).
+    """
 
     def __init__(self, spec: SimulatorSpec, *, noise: str = "torch", exact: bool = False, batch: int = 1,
                  dtype: torch.dtype = torch.float64, device: Union[str, torch.device] = "cpu",
@@ -267,17 +329,16 @@ class TorchSimulator:
         # Python, a large part of a block's cost at small batch on CPU
         options = dict(_CPU_COMPILE_OPTIONS) if self.device.type == "cpu" else None
         if compile:
-            self._compiled_block = torch.compile(self._block if exact else self._fused, dynamic=False,
-                                                 options=options)
+            self._compiled_block = _CompiledOrEager(self._block if exact else self._fused, options)
         # checkpoint: while autograd records, run blocks without a graph and recompute each in the backward
         # (``_CheckpointedRun``); default on with compile=True (TVB-exact mode: never)
         if checkpoint and exact:
             raise ValueError("checkpoint=True is not available with exact=True (the TVB-exact mode).")
         self.checkpoint = bool(compile and not exact) if checkpoint is None else bool(checkpoint)
         if self.checkpoint and compile:
-            self._compiled_vjp = torch.compile(
+            self._compiled_vjp = _CompiledOrEager(
                 functools.partial(block_vjp, rows=rows, w=w, names=self._packed_names, dt=self.dt, **step_kw),
-                dynamic=False, options=options)
+                options)
         self._step_kw = step_kw
         voi = np.asarray(spec.model_voi, dtype=np.int64)
         n_var = len(self.model.state_variables)
