@@ -130,29 +130,45 @@ def packed_block(history: torch.Tensor, offset: Optional[torch.Tensor], X: torch
 
 
 def block_vjp(history: torch.Tensor, X: torch.Tensor, normal: Optional[torch.Tensor],
-              noise_scale: Optional[torch.Tensor], packed: torch.Tensor, grad_states: torch.Tensor, *,
-              rows: torch.Tensor, w: torch.Tensor, names: Tuple[str, ...], dt: float, unrolled: bool = True,
+              noise_scale: Optional[torch.Tensor], packed_var: Optional[torch.Tensor], packed_const: torch.Tensor,
+              grad_states: torch.Tensor, *, rows: torch.Tensor, w: torch.Tensor, var_names: Tuple[str, ...],
+              const_names: Tuple[str, ...], scale_grad: bool, dt: float, unrolled: bool = True,
               **step_kw) -> Tuple[Optional[torch.Tensor], ...]:
     """Backward of one block, recomputed from its inputs (for ``_CheckpointedRun``).
 
     Gathers the far-edge sums from ``history`` (the block's (horizon * N, B) window), recomputes the K
     steps and returns the vector-Jacobian products of ``grad_states`` (K, nvar, N, B) with respect to
-    (far sums (K, N, B), start state, noise scale or None, packed parameters). Parameters and noise scale
-    come in full (P or nvar, N, B) shape, so their gradients need no reduction inside (the caller sums
-    them to the parameters' shapes once per run). What ``compile=True`` compiles for the backward.
+    (far sums (K, N, B), start state, the parameters ``var_names`` stacked in ``packed_var`` or None, the
+    noise scale if ``scale_grad`` else None). Only those parameters are differentiated; the others
+    (``packed_const``, ``const_names``) and the noise scale otherwise enter as constants. Differentiated
+    parameters and noise scale come in full (P or nvar, N, B) shape, so their gradients need no reduction
+    inside (the caller sums them to the parameters' shapes once per run). What ``compile=True`` compiles
+    for the backward.
     """
     far = gather_far(history, rows, w, None, unrolled=unrolled)
 
-    def steps(far, X, packed, scale=None):
-        p = {name: packed[i] for i, name in enumerate(names)}
+    def steps(far, X, pv, scale):
+        p = {name: packed_const[i] for i, name in enumerate(const_names)}
+        for i, name in enumerate(var_names):
+            p[name] = pv[i]
         a, b = p.pop("coupling.a"), p.pop("coupling.b")
         z = None if normal is None else normal * math.sqrt(dt) * scale
         return integrate_block(X, far, z, a, b, p, dt=dt, **step_kw)
 
-    primals = (far, X, packed) if normal is None else (far, X, packed, noise_scale)
-    _, vjp_fn = torch.func.vjp(steps, *primals)
-    grads = vjp_fn(grad_states)
-    return grads[0], grads[1], (grads[3] if normal is not None else None), grads[2]
+    # fixed-arity closures (torch.compile traces torch.func.vjp of these without graph breaks)
+    if var_names and scale_grad:
+        _, vjp_fn = torch.func.vjp(steps, far, X, packed_var, noise_scale)
+        g_far, g_X, g_pv, g_scale = vjp_fn(grad_states)
+    elif var_names:
+        _, vjp_fn = torch.func.vjp(lambda f, x, pv: steps(f, x, pv, noise_scale), far, X, packed_var)
+        (g_far, g_X, g_pv), g_scale = vjp_fn(grad_states), None
+    elif scale_grad:
+        _, vjp_fn = torch.func.vjp(lambda f, x, sc: steps(f, x, None, sc), far, X, noise_scale)
+        (g_far, g_X, g_scale), g_pv = vjp_fn(grad_states), None
+    else:
+        _, vjp_fn = torch.func.vjp(lambda f, x: steps(f, x, None, noise_scale), far, X)
+        (g_far, g_X), g_pv, g_scale = vjp_fn(grad_states), None, None
+    return g_far, g_X, g_scale, g_pv
 
 
 class _CheckpointedRun(torch.autograd.Function):
@@ -162,13 +178,14 @@ class _CheckpointedRun(torch.autograd.Function):
     append-only time-major buffer holding the start history then each step's coupling variable; kept for
     the backward are the block inputs only: the start state and history, the noise draws, the parameters
     and the state trajectory (no per-step intermediates). Backward: blocks in reverse order, each
-    recomputed and differentiated by one compiled call (``block_vjp``); gradients with respect to the
-    history rows a block read are accumulated in a buffer of the same layout and handed to the blocks
-    that wrote those rows. Memory: O(steps * nvar * N * B), independent of the model's intermediates.
+    recomputed and differentiated by one compiled call (``block_vjp``, with respect to the parameters
+    ``var_idx`` of ``packed`` only: those that require grad); gradients with respect to the history rows a
+    block read are accumulated in a buffer of the same layout and handed to the blocks that wrote those
+    rows. Memory: O(steps * nvar * N * B), independent of the model's intermediates.
     """
 
     @staticmethod
-    def forward(ctx, sim, blocks, X0, hist0, normals, noise_scale, packed):
+    def forward(ctx, sim, blocks, var_idx, X0, hist0, normals, noise_scale, packed):
         L, N, B = hist0.shape
         T = sum(blocks)
         buf = hist0.new_empty((L + T, N, B))
@@ -181,13 +198,13 @@ class _CheckpointedRun(torch.autograd.Function):
             traj[s:s + K] = states
             buf[L + s:L + s + K] = states[:, 0]
             X, s = states[-1], s + K
-        ctx.sim, ctx.blocks = sim, blocks
+        ctx.sim, ctx.blocks, ctx.var_idx = sim, blocks, var_idx
         ctx.save_for_backward(X0, normals, noise_scale, packed, traj, buf)   # buf is never written again
         return traj, buf[T:]
 
     @staticmethod
     def backward(ctx, g_traj, g_hist):
-        sim, blocks = ctx.sim, ctx.blocks
+        sim, blocks, var_idx = ctx.sim, ctx.blocks, ctx.var_idx
         X0, normals, noise_scale, packed, traj, buf = ctx.saved_tensors
         L = buf.shape[0] - traj.shape[0]
         T, V, N, B = traj.shape
@@ -196,10 +213,15 @@ class _CheckpointedRun(torch.autograd.Function):
             gbuf[T:] += g_hist
         if g_traj is None:
             g_traj = torch.zeros_like(traj)
-        full_packed = packed.expand(packed.shape[0], N, B).contiguous()
-        full_scale = None if noise_scale is None else noise_scale.expand(V, N, B).contiguous()
-        g_packed = torch.zeros_like(full_packed)
-        g_scale = None if full_scale is None else torch.zeros_like(full_scale)
+        scale_grad = noise_scale is not None and ctx.needs_input_grad[6]
+        if not ctx.needs_input_grad[7]:
+            var_idx = ()
+        const_idx = tuple(i for i in range(packed.shape[0]) if i not in var_idx)
+        packed_var = packed[list(var_idx)].expand(len(var_idx), N, B).contiguous() if var_idx else None
+        packed_const = packed[list(const_idx)]
+        scale = noise_scale.expand(V, N, B).contiguous() if scale_grad else noise_scale
+        g_pv = None if packed_var is None else torch.zeros_like(packed_var)
+        g_scale = torch.zeros_like(scale) if scale_grad else None
         gX = torch.zeros_like(X0)
         s = T
         for K in reversed(blocks):
@@ -208,17 +230,21 @@ class _CheckpointedRun(torch.autograd.Function):
             g_out[:, 0] += gbuf[L + s:L + s + K]
             g_out[-1] += gX
             X_start = X0 if s == 0 else traj[s - 1]
-            g_far, gX, g_sc, g_pk = sim._block_vjp(buf[s:s + L], X_start,
-                                                   None if normals is None else normals[s:s + K],
-                                                   full_scale, full_packed, g_out, K)
+            g_far, gX, g_sc, g_p = sim._block_vjp(buf[s:s + L], X_start,
+                                                  None if normals is None else normals[s:s + K],
+                                                  scale, packed_var, packed_const, g_out, K, var_idx, scale_grad)
             rows, w = sim.coupling.padded_plan(K)
             gbuf[s:s + L].view(L * N, B).index_add_(0, rows.view(-1), (g_far.unsqueeze(2) * w).view(-1, B))
-            g_packed += g_pk
+            if g_pv is not None:
+                g_pv += g_p
             if g_scale is not None:
                 g_scale += g_sc
-        return (None, None, gX, gbuf[:L], None,
-                None if noise_scale is None else g_scale.sum_to_size(noise_scale.shape),
-                g_packed.sum_to_size(packed.shape))
+        g_packed = None
+        if g_pv is not None:
+            g_packed = packed.new_zeros(packed.shape)
+            g_packed[list(var_idx)] = g_pv.sum_to_size((len(var_idx),) + tuple(packed.shape[1:]))
+        return (None, None, None, gX, gbuf[:L], None,
+                g_scale.sum_to_size(noise_scale.shape) if g_scale is not None else None, g_packed)
 
 
 class TorchSimulator:
@@ -324,7 +350,6 @@ class TorchSimulator:
         # runs eagerly. The default mode compiles gather + noise + steps; the exact mode keeps its numpy-order
         # float32 coupling sum outside and compiles the steps.
         self._compiled_block = None
-        self._compiled_vjp = None
         # cpp_wrapper: the compiled call's wrapper (buffer allocation, argument checks) in C++ instead of
         # Python, a large part of a block's cost at small batch on CPU
         options = dict(_CPU_COMPILE_OPTIONS) if self.device.type == "cpu" else None
@@ -335,10 +360,8 @@ class TorchSimulator:
         if checkpoint and exact:
             raise ValueError("checkpoint=True is not available with exact=True (the TVB-exact mode).")
         self.checkpoint = bool(compile and not exact) if checkpoint is None else bool(checkpoint)
-        if self.checkpoint and compile:
-            self._compiled_vjp = _CompiledOrEager(
-                functools.partial(block_vjp, rows=rows, w=w, names=self._packed_names, dt=self.dt, **step_kw),
-                options)
+        self._compile_options = options
+        self._compiled_vjps: Dict[Tuple, _CompiledOrEager] = {}    # by differentiated parameters, built lazily
         self._step_kw = step_kw
         voi = np.asarray(spec.model_voi, dtype=np.int64)
         n_var = len(self.model.state_variables)
@@ -506,7 +529,8 @@ class TorchSimulator:
             done += K
         normals = torch.cat(draws) if self.stochastic else None
         first = self.current_step + 1
-        traj, self._flat = _CheckpointedRun.apply(self, tuple(blocks), self.state, self._flat, normals,
+        var_idx = tuple(i for i, name in enumerate(self._packed_names) if self.params[name].requires_grad)
+        traj, self._flat = _CheckpointedRun.apply(self, tuple(blocks), var_idx, self.state, self._flat, normals,
                                                   noise_scale, packed)
         self.state = traj[-1]
         self.current_step += n_steps
@@ -529,15 +553,27 @@ class TorchSimulator:
             return fused_block(window.view(L * N, B), None, X, normal, noise_scale, a, b, p,
                                rows=rows, w=w, dt=self.dt, **self._step_kw)
 
-    def _block_vjp(self, window: torch.Tensor, X, normal, noise_scale, packed, grad_states, K: int):
-        """``block_vjp`` of one block (compiled for full blocks when ``compile=True``)."""
+    def _block_vjp(self, window: torch.Tensor, X, normal, noise_scale, packed_var, packed_const, grad_states,
+                   K: int, var_idx: Tuple[int, ...], scale_grad: bool):
+        """``block_vjp`` of one block (compiled for full blocks when ``compile=True``, one compiled function per
+        set of differentiated parameters)."""
         L, N, B = window.shape
+        names = self._packed_names
+        kw = dict(var_names=tuple(names[i] for i in var_idx),
+                  const_names=tuple(n for i, n in enumerate(names) if i not in var_idx),
+                  scale_grad=scale_grad, dt=self.dt, **self._step_kw)
         with torch.no_grad():
-            if self._compiled_vjp is not None and K == self.block:
-                return self._compiled_vjp(window.view(L * N, B), X, normal, noise_scale, packed, grad_states)
+            if self.compiled and K == self.block:
+                key = (var_idx, scale_grad)
+                if key not in self._compiled_vjps:
+                    rows, w = self.coupling.padded_plan(K)
+                    self._compiled_vjps[key] = _CompiledOrEager(
+                        functools.partial(block_vjp, rows=rows, w=w, **kw), self._compile_options)
+                return self._compiled_vjps[key](window.view(L * N, B), X, normal, noise_scale, packed_var,
+                                                packed_const, grad_states)
             rows, w = self.coupling.padded_plan(K)
-            return block_vjp(window.view(L * N, B), X, normal, noise_scale, packed, grad_states, rows=rows, w=w,
-                             names=self._packed_names, dt=self.dt, unrolled=False, **self._step_kw)
+            return block_vjp(window.view(L * N, B), X, normal, noise_scale, packed_var, packed_const, grad_states,
+                             rows=rows, w=w, unrolled=False, **kw)
 
     def _to_ring(self) -> None:
         """Move the history into the in-place buffer (no autograd graph through it)."""
