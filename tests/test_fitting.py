@@ -138,3 +138,31 @@ def test_no_bold_monitor_and_unknown_setting(target):
         tvb_torchfit.fit(sim, target, PARAMS, **FAST)
     with pytest.raises(ParameterError, match="unknown fit setting"):
         tvb_torchfit.fit(sim, target, PARAMS, learning_rate=0.1)
+
+
+def test_bifurcation_penalty_pulls_towards_its_band(sim, target):
+    """With a dominant bifurcation term, w_p moves so that the nodes' lambda_eff approaches the band."""
+    from tvb_torchfit.bifurcation import bifurcation_penalty, from_twin
+    band = dict(bifurcation_target=-0.0015, bifurcation_width=0.0005)
+
+    def penalty(w_p):
+        twin = tvb_torchfit.from_tvb(sim)
+        twin.set_param("w_p", torch.tensor([float(w_p)], dtype=torch.float64))
+        return float(bifurcation_penalty(**from_twin(twin), target=band["bifurcation_target"],
+                                         width=band["bifurcation_width"]))
+
+    start = penalty(0.7)
+    assert start > 0                                                     # the start is outside the band
+    res = tvb_torchfit.fit(sim, target, {"w_p": (0.5, 1.5)}, bifurcation_weight=100.0, lr=0.3,
+                           **dict(FAST, n_steps=6), **band)
+    assert res.params["w_p"][0] > 0.7
+    assert penalty(res.params["w_p"][0]) < start
+
+
+@pytest.mark.parametrize("settings,match", [
+    (dict(bifurcation_weight=-1.0), "bifurcation_weight"),
+    (dict(bifurcation_weight=1.0, bifurcation_target=-0.001, bifurcation_width=0.002), "below 0"),
+])
+def test_bad_bifurcation_settings(sim, target, settings, match):
+    with pytest.raises(ParameterError, match=match):
+        tvb_torchfit.fit(sim, target, PARAMS, **dict(FAST, **settings))

@@ -7,8 +7,10 @@ moved by a PyTorch optimiser. Concretely, for each optimiser step:
 1. the twin (``batch`` noise realisations, torch noise streams) integrates ``window_trs`` TRs;
 2. the BOLD of the window is appended to the detached BOLD of the preceding windows, and FC is
    computed over the last ``fc_window_trs`` TRs of each realisation, then averaged over realisations;
-3. the loss (``losses``: -log(0.5 + 0.5 r) by default, plus priors) is back-propagated through the
-   window only (truncated back-propagation): state, delay history and Bold buffers are carried
+3. the loss (``losses``: -log(0.5 + 0.5 r) by default, plus ``rmse_weight`` * FC RMSE, priors and,
+   with ``bifurcation_weight`` > 0, ``bifurcation.bifurcation_penalty``: each node's low state kept
+   in the band ``bifurcation_target`` +- ``bifurcation_width`` (1/ms) of its Jacobian's largest
+   eigenvalue, mean-field coupling input) is back-propagated through the window only (truncated back-propagation): state, delay history and Bold buffers are carried
    from window to window, detached;
 4. the optimiser (Adam by default) and an optional learning-rate schedule step.
 
@@ -35,6 +37,7 @@ import numpy as np
 import torch
 
 from . import losses
+from .bifurcation import bifurcation_penalty, from_twin
 from .adapter import read_simulator
 from .errors import ParameterError
 from .parameters import ParamSpec, ParameterSet
@@ -67,6 +70,9 @@ class FitConfig:
     average_last: float = 0.25
     patience: Optional[int] = None
     data_trs: Optional[int] = None              # length of the empirical session, in TRs (checked if given)
+    bifurcation_weight: float = 0.0             # + weight * bifurcation.bifurcation_penalty (0: off)
+    bifurcation_target: float = -0.003          # 1/ms: band centre for each node's lambda_eff (below 0)
+    bifurcation_width: float = 0.002            # 1/ms: band half-width
 
 
 @dataclass
@@ -151,6 +157,12 @@ def _check_config(cfg: FitConfig) -> None:
         raise ParameterError(f"schedule={cfg.schedule!r}: expected None or 'cosine'.")
     if cfg.initial_state not in ("low", "tvb"):
         raise ParameterError(f"initial_state={cfg.initial_state!r}: expected 'low' or 'tvb'.")
+    if cfg.bifurcation_weight < 0 or not math.isfinite(cfg.bifurcation_weight):
+        raise ParameterError(f"bifurcation_weight={cfg.bifurcation_weight}: expected a finite value >= 0.")
+    if cfg.bifurcation_weight and not (cfg.bifurcation_width > 0
+                                       and cfg.bifurcation_target + cfg.bifurcation_width < 0):
+        raise ParameterError(f"bifurcation band {cfg.bifurcation_target} +- {cfg.bifurcation_width} (1/ms): expected "
+                             "width > 0 and the whole band below 0 (the low state must stay stable).")
     if not 0 < cfg.average_last <= 1:
         raise ParameterError(f"average_last={cfg.average_last}: expected a fraction in (0, 1].")
 
@@ -235,6 +247,9 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, checkpoint: Optional
                 loss = loss + cfg.rmse_weight * losses.loss_rmse(fc_mean, target)
             if any(p.prior is not None for p in pset.specs.values()):
                 loss = loss + cfg.prior_weight * pset.prior_loss()
+            if cfg.bifurcation_weight:
+                loss = loss + cfg.bifurcation_weight * bifurcation_penalty(
+                    **from_twin(twin), target=cfg.bifurcation_target, width=cfg.bifurcation_width)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
