@@ -19,3 +19,12 @@ class NotConfiguredError(TVBTorchFitError, RuntimeError):
 
 class ParameterError(TVBTorchFitError, ValueError):
     """A parameter name or value does not fit the simulator it is meant for."""
+
+
+class DataError(TVBTorchFitError, ValueError):
+    """An empirical data file or array (connectivity, tract lengths, BOLD, FC) is missing, unreadable or
+    malformed; the message names the file (or argument) and what was expected."""
+
+
+class MissingExtraError(TVBTorchFitError, ImportError):
+    """An optional extra of tvb_torchfit is not installed; the message gives the pip command."""
