@@ -414,7 +414,8 @@ def _load_connectivity(weights, tract_lengths=None, *, region_labels=None, centr
         w = _as_matrix(template.weights, where + " weights")
         lengths = None if template.tract_lengths is None or np.size(template.tract_lengths) == 0 \
             else _as_matrix(template.tract_lengths, where + " tract_lengths")
-        labels = template.region_labels
+        labels = None if template.region_labels is None else \
+            np.array([x.decode() if isinstance(x, bytes) else str(x) for x in np.ravel(template.region_labels)])
         tc = template.centres
     else:
         w, info = _matrix(weights, key, "weights")
@@ -543,8 +544,10 @@ def load_bold(source, tr: Optional[float] = None, *, key: Optional[str] = None, 
         tr_ms, tr_source = file_tr, f"file variable {info['tr_key']!r}"
     else:
         tr_ms, tr_source = None, "unknown"
-    (warnings.warn if guess else log.info)(sentence + ("; pass orientation= to override" if guess else ""),
-                                           *((UserWarning,) if guess else ()))
+    if guess:
+        warnings.warn(sentence + "; pass orientation= to override", UserWarning, stacklevel=2)
+    else:
+        log.info(sentence)
     record = {"step": "load_bold", "source": info["path"] or "array", "orientation": sentence,
               "shape": tuple(int(s) for s in data.shape), "tr_ms": tr_ms, "tr_source": tr_source}
     if "key" in info:
