@@ -90,6 +90,19 @@ def test_connectivity_from_arrays_labels_file_centres_speed(tmp_path, sc):
     assert float(conn.speed[0]) == 5.0
 
 
+def test_connectivity_from_a_connectivity_object_is_a_checked_copy():
+    ref = Connectivity.from_file("paupau.zip")
+    ref.speed = np.array([4.0])
+    conn = load_connectivity(ref)
+    assert conn is not ref and float(conn.speed[0]) == 4.0
+    np.testing.assert_array_equal(conn.weights, ref.weights)
+    conn.weights[0, 1] += 1
+    assert conn.weights[0, 1] != ref.weights[0, 1]
+    ref.weights[0, 1] = np.inf
+    with pytest.raises(DataError, match="connectivity 'Connectivity object.*must be finite"):
+        load_connectivity(ref)
+
+
 def test_connectivity_without_lengths_warns_and_uses_zero_delays(sc):
     with pytest.warns(UserWarning, match="no tract lengths"):
         conn = load_connectivity(sc[0])
