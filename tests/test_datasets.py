@@ -328,6 +328,8 @@ def test_mat_variable_choice(tmp_path, bold):
 def test_missing_file_and_wrong_types(tmp_path, sc):
     with pytest.raises(DataError, match=r"weights file '.*nope.npy' does not exist"):
         load_connectivity(str(tmp_path / "nope.npy"))
+    with pytest.raises(DataError, match=r"'nope.zip' does not exist here, nor among tvb-data's connectivities \[.*'paupau.zip'"):
+        load_connectivity("nope.zip")
     with pytest.raises(DataError, match="must be a 2-D matrix; got 1-D"):
         load_connectivity(np.ones(4))
     with pytest.raises(DataError, match="must hold real numbers"):

@@ -318,8 +318,15 @@ def _read_tvb_connectivity(path: PathLike):
     p = Path(path)
     if p.exists():
         full = str(p.resolve())
-    elif p.parent == Path("."):
-        full = str(path)                           # a tvb-data name such as "connectivity_76.zip"
+    elif p.parent == Path("."):                   # a tvb-data name such as "connectivity_76.zip"
+        spec = importlib.util.find_spec("tvb_data")
+        locations = list(spec.submodule_search_locations or []) if spec is not None else []
+        shipped = sorted(f.name for loc in locations for f in (Path(loc) / "connectivity").glob("*")
+                         if f.suffix in _TVB_EXTENSIONS)
+        if p.name not in shipped:
+            raise DataError(f"connectivity file {str(p)!r} does not exist here, nor among tvb-data's "
+                            f"connectivities {shipped}")
+        full = str(path)
     else:
         raise DataError(f"connectivity file {str(p)!r} does not exist")
     try:
