@@ -13,7 +13,6 @@ Each function takes a numpy array or a :class:`~tvb_torchfit.datasets.Subject`:
 """
 from __future__ import annotations
 
-import re
 import warnings
 from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
