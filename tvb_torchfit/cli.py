@@ -1,7 +1,8 @@
 """``tvb-torchfit``: command-line entry point.
 
-    tvb-torchfit demo        TVB and its torch twin side by side on connectivity_76 (parity table)
-    tvb-torchfit fit-demo    synthetic recovery on connectivity_76: TVB target, fit, write back, TVB validation
+    tvb-torchfit demo        synthetic recovery on connectivity_76: TVB target, fit, write back, TVB validation
+                             (also as ``fit-demo``)
+    tvb-torchfit parity      TVB and its torch twin side by side on connectivity_76 (parity table)
     tvb-torchfit compare     one comparison, on settings given as options (see --help)
 """
 import argparse
@@ -48,7 +49,7 @@ DEMO_CASES = [
 
 def _parity(args) -> int:
     import tvb_torchfit
-    print("tvb_torchfit demo: TVB's own Simulator and its torch twin, from the same start, on connectivity_76\n")
+    print("tvb_torchfit parity: TVB's own Simulator and its torch twin, from the same start, on connectivity_76\n")
     worst = 0.0
     for case in DEMO_CASES[: 2 if args.quick else None]:
         sim = build_simulator(**case["sim"])
@@ -79,15 +80,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="tvb-torchfit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="TVB and its torch twin side by side on connectivity_76 (parity)")
-    demo.add_argument("--quick", action="store_true", help="only the two 1 s deterministic cases")
-    demo.set_defaults(func=_parity)
-    fit_demo = sub.add_parser("fit-demo", help="synthetic recovery: TVB target, fit, write back, TVB validation "
-                                               "(work in progress: see README)")
-    fit_demo.add_argument("--out", default="out/demo", help="output folder (figure, fit.json, summary.json)")
-    fit_demo.add_argument("--quick", action="store_true", help="a short smoke run (not a meaningful fit)")
-    fit_demo.add_argument("--no-compile", action="store_true", help="eager PyTorch (no torch.compile)")
-    fit_demo.set_defaults(func=_demo_fit)
+    for name in ("demo", "fit-demo"):
+        fit_demo = sub.add_parser(name, help="synthetic recovery on connectivity_76: TVB target, fit, write back, "
+                                             "TVB validation" + (" (alias of demo)" if name != "demo" else ""))
+        fit_demo.add_argument("--out", default="out/demo", help="output folder (figure, fit.json, summary.json)")
+        fit_demo.add_argument("--quick", action="store_true", help="a short smoke run (not a meaningful fit)")
+        fit_demo.add_argument("--no-compile", action="store_true", help="eager PyTorch (no torch.compile)")
+        fit_demo.set_defaults(func=_demo_fit)
+    parity = sub.add_parser("parity", help="TVB and its torch twin side by side on connectivity_76")
+    parity.add_argument("--quick", action="store_true", help="only the two 1 s deterministic cases")
+    parity.set_defaults(func=_parity)
     cmp_ = sub.add_parser("compare", help="compare TVB and the torch twin on chosen settings")
     cmp_.add_argument("--model", default="ReducedWongWangExcInh", choices=["ReducedWongWang", "ReducedWongWangExcInh"])
     cmp_.add_argument("--integrator", default="HeunStochastic",

@@ -1,4 +1,4 @@
-"""``tvb-torchfit fit-demo``: synthetic recovery, end to end, with TVB on both sides.
+"""``tvb-torchfit demo``: synthetic recovery, end to end, with TVB on both sides.
 
 1. TVB (its own HeunStochastic and Bold monitor) simulates the ground truth on connectivity_76 and the
    target FC is taken from that run.
@@ -116,7 +116,7 @@ def _table(result) -> List[Dict]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="tvb-torchfit fit-demo", description=__doc__,
+    ap = argparse.ArgumentParser(prog="tvb-torchfit demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="out/demo", help="output folder (figure, fit.json, summary.json)")
     ap.add_argument("--quick", action="store_true", help="a short smoke run (not a meaningful fit)")
