@@ -166,3 +166,26 @@ def test_bifurcation_penalty_pulls_towards_its_band(sim, target):
 def test_bad_bifurcation_settings(sim, target, settings, match):
     with pytest.raises(ParameterError, match=match):
         tvb_torchfit.fit(sim, target, PARAMS, **dict(FAST, **settings))
+
+
+FCD = dict(fc_window_trs=8, fcd_window_trs=4, fcd_step_trs=2, warmup_ms=None)   # warm-up fills the FC window
+
+
+def test_fcd_term_adds_the_fcd_distance(sim, target):
+    bold = np.random.RandomState(1).randn(60, N)
+    plain = tvb_torchfit.fit(sim, target, PARAMS, seed=2, **dict(FAST, **FCD))
+    with_fcd = tvb_torchfit.fit(sim, target, PARAMS, seed=2, target_bold=bold, fcd_weight=1.0,
+                                **dict(FAST, **FCD))
+    assert with_fcd.history["loss"][0] > plain.history["loss"][0]          # same first window, + W1 > 0
+    assert with_fcd.history["fc_corr"][0] == plain.history["fc_corr"][0]
+
+
+@pytest.mark.parametrize("bold,match", [
+    (None, "needs target_bold"),
+    (np.zeros((60, N + 1)), r"expected \(time, 4\)"),
+    (np.full((60, N), np.nan), "non-finite"),
+    (np.zeros((5, N)), "too short"),
+], ids=["missing", "wrong-nodes", "nan", "too-short"])
+def test_bad_fcd_inputs(sim, target, bold, match):
+    with pytest.raises(ParameterError, match=match):
+        tvb_torchfit.fit(sim, target, PARAMS, target_bold=bold, fcd_weight=1.0, **dict(FAST, **FCD))

@@ -15,7 +15,8 @@ moved by a PyTorch optimiser. Concretely, for each optimiser step:
 4. the optimiser (Adam by default) and an optional learning-rate schedule step.
 
 Before the first step the twin runs ``warmup_ms`` without gradients, so that the Bold monitor's 20 s
-buffer is filled and the dynamics have left their initial transient. The fitted values reported are
+buffer is filled and the dynamics have left their initial transient; the warm-up's BOLD after those
+20 s fills the FC window of the first steps. The fitted values reported are
 the mean of the iterates over the last ``average_last`` fraction of steps (Polyak averaging, which
 removes most of the step-to-step noise of a stochastic gradient); the last iterate is kept too.
 
@@ -70,6 +71,9 @@ class FitConfig:
     average_last: float = 0.25
     patience: Optional[int] = None
     data_trs: Optional[int] = None              # length of the empirical session, in TRs (checked if given)
+    fcd_weight: float = 0.0                     # + weight * W1(FCD values sim, FCD values of target_bold) (0: off)
+    fcd_window_trs: int = 40                    # FCD sliding window, TRs
+    fcd_step_trs: int = 10                      # FCD window step, TRs
     bifurcation_weight: float = 0.0             # + weight * bifurcation.bifurcation_penalty (0: off)
     bifurcation_target: float = -0.003          # 1/ms: band centre for each node's lambda_eff (below 0)
     bifurcation_width: float = 0.002            # 1/ms: band half-width
@@ -145,6 +149,9 @@ def _check_config(cfg: FitConfig) -> None:
     if cfg.fc_window_trs < cfg.window_trs:
         raise ParameterError(f"fc_window_trs={cfg.fc_window_trs} is shorter than window_trs={cfg.window_trs}; "
                              "FC is estimated over at least one window.")
+    if cfg.fcd_weight and cfg.fc_window_trs < cfg.fcd_window_trs + cfg.fcd_step_trs:
+        raise ParameterError(f"fc_window_trs={cfg.fc_window_trs} holds fewer than two FCD windows "
+                             f"(fcd_window_trs={cfg.fcd_window_trs}, fcd_step_trs={cfg.fcd_step_trs}).")
     if cfg.fc_window_trs < 3:
         raise ParameterError("fc_window_trs must be at least 3 TRs to estimate a correlation.")
     if cfg.data_trs is not None and cfg.window_trs > cfg.data_trs:
@@ -167,6 +174,22 @@ def _check_config(cfg: FitConfig) -> None:
         raise ParameterError(f"average_last={cfg.average_last}: expected a fraction in (0, 1].")
 
 
+def _target_fcd(target_bold, cfg: FitConfig, n: int) -> torch.Tensor:
+    """FCD values of the empirical BOLD (time, nodes) for the FCD term, with clear errors."""
+    if target_bold is None:
+        raise ParameterError(f"fcd_weight={cfg.fcd_weight} needs target_bold= (the empirical BOLD, shaped (time, "
+                             "nodes), sampled at the TR) to compare FCD distributions.")
+    bold = np.asarray(target_bold, dtype=np.float64)
+    if bold.ndim != 2 or bold.shape[1] != n:
+        raise ParameterError(f"target_bold has shape {bold.shape}; expected (time, {n}) (time by nodes, at the TR).")
+    if not np.isfinite(bold).all():
+        raise ParameterError(f"target_bold has {int((~np.isfinite(bold)).sum())} non-finite values; expected finite.")
+    if bold.shape[0] < cfg.fcd_window_trs + cfg.fcd_step_trs:
+        raise ParameterError(f"target_bold has {bold.shape[0]} TRs: too short for two FCD windows of "
+                             f"{cfg.fcd_window_trs} TRs {cfg.fcd_step_trs} apart.")
+    return losses.fcd_values(torch.as_tensor(bold), cfg.fcd_window_trs, cfg.fcd_step_trs)
+
+
 def _bold_nodes(bold: torch.Tensor, batch: int) -> torch.Tensor:
     """Twin Bold output -> (batch, time, nodes), first variable of interest."""
     if batch == 1:
@@ -174,8 +197,9 @@ def _bold_nodes(bold: torch.Tensor, batch: int) -> torch.Tensor:
     return bold[:, :, 0, :, 0]
 
 
-def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, checkpoint: Optional[Union[str, os.PathLike]] = None,
-        checkpoint_every: int = 5, resume: bool = True, progress: bool = True, **settings) -> FitResult:
+def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
+        checkpoint: Optional[Union[str, os.PathLike]] = None, checkpoint_every: int = 5, resume: bool = True,
+        progress: bool = True, **settings) -> FitResult:
     """Fit ``params`` of the configured TVB simulator ``sim`` so that its BOLD FC matches ``target_fc``.
 
     ``params`` maps TVB names to bounds or ``Param``s, e.g. ``{"G": (0.5, 4.0), "w_p": (0.8, 2.0),
@@ -183,6 +207,9 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, checkpoint: Optional
     come from the TVB objects. ``sim`` needs a Bold monitor (its period is the TR). Any field of
     ``FitConfig`` can be given as a keyword (``n_steps``, ``window_trs``, ``batch``, ``lr``, ...).
     ``sim`` itself is not modified; use ``FitResult.apply(sim)`` to write the fitted values back.
+    ``target_bold`` (time, nodes), sampled at the TR, is needed only for the FCD term (``fcd_weight`` > 0):
+    the distribution of its FCD values (``losses.fcd_values``, windows of ``fcd_window_trs`` every
+    ``fcd_step_trs``) is compared with the simulated one by the exact Wasserstein-1 distance.
     """
     unknown = set(settings) - {f.name for f in dataclasses.fields(FitConfig)}
     if unknown:
@@ -196,6 +223,7 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, checkpoint: Optional
     n = sim.connectivity.number_of_regions
     target = losses.check_target_fc(target_fc, n)
     dtype = {"float64": torch.float64, "float32": torch.float32}[cfg.dtype]
+    target_fcd = _target_fcd(target_bold, cfg, n) if cfg.fcd_weight else None
     if not params:
         raise ParameterError("params is empty: name at least one parameter to fit, e.g. {'G': (0.5, 4.0)}.")
 
@@ -221,8 +249,12 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, checkpoint: Optional
         warmup = cfg.warmup_ms if cfg.warmup_ms is not None else 20000.0 + cfg.fc_window_trs * tr_ms
         with torch.no_grad():
             _set_params(twin, pset)
-            twin.run(n_steps=int(math.ceil(warmup / twin.dt / tr_steps)) * tr_steps)
+            (_, bold), = twin.run(n_steps=int(math.ceil(warmup / twin.dt / tr_steps)) * tr_steps)
         twin.detach_()
+        # the first FC windows are filled with the warm-up's BOLD (after the Bold monitor's 20 s transient)
+        skip = int(math.ceil(20000.0 / tr_ms))
+        warm = _bold_nodes(bold, cfg.batch)[:, skip:]
+        state["buffer"] = warm[:, -cfg.fc_window_trs:] if warm.shape[1] else None
 
     # the last consistent (step-boundary) snapshot: what Ctrl-C writes, whatever point it interrupts
     snapshot = _payload(config_doc, pset, optimizer, scheduler, twin, history, state) if checkpoint else None
@@ -247,6 +279,9 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, checkpoint: Optional
                 loss = loss + cfg.rmse_weight * losses.loss_rmse(fc_mean, target)
             if any(p.prior is not None for p in pset.specs.values()):
                 loss = loss + cfg.prior_weight * pset.prior_loss()
+            if target_fcd is not None:
+                sim_fcd = losses.fcd_values(seq, cfg.fcd_window_trs, cfg.fcd_step_trs).reshape(-1)
+                loss = loss + cfg.fcd_weight * losses.fcd_distance(sim_fcd, target_fcd.to(sim_fcd.dtype))
             if cfg.bifurcation_weight:
                 loss = loss + cfg.bifurcation_weight * bifurcation_penalty(
                     **from_twin(twin), target=cfg.bifurcation_target, width=cfg.bifurcation_width)
