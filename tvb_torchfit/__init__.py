@@ -17,6 +17,7 @@ from typing import Union
 import torch
 
 from .adapter import read_simulator
+from .balloon import BalloonWindkessel
 from .compare import Comparison, compare
 from .datasets import Subject, hcp_subjects, load_bold, load_connectivity, load_fc, load_hcp_subject, load_subject
 from .errors import (DataError, MissingExtraError, NotConfiguredError, ParameterError, TVBTorchFitError,
@@ -58,4 +59,5 @@ def from_tvb(sim, *, noise: str = "torch", exact: bool = False, batch: int = 1,
 __all__ = ["from_tvb", "compare", "Comparison", "TorchSimulator", "fit", "FitResult", "Param", "validate",
            "ValidationReport", "apply_params", "clone_simulator", "TVBTorchFitError", "UnsupportedTVBObject",
            "NotConfiguredError", "ParameterError", "Subject", "hcp_subjects", "load_hcp_subject", "load_subject",
-           "load_connectivity", "load_bold", "load_fc", "preprocess", "DataError", "MissingExtraError"]
+           "load_connectivity", "load_bold", "load_fc", "preprocess", "DataError", "MissingExtraError",
+           "BalloonWindkessel"]
