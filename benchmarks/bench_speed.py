@@ -31,6 +31,7 @@ import cProfile
 import importlib.metadata
 import importlib.util
 import io
+import json
 import logging
 import math
 import os
@@ -38,7 +39,9 @@ import platform
 import pstats
 import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from typing import Callable, Dict, List, Optional
@@ -98,6 +101,19 @@ def make_twin(sim, batch: int, dtype: torch.dtype, compile: bool = False, checkp
                           checkpoint=checkpoint)
 
 
+def eager_fallbacks(twin) -> List[str]:
+    """Compiled calls of ``twin`` that failed to compile and now run eagerly (``_CompiledOrEager.error``): a
+    compiled row that fell back measures eager code, so the table says so."""
+    out = []
+    fns = [("forward block", twin._compiled_block)] + [
+        (f"backward chunk {key}", f) for key, f in getattr(twin, "_compiled_vjps", {}).items()]
+    for name, f in fns:
+        err = getattr(f, "error", None)
+        if err is not None:
+            out.append(f"{name}: {type(err).__name__}")
+    return out
+
+
 def warm_up_twin(twin, n_steps: int) -> float:
     """Untimed run covering the block lengths a run of ``n_steps`` uses (plans are cached per block length;
     compile=True compiles here). Returns its wall time (the one-off compilation when compiled)."""
@@ -127,7 +143,8 @@ def bench_forward(sim, ms: float, repeats: int, batch: int, dtype: torch.dtype, 
 
     cpu: List[float] = []
     times = median_times(once, repeats, cpu)
-    return dict(times=times, cpu=cpu, ms=ms, steps=steps, batch=batch, compile_s=t_warm if compile else None)
+    return dict(times=times, cpu=cpu, ms=ms, steps=steps, batch=batch, compile_s=t_warm if compile else None,
+                fallbacks=eager_fallbacks(twin))
 
 
 def _grad_run(twin, ms: float, backward: bool, saved: Optional[Dict[int, int]] = None, steps: bool = False):
@@ -180,7 +197,7 @@ def bench_grad(sim, ms: float, repeats: int, dtype: torch.dtype = torch.float64,
         both.append(time.perf_counter() - t0)
     twin.detach_()
     return dict(fwd=fwd, graph=graph, both=both, ms=ms, steps=steps, mem=mem, checkpoint=twin.checkpoint,
-                compile_s=(t_warm, t_warm_grad) if compile else None)
+                compile_s=(t_warm, t_warm_grad) if compile else None, fallbacks=eager_fallbacks(twin))
 
 
 def _proc_status_kb(field: str) -> Optional[int]:
@@ -219,6 +236,56 @@ def measure_memory(run_window: Callable[[Dict[int, int]], object], ms: float) ->
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return dict(ms=ms, rss_mib=(peak - before) / 1024.0, saved_mib=sum(saved.values()) / 2 ** 20,
                 n_saved=len(saved), method=method)
+
+
+def fit_child(cfg: Dict) -> Dict:
+    """In a fresh process (``--fit-child``): ``tvb_torchfit.fit`` on the benchmark's set-up (dt 0.1 ms, Bold
+    TR 720 ms) for a session of ``cfg["trs"]`` TRs (``fc_window_trs`` = ``data_trs`` = trs); returns peak RSS
+    (``resource.getrusage(RUSAGE_SELF).ru_maxrss``: every allocation of the process, torch's CPU allocator
+    included, which tracemalloc would not see) before and after the fit, and the wall time per fit step."""
+    torch.set_num_threads(int(cfg.get("threads", 1)))
+    sim = build_tvb()
+    rng = np.random.RandomState(0)
+    target = np.corrcoef(rng.randn(sim.connectivity.number_of_regions, 300))
+    np.fill_diagonal(target, 1.0)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tr_ms = 720.0
+    t0 = time.perf_counter()
+    tvb_torchfit.fit(sim, target, {"G": (1.0, 3.0), "w_p": (1.0, 2.0)}, n_steps=cfg["n_steps"],
+                     window_trs=cfg["window_trs"], fc_window_trs=cfg["trs"], data_trs=cfg["trs"],
+                     batch=cfg["batch"], dtype=cfg["dtype"], compile=cfg["compile"],
+                     warmup_ms=cfg["warmup_trs"] * tr_ms, progress=False)
+    wall = time.perf_counter() - t0
+    return dict(cfg, rss_setup_mib=rss0 / 1024.0,
+                rss_peak_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, fit_s=wall)
+
+
+def bench_fit_memory(trs: int, window_trs: int, batch: int, n_steps: int = 2, warmup_trs: int = 2,
+                     dtype: str = "float32", compile: bool = True) -> Dict:
+    """Peak RSS of a whole ``tvb_torchfit.fit`` (``n_steps`` optimiser steps) in a subprocess of its own."""
+    cfg = dict(trs=trs, window_trs=window_trs, batch=batch, n_steps=n_steps, warmup_trs=warmup_trs, dtype=dtype,
+               compile=compile, threads=torch.get_num_threads())
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--fit-child", json.dumps(cfg)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"fit subprocess failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["total_s"] = time.perf_counter() - t0
+    return out
+
+
+def bench_demo() -> Dict:
+    """Wall time of ``tvb-torchfit demo`` end to end, in a subprocess (output to a temporary folder)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", "import sys; from tvb_torchfit.cli import main; "
+                               "sys.exit(main(sys.argv[1:]))", "demo", "--out", tmp],
+                              capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"demo failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+    return dict(wall_s=wall, tail=proc.stdout.strip().splitlines()[-6:])
 
 
 def profile_forward(sim, ms: float, top: int = 12) -> str:
@@ -301,7 +368,14 @@ def main(argv=None) -> int:
     ap.add_argument("--all", action="store_true",
                     help="also the compiled fwd+bwd without checkpointing (its backward graph compiles for minutes)")
     ap.add_argument("--coupling-a", type=float, default=0.01, help="Linear coupling a (default 0.01)")
+    ap.add_argument("--no-fit-memory", action="store_true",
+                    help="skip the fit peak-memory rows (two fits in subprocesses)")
+    ap.add_argument("--demo", action="store_true", help="also time `tvb-torchfit demo` end to end (minutes)")
+    ap.add_argument("--fit-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.fit_child:
+        print(json.dumps(fit_child(json.loads(args.fit_child))))
+        return 0
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
 
@@ -350,6 +424,14 @@ def main(argv=None) -> int:
         attempt("c_f32_1t", lambda: one_thread(lambda: bench_forward(sim, sim_ms, R, 1, f32, compile=True)))
         attempt("c_b64", lambda: bench_forward(sim, batch_ms, R, 64, f32, compile=True))
         attempt("c_b64_1t", lambda: one_thread(lambda: bench_forward(sim, batch_ms, R, 64, f32, compile=True)))
+    # peak memory of a whole fit at dt 0.1 ms: a 100-TR and a full HCP session (1200 TRs of 720 ms); the window
+    # (window_trs TRs, 7200 steps each, fwd+bwd) is what costs memory, the session only sizes the FC buffer
+    fit_window, fit_batch = (2, 4) if args.quick else (10, 8)
+    if not args.no_fit_memory:
+        for trs in (100, 1200):
+            attempt(f"fit_{trs}", lambda trs=trs: bench_fit_memory(trs, fit_window, fit_batch))
+    if args.demo:
+        attempt("demo", bench_demo)
     load_end = os.getloadavg()
 
     tvb = results.get("tvb")
@@ -382,6 +464,8 @@ def main(argv=None) -> int:
         ratio_cpu = f"{tvb_cpu_per_s / cpu:.2f}" if tvb_cpu_per_s else "n/a"
         spread = f"[{min(r['times']) / (r['ms'] / 1000.0) / r['batch']:.3f}..{max(r['times']) / (r['ms'] / 1000.0) / r['batch']:.3f}]"
         comp = f"{r['compile_s']:.0f}" if r.get("compile_s") is not None else ""
+        if r.get("fallbacks"):
+            label += " **(EAGER FALLBACK: " + "; ".join(r["fallbacks"]) + ")**"
         lines.append(fmt_row([idx, label, f"{r['ms']:g} ms x {r['batch']}", f"{per_sample_s:.4f} {spread}",
                               f"{us:.2f}", ratio, ratio_cpu, comp]))
 
@@ -399,6 +483,8 @@ def main(argv=None) -> int:
         r_graph = statistics.median(b / f for b, f in zip(g["both"], g["graph"]))
         ratio = f"{tvb_per_s / (both / sec):.2f}" if tvb_per_s else "n/a"
         comp = "{:.0f} + {:.0f}".format(*g["compile_s"]) if g.get("compile_s") else ""
+        if g.get("fallbacks"):
+            label += " **(EAGER FALLBACK: " + "; ".join(g["fallbacks"]) + ")**"
         lines.append(fmt_row([idx, label, f"{g['ms']:g} ms x 1", f"{both / sec:.3f}",
                               f"{both / g['steps'] * 1e6:.1f}", ratio, "", comp]))
         lines.append(fmt_row([idx + "a", "  same window: forward no_grad / forward building the graph", "",
@@ -428,12 +514,35 @@ def main(argv=None) -> int:
         if args.all:
             grad_rows("C6", "compile=True, checkpoint=False fwd+bwd, batch 1, float64 (autograd through the "
                             "compiled blocks)", "c_grad_nock")
+    for i, trs in enumerate((100, 1200)):
+        key = f"fit_{trs}"
+        label = (f"peak RSS of tvb_torchfit.fit, session {trs} TRs (fc_window_trs = data_trs = {trs}), "
+                 f"window {fit_window} TR, batch {fit_batch}, float32, compile, 2 steps")
+        if key not in results:
+            if not args.no_fit_memory:
+                lines.append(fmt_row([f"M{i + 1}", label, "", "FAILED" if key in errors else "not run",
+                                      errors.get(key, ""), "", "", ""]))
+            continue
+        r = results[key]
+        lines.append(fmt_row([f"M{i + 1}", label, f"{fit_window * 720:g} ms x {fit_batch} per step",
+                              f"**{r['rss_peak_mib']:.0f} MiB** peak (after set-up {r['rss_setup_mib']:.0f} MiB)",
+                              f"{r['fit_s'] / r['n_steps']:.1f} s per fit step", "", "", ""]))
+    if "demo" in results or "demo" in errors:
+        d = results.get("demo")
+        lines.append(fmt_row(["D", "`tvb-torchfit demo` end to end (subprocess)", "",
+                              f"**{d['wall_s']:.0f} s**" if d else "FAILED", errors.get("demo", ""), "", "", ""]))
     lines.append(fmt_row(["7", "tvboptim / jax", "", optional_competitors(), "", "", "", ""]))
     lines.append("")
     if "grad" in results:
         lines.append(f"Memory: RSS measured as {results['grad']['mem']['method']}; saved-tensor bytes counted "
                      f"with torch.autograd.graph.saved_tensors_hooks (unique storages). Compile column of grad "
                      f"rows: forward graph + graph-mode (backward) graphs, seconds.")
+    if any(k.startswith("fit_") for k in results):
+        lines.append("Fit memory (rows M): resource.getrusage ru_maxrss of a fresh subprocess per case (whole "
+                     "process: Python, TVB, torch and its CPU allocator; tracemalloc does not see torch tensors); "
+                     "warm-up shortened to 2 TRs in both cases (the default, 20 s + fc_window_trs TRs, would "
+                     "simulate 884 s of brain time for 1200 TRs): the session length then enters only the FC "
+                     "settings and the detached BOLD buffer (at most fc_window_trs x batch x N floats).")
     lines.append(f"Load average (1/5/15 min) at start {'/'.join(f'{x:.2f}' for x in load_start)}, at end "
                  f"{'/'.join(f'{x:.2f}' for x in load_end)} on {machine_cores()} usable cores: other processes "
                  f"compete for the CPU if the 1-min figure exceeds ~1 (this benchmark itself).")

@@ -262,3 +262,27 @@ def test_checkpointed_backward_with_a_subset_of_parameters_requiring_grad(grad_n
         assert g.shape == r.shape, name
         assert torch.count_nonzero(r) > 0, name
         torch.testing.assert_close(g, r, rtol=1e-9 if compile else 1e-12, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_checkpointed_backward_chunks_independent_of_forward_blocks(compile):
+    """The checkpointed backward recomputes chunks of ``_bwd_block`` steps that need not coincide with the
+    forward blocks (here blocks of 6, chunks of 4, runs of 41 and 30 steps: remainders on both sides)."""
+    def grads(**kw):
+        sim = _stoch_sim()
+        twin = tvb_torchfit.TorchSimulator(tvb_torchfit.adapter.read_simulator(sim), batch=2, seed=3, block=6, **kw)
+        nsig = torch.tensor([1e-4], dtype=torch.float64, requires_grad=True)
+        twin.set_param("noise.nsig", nsig)
+        outs, G = _graph_run(twin, (41, 30))
+        loss = sum((x ** 2).sum() for out in outs for _, x in out) + twin.state.sum()
+        loss.backward()
+        return [x.detach() for out in outs for _, x in out], (G.grad, nsig.grad), twin
+    ref_out, ref_grads, _ = grads(checkpoint=False)
+    out, got, twin = grads(checkpoint=True, compile=compile)
+    assert twin.block == 6 and twin._bwd_block == 4
+    if compile:
+        assert twin._compiled_vjps and all(f.error is None for f in twin._compiled_vjps.values())
+    for x, y in zip(out, ref_out):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-12 if compile else 0)
+    for g, r in zip(got, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-9 if compile else 1e-12, atol=0)

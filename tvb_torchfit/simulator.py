@@ -38,6 +38,7 @@ Output = List[Tuple[torch.Tensor, torch.Tensor]]
 COUPLING_PARAMS = ("coupling.a", "coupling.b")
 NOISE_PARAM = "noise.nsig"
 _MONITOR_CHUNK = 1024        # steps handed to the monitors at once
+_BACKWARD_BLOCK = 4          # steps per compiled call of the checkpointed backward (at most the block)
 _CPU_COMPILE_OPTIONS = {"cpp_wrapper": True}     # inductor options of compile=True on CPU (see __init__)
 
 
@@ -177,11 +178,14 @@ class _CheckpointedRun(torch.autograd.Function):
     Forward: every block is integrated without recording a graph (the compiled no-grad block), into an
     append-only time-major buffer holding the start history then each step's coupling variable; kept for
     the backward are the block inputs only: the start state and history, the noise draws, the parameters
-    and the state trajectory (no per-step intermediates). Backward: blocks in reverse order, each
-    recomputed and differentiated by one compiled call (``block_vjp``, with respect to the parameters
-    ``var_idx`` of ``packed`` only: those that require grad); gradients with respect to the history rows a
-    block read are accumulated in a buffer of the same layout and handed to the blocks that wrote those
-    rows. Memory: O(steps * nvar * N * B), independent of the model's intermediates.
+    and the state trajectory (no per-step intermediates). Backward: chunks of ``sim._bwd_block`` steps in
+    reverse order (any partition works, since the trajectory holds every step's start state; chunks shorter
+    than the forward blocks keep the compiled backward graph small: a 17-step one made g++ 12 crash with an
+    internal compiler error, and compiles ~12 s per step), each recomputed and differentiated by one compiled
+    call (``block_vjp``, with respect to the parameters ``var_idx`` of ``packed`` only: those that require
+    grad); gradients with respect to the history rows a chunk read are accumulated in a buffer of the same
+    layout and handed to the chunks that wrote those rows. Memory: O(steps * nvar * N * B), independent of
+    the model's intermediates.
     """
 
     @staticmethod
@@ -204,7 +208,7 @@ class _CheckpointedRun(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_traj, g_hist):
-        sim, blocks, var_idx = ctx.sim, ctx.blocks, ctx.var_idx
+        sim, var_idx = ctx.sim, ctx.var_idx
         X0, normals, noise_scale, packed, traj, buf = ctx.saved_tensors
         L = buf.shape[0] - traj.shape[0]
         T, V, N, B = traj.shape
@@ -223,8 +227,9 @@ class _CheckpointedRun(torch.autograd.Function):
         g_pv = None if packed_var is None else torch.zeros_like(packed_var)
         g_scale = torch.zeros_like(scale) if scale_grad else None
         gX = torch.zeros_like(X0)
-        s = T
-        for K in reversed(blocks):
+        s, kb = T, sim._bwd_block
+        while s > 0:
+            K = min(kb, s)                       # full chunks from the end; a shorter first chunk if any
             s -= K
             g_out = g_traj[s:s + K].clone()
             g_out[:, 0] += gbuf[L + s:L + s + K]
@@ -255,8 +260,9 @@ class TorchSimulator:
     * ``compile=True``: each full block of ``block`` steps (at most the shortest non-zero delay + 1) is one
       ``torch.compile``d call (far-edge gather, noise scaling, steps; C++ wrapper on CPU); a shorter last
       block runs eagerly. The first call of each variant (dtype, batch, thread count, forward / backward)
-      compiles once, tens of seconds for the forward, minutes for the backward on a small CPU (inductor keeps
-      them on disk for later processes). If compilation fails the blocks run eagerly, with a warning.
+      compiles once, tens of seconds for the forward and for the backward (chunks of 4 steps, one per set of
+      parameters requiring grad) on a small CPU (inductor keeps them on disk for later processes). If
+      compilation fails the blocks run eagerly, with a warning.
     * ``checkpoint`` (default: on with ``compile=True``, off otherwise; never in the TVB-exact mode): while
       autograd records, integrate without a graph and recompute each block in the backward
       (``_CheckpointedRun``). Same values and gradients; memory O(steps * nvar * N * batch) instead of every
@@ -362,6 +368,9 @@ class TorchSimulator:
         self.checkpoint = bool(compile and not exact) if checkpoint is None else bool(checkpoint)
         self._compile_options = options
         self._compiled_vjps: Dict[Tuple, _CompiledOrEager] = {}    # by differentiated parameters, built lazily
+        # steps per chunk of the checkpointed backward (see ``_CheckpointedRun``): compile time and code size
+        # grow with it, the per-step cost falls slowly (measured, f64 batch 1: 46/31/25/21 us per step at 1/2/4/8)
+        self._bwd_block = min(self.block, _BACKWARD_BLOCK)
         self._step_kw = step_kw
         voi = np.asarray(spec.model_voi, dtype=np.int64)
         n_var = len(self.model.state_variables)
@@ -534,8 +543,10 @@ class TorchSimulator:
                                                   noise_scale, packed)
         self.state = traj[-1]
         self.current_step += n_steps
-        for c in range(0, n_steps, self._chunk):
-            self._feed_monitors(traj[c:c + self._chunk], first + c, results)
+        # split, not slices: one SplitBackward assembles the gradient of traj once, where each slice's
+        # SliceBackward would allocate (and accumulate) a zero-filled tensor of the whole run's size
+        for c, part in zip(range(0, n_steps, self._chunk), traj.split(self._chunk)):
+            self._feed_monitors(part, first + c, results)
         return [self._tvb_layout(ts, xs) for ts, xs in results]
 
     def _unpack(self, packed: torch.Tensor):
@@ -555,15 +566,15 @@ class TorchSimulator:
 
     def _block_vjp(self, window: torch.Tensor, X, normal, noise_scale, packed_var, packed_const, grad_states,
                    K: int, var_idx: Tuple[int, ...], scale_grad: bool):
-        """``block_vjp`` of one block (compiled for full blocks when ``compile=True``, one compiled function per
-        set of differentiated parameters)."""
+        """``block_vjp`` of one chunk of K steps (compiled for chunks of ``_bwd_block`` steps when ``compile=True``,
+        one compiled function per set of differentiated parameters)."""
         L, N, B = window.shape
         names = self._packed_names
         kw = dict(var_names=tuple(names[i] for i in var_idx),
                   const_names=tuple(n for i, n in enumerate(names) if i not in var_idx),
                   scale_grad=scale_grad, dt=self.dt, **self._step_kw)
         with torch.no_grad():
-            if self.compiled and K == self.block:
+            if self.compiled and K == self._bwd_block:
                 key = (var_idx, scale_grad)
                 if key not in self._compiled_vjps:
                     rows, w = self.coupling.padded_plan(K)
