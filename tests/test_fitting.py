@@ -189,3 +189,31 @@ def test_fcd_term_adds_the_fcd_distance(sim, target):
 def test_bad_fcd_inputs(sim, target, bold, match):
     with pytest.raises(ParameterError, match=match):
         tvb_torchfit.fit(sim, target, PARAMS, target_bold=bold, fcd_weight=1.0, **dict(FAST, **FCD))
+
+
+BALLOON = dict(observation="balloon", balloon_period_ms=40.0, warmup_ms=None, fc_window_trs=6)
+
+
+def test_balloon_observation_fits_and_resumes(sim, target, tmp_path, monkeypatch):
+    """observation="balloon": TemporalAverage -> Balloon-Windkessel; resume (its state checkpointed) is exact."""
+    full = tvb_torchfit.fit(sim, target, PARAMS, seed=1, **dict(FAST, **BALLOON))
+    assert all(np.isfinite(full.history["loss"]))
+    assert not np.allclose(np.stack(full.history["params"]["G"]), 1.0)
+    plain = tvb_torchfit.fit(sim, target, PARAMS, seed=1, **dict(FAST, warmup_ms=None, fc_window_trs=6))
+    assert full.history["loss"] != plain.history["loss"]                  # a different observation model
+    ckpt = tmp_path / "fit.ckpt"
+    _interrupting(monkeypatch, at_call=4, exc=KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        tvb_torchfit.fit(sim, target, PARAMS, seed=1, checkpoint=ckpt, checkpoint_every=1, **dict(FAST, **BALLOON))
+    monkeypatch.undo()
+    resumed = tvb_torchfit.fit(sim, target, PARAMS, seed=1, checkpoint=ckpt, **dict(FAST, **BALLOON))
+    assert resumed.history["loss"] == full.history["loss"]
+
+
+@pytest.mark.parametrize("settings,match", [
+    (dict(observation="ballon"), "observation"),
+    (dict(observation="balloon", balloon_period_ms=7.0), "divides the TR"),
+])
+def test_bad_observation_settings(sim, target, settings, match):
+    with pytest.raises(ParameterError, match=match):
+        tvb_torchfit.fit(sim, target, PARAMS, **dict(FAST, **settings))

@@ -4,7 +4,9 @@ After Griffiths et al. (2022): the brain network is a deep net that receives noi
 emits BOLD; the FC of the simulated BOLD is compared with the empirical FC and the parameters are
 moved by a PyTorch optimiser. Concretely, for each optimiser step:
 
-1. the twin (``batch`` noise realisations, torch noise streams) integrates ``window_trs`` TRs;
+1. the twin (``batch`` noise realisations, torch noise streams) integrates ``window_trs`` TRs and its
+   BOLD is observed through the simulator's TVB Bold monitor (``observation="bold"``, default) or the
+   Balloon-Windkessel model of TVB's BalloonModel analyzer (``observation="balloon"``; ``observation.py``);
 2. the BOLD of the window is appended to the detached BOLD of the preceding windows, and FC is
    computed over the last ``fc_window_trs`` TRs of each realisation, then averaged over realisations;
 3. the loss (``losses``: -log(0.5 + 0.5 r) by default, plus ``rmse_weight`` * FC RMSE, priors and,
@@ -39,6 +41,7 @@ import torch
 
 from . import losses
 from .bifurcation import bifurcation_penalty, from_twin
+from .observation import make_observation
 from .adapter import read_simulator
 from .errors import ParameterError
 from .parameters import ParamSpec, ParameterSet
@@ -71,6 +74,8 @@ class FitConfig:
     average_last: float = 0.25
     patience: Optional[int] = None
     data_trs: Optional[int] = None              # length of the empirical session, in TRs (checked if given)
+    observation: str = "bold"                   # "bold": the simulator's TVB Bold monitor; "balloon": Balloon-Windkessel
+    balloon_period_ms: float = 10.0             # "balloon": TemporalAverage period of its neural input, ms
     fcd_weight: float = 0.0                     # + weight * W1(FCD values sim, FCD values of target_bold) (0: off)
     fcd_window_trs: int = 40                    # FCD sliding window, TRs
     fcd_step_trs: int = 10                      # FCD window step, TRs
@@ -190,13 +195,6 @@ def _target_fcd(target_bold, cfg: FitConfig, n: int) -> torch.Tensor:
     return losses.fcd_values(torch.as_tensor(bold), cfg.fcd_window_trs, cfg.fcd_step_trs)
 
 
-def _bold_nodes(bold: torch.Tensor, batch: int) -> torch.Tensor:
-    """Twin Bold output -> (batch, time, nodes), first variable of interest."""
-    if batch == 1:
-        bold = bold.unsqueeze(0)
-    return bold[:, :, 0, :, 0]
-
-
 def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
         checkpoint: Optional[Union[str, os.PathLike]] = None, checkpoint_every: int = 5, resume: bool = True,
         progress: bool = True, **settings) -> FitResult:
@@ -228,7 +226,9 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
         raise ParameterError("params is empty: name at least one parameter to fit, e.g. {'G': (0.5, 4.0)}.")
 
     ic = low_state_initial_conditions(sim, cfg.low_value) if cfg.initial_state == "low" else None
-    fit_sim = clone_simulator(sim, initial_conditions=ic, monitor_indices=[bold_index])
+    obs = make_observation(cfg.observation, sim.monitors[bold_index], tr_steps * float(sim.integrator.dt),
+                           cfg.batch, cfg.balloon_period_ms)
+    fit_sim = clone_simulator(sim, initial_conditions=ic, monitors=obs.monitors)
     twin = TorchSimulator(read_simulator(fit_sim), noise="torch", batch=cfg.batch, dtype=dtype,
                           seed=cfg.seed, compile=cfg.compile)
     torch.manual_seed(cfg.seed)
@@ -245,19 +245,21 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
                       tr_ms=tr_ms, dt=twin.dt, n_nodes=n, model=type(sim.model).__name__)
     if checkpoint is not None and resume and os.path.exists(checkpoint):
         _restore(checkpoint, config_doc, pset, optimizer, scheduler, twin, history, state)
+        obs.load_state_dict(state.pop("observation"))
     else:
         warmup = cfg.warmup_ms if cfg.warmup_ms is not None else 20000.0 + cfg.fc_window_trs * tr_ms
         with torch.no_grad():
             _set_params(twin, pset)
-            (_, bold), = twin.run(n_steps=int(math.ceil(warmup / twin.dt / tr_steps)) * tr_steps)
+            bold = obs.run(twin, int(math.ceil(warmup / twin.dt / tr_steps)) * tr_steps)
         twin.detach_()
+        obs.detach_()
         # the first FC windows are filled with the warm-up's BOLD (after the Bold monitor's 20 s transient)
         skip = int(math.ceil(20000.0 / tr_ms))
-        warm = _bold_nodes(bold, cfg.batch)[:, skip:]
+        warm = bold[:, skip:]
         state["buffer"] = warm[:, -cfg.fc_window_trs:] if warm.shape[1] else None
 
     # the last consistent (step-boundary) snapshot: what Ctrl-C writes, whatever point it interrupts
-    snapshot = _payload(config_doc, pset, optimizer, scheduler, twin, history, state) if checkpoint else None
+    snapshot = _payload(config_doc, pset, optimizer, scheduler, twin, obs, history, state) if checkpoint else None
 
     def save_checkpoint():
         if checkpoint is not None:
@@ -268,8 +270,7 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
     try:
         while state["step"] < cfg.n_steps:
             _set_params(twin, pset)
-            (_, bold), = twin.run(n_steps=cfg.window_trs * tr_steps)
-            seq = _bold_nodes(bold, cfg.batch)
+            seq = obs.run(twin, cfg.window_trs * tr_steps)
             if state["buffer"] is not None:
                 seq = torch.cat((state["buffer"], seq), dim=1)
             seq = seq[:, -cfg.fc_window_trs:]
@@ -291,6 +292,7 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
             if scheduler is not None:
                 scheduler.step()
             twin.detach_()
+            obs.detach_()
             state["buffer"] = seq.detach()
             state["step"] += 1
             r = float(losses.fc_corr(fc_mean.detach(), target))
@@ -303,7 +305,7 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}", fc_r=f"{r:.3f}",
                                 **{k: _fmt(v) for k, v in pset.numpy().items()})
             if checkpoint is not None:
-                snapshot = _payload(config_doc, pset, optimizer, scheduler, twin, history, state)
+                snapshot = _payload(config_doc, pset, optimizer, scheduler, twin, obs, history, state)
                 if state["step"] % checkpoint_every == 0 or state["step"] == cfg.n_steps:
                     save_checkpoint()
             if cfg.patience is not None and _stop_early(history["loss"], state, cfg.patience):
@@ -360,12 +362,13 @@ def _version() -> str:
     return __version__
 
 
-def _payload(config_doc, pset, optimizer, scheduler, twin, history, state) -> Dict:
+def _payload(config_doc, pset, optimizer, scheduler, twin, obs, history, state) -> Dict:
     """Everything needed to continue the fit from this step boundary (copies, safe to keep)."""
     import copy
     return copy.deepcopy({"config": config_doc, "params": pset.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                          "twin": twin.state_dict(), "history": history, "state": state,
+                          "twin": twin.state_dict(), "history": history,
+                          "state": dict(state, observation=obs.state_dict()),
                           "torch_rng": torch.get_rng_state()})
 
 

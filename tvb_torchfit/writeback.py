@@ -287,7 +287,7 @@ def _check_initial_conditions(sim, ic) -> np.ndarray:
     return ic
 
 
-def _clone(sim: Simulator, noise_seed=None, initial_conditions=None, monitor_indices=None) -> Simulator:
+def _clone(sim: Simulator, noise_seed=None, initial_conditions=None, monitor_indices=None, monitors=None) -> Simulator:
     _check_simulator(sim)
     if sim.stimulus is not None:
         raise UnsupportedTVBObject(f"stimulus {type(sim.stimulus).__name__} is not supported by clone_simulator; "
@@ -298,6 +298,8 @@ def _clone(sim: Simulator, noise_seed=None, initial_conditions=None, monitor_ind
     mons = sim.monitors if isinstance(sim.monitors, (list, tuple)) else [sim.monitors]
     if monitor_indices is not None:
         mons = [mons[i] for i in monitor_indices]
+    if monitors is not None:
+        mons = list(monitors)
     conn = _copy_traits(sim.connectivity, exclude=_CONN_COMPUTED)
     kwargs = dict(
         connectivity=conn,
@@ -316,7 +318,7 @@ def _clone(sim: Simulator, noise_seed=None, initial_conditions=None, monitor_ind
 
 def clone_simulator(sim: Simulator, *, noise_seed: Optional[int] = None,
                     initial_conditions: Optional[np.ndarray] = None,
-                    monitor_indices: Optional[Sequence[int]] = None) -> Simulator:
+                    monitor_indices: Optional[Sequence[int]] = None, monitors: Optional[Sequence] = None) -> Simulator:
     """A new, configured TVB ``Simulator`` built from ``sim``'s traits (``sim`` is not touched).
 
     Same connectivity (weights, tract lengths, speed, labels, ...), a model of the same class with the
@@ -332,10 +334,11 @@ def clone_simulator(sim: Simulator, *, noise_seed: Optional[int] = None,
 
     ``copy.deepcopy`` of a configured Simulator does not work in TVB 2.10 (state kept outside the
     traits is lost), hence this function. Surface simulations and stimuli are not supported.
-    ``monitor_indices`` keeps only those of ``sim.monitors`` (all by default).
+    ``monitor_indices`` keeps only those of ``sim.monitors`` (all by default); ``monitors`` (TVB monitor
+    objects, copied) replaces them instead.
     """
     return _clone(sim, noise_seed=noise_seed, initial_conditions=initial_conditions,
-                  monitor_indices=monitor_indices)
+                  monitor_indices=monitor_indices, monitors=monitors)
 
 
 # ---------------------------------------------------------------------------------------------- low state
