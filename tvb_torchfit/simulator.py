@@ -16,6 +16,7 @@ coupling and ``"noise.nsig"`` for Additive noise. Model and coupling parameters 
 Internally tensors are laid out (state variable, node, batch): the batch axis sits where TVB
 keeps its modes, so per-step arithmetic is the same as TVB's.
 """
+import copy
 import functools
 import math
 import numbers
@@ -172,13 +173,25 @@ def block_vjp(history: torch.Tensor, X: torch.Tensor, normal: Optional[torch.Ten
     return g_far, g_X, g_scale, g_pv
 
 
+_SEGMENT_STEPS = 1024        # steps of noise replayed at once by the checkpointed backward
+
+
+def _segment_blocks(block: int, bwd_block: int) -> int:
+    """Blocks per noise-replay segment of the checkpointed backward: about ``_SEGMENT_STEPS`` steps, and a
+    multiple of ``bwd_block`` steps when its blocks are full (so that only the run's last segment, holding a
+    shorter block, can need a chunk shorter than ``bwd_block``)."""
+    unit = bwd_block // math.gcd(block, bwd_block)
+    return unit * max(1, _SEGMENT_STEPS // (block * unit))
+
+
 class _CheckpointedRun(torch.autograd.Function):
     """A whole ``run`` under autograd, differentiated block by block with recomputation.
 
     Forward: every block is integrated without recording a graph (the compiled no-grad block), into an
     append-only time-major buffer holding the start history then each step's coupling variable; kept for
-    the backward are the block inputs only: the start state and history, the noise draws, the parameters
-    and the state trajectory (no per-step intermediates). Backward: chunks of ``sim._bwd_block`` steps in
+    the backward are the block inputs only: the start state and history, the parameters, the state
+    trajectory (no per-step intermediates) and snapshots of the noise stream every ``_SEGMENT_STEPS`` steps
+    or so, from which the backward redraws the noise segment by segment (not the draws themselves). Backward: chunks of ``sim._bwd_block`` steps in
     reverse order (any partition works, since the trajectory holds every step's start state; chunks shorter
     than the forward blocks keep the compiled backward graph small: a 17-step one made g++ 12 crash with an
     internal compiler error, and compiles ~12 s per step), each recomputed and differentiated by one compiled
@@ -189,27 +202,36 @@ class _CheckpointedRun(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, sim, blocks, var_idx, X0, hist0, normals, noise_scale, packed):
+    def forward(ctx, sim, blocks, var_idx, X0, hist0, noise_scale, packed):
         L, N, B = hist0.shape
         T = sum(blocks)
         buf = hist0.new_empty((L + T, N, B))
         buf[:L] = hist0
         traj = X0.new_empty((T,) + tuple(X0.shape))
+        # the noise is drawn here, block by block as ``run`` does, and not kept: the backward replays it per
+        # segment of ``seg`` blocks from a snapshot of the stream taken at the segment's start (saves a
+        # (steps, nvar, N, B) tensor); a segment spans a multiple of the backward chunk when blocks are full
+        seg = _segment_blocks(sim.block, sim._bwd_block)
+        snapshots = []
         X, s = X0, 0
-        for K in blocks:
-            states = sim._forward_block(buf[s:s + L], X, None if normals is None else normals[s:s + K],
-                                        noise_scale, packed, K)
+        for i, K in enumerate(blocks):
+            normal = None
+            if sim.stochastic:
+                if i % seg == 0:
+                    snapshots.append(sim.noise.state_dict())
+                normal = sim.noise.draw(K)
+            states = sim._forward_block(buf[s:s + L], X, normal, noise_scale, packed, K)
             traj[s:s + K] = states
             buf[L + s:L + s + K] = states[:, 0]
             X, s = states[-1], s + K
-        ctx.sim, ctx.blocks, ctx.var_idx = sim, blocks, var_idx
-        ctx.save_for_backward(X0, normals, noise_scale, packed, traj, buf)   # buf is never written again
+        ctx.sim, ctx.blocks, ctx.var_idx, ctx.seg, ctx.snapshots = sim, blocks, var_idx, seg, snapshots
+        ctx.save_for_backward(X0, noise_scale, packed, traj, buf)   # buf is never written again
         return traj, buf[T:]
 
     @staticmethod
     def backward(ctx, g_traj, g_hist):
-        sim, var_idx = ctx.sim, ctx.var_idx
-        X0, normals, noise_scale, packed, traj, buf = ctx.saved_tensors
+        sim, var_idx, blocks, seg = ctx.sim, ctx.var_idx, ctx.blocks, ctx.seg
+        X0, noise_scale, packed, traj, buf = ctx.saved_tensors
         L = buf.shape[0] - traj.shape[0]
         T, V, N, B = traj.shape
         gbuf = torch.zeros_like(buf)
@@ -217,8 +239,8 @@ class _CheckpointedRun(torch.autograd.Function):
             gbuf[T:] += g_hist
         if g_traj is None:
             g_traj = torch.zeros_like(traj)
-        scale_grad = noise_scale is not None and ctx.needs_input_grad[6]
-        if not ctx.needs_input_grad[7]:
+        scale_grad = noise_scale is not None and ctx.needs_input_grad[5]
+        if not ctx.needs_input_grad[6]:
             var_idx = ()
         const_idx = tuple(i for i in range(packed.shape[0]) if i not in var_idx)
         packed_var = packed[list(var_idx)].expand(len(var_idx), N, B).contiguous() if var_idx else None
@@ -227,28 +249,37 @@ class _CheckpointedRun(torch.autograd.Function):
         g_pv = None if packed_var is None else torch.zeros_like(packed_var)
         g_scale = torch.zeros_like(scale) if scale_grad else None
         gX = torch.zeros_like(X0)
-        s, kb = T, sim._bwd_block
-        while s > 0:
-            K = min(kb, s)                       # full chunks from the end; a shorter first chunk if any
-            s -= K
-            g_out = g_traj[s:s + K].clone()
-            g_out[:, 0] += gbuf[L + s:L + s + K]
-            g_out[-1] += gX
-            X_start = X0 if s == 0 else traj[s - 1]
-            g_far, gX, g_sc, g_p = sim._block_vjp(buf[s:s + L], X_start,
-                                                  None if normals is None else normals[s:s + K],
-                                                  scale, packed_var, packed_const, g_out, K, var_idx, scale_grad)
-            rows, w = sim.coupling.padded_plan(K)
-            gbuf[s:s + L].view(L * N, B).index_add_(0, rows.view(-1), (g_far.unsqueeze(2) * w).view(-1, B))
-            if g_pv is not None:
-                g_pv += g_p
-            if g_scale is not None:
-                g_scale += g_sc
+        replay = copy.deepcopy(sim.noise) if sim.stochastic else None    # leaves the simulator's stream alone
+        starts = np.concatenate(([0], np.cumsum(blocks)))                 # step of each block's start
+        kb = sim._bwd_block
+        for j in reversed(range(0, len(blocks), seg)):                    # segments, last first
+            seg_start, seg_end = int(starts[j]), int(starts[min(j + seg, len(blocks))])
+            normals = None
+            if replay is not None:
+                replay.load_state_dict(ctx.snapshots[j // seg])
+                normals = torch.cat([replay.draw(K) for K in blocks[j:j + seg]])
+            s = seg_end
+            while s > seg_start:
+                K = min(kb, s - seg_start)       # full chunks from the segment's end; a shorter first one if any
+                s -= K
+                g_out = g_traj[s:s + K].clone()
+                g_out[:, 0] += gbuf[L + s:L + s + K]
+                g_out[-1] += gX
+                X_start = X0 if s == 0 else traj[s - 1]
+                g_far, gX, g_sc, g_p = sim._block_vjp(
+                    buf[s:s + L], X_start, None if normals is None else normals[s - seg_start:s - seg_start + K],
+                    scale, packed_var, packed_const, g_out, K, var_idx, scale_grad)
+                rows, w = sim.coupling.padded_plan(K)
+                gbuf[s:s + L].view(L * N, B).index_add_(0, rows.view(-1), (g_far.unsqueeze(2) * w).view(-1, B))
+                if g_pv is not None:
+                    g_pv += g_p
+                if g_scale is not None:
+                    g_scale += g_sc
         g_packed = None
         if g_pv is not None:
             g_packed = packed.new_zeros(packed.shape)
             g_packed[list(var_idx)] = g_pv.sum_to_size((len(var_idx),) + tuple(packed.shape[1:]))
-        return (None, None, None, gX, gbuf[:L], None,
+        return (None, None, None, gX, gbuf[:L],
                 g_scale.sum_to_size(noise_scale.shape) if g_scale is not None else None, g_packed)
 
 
@@ -529,17 +560,14 @@ class TorchSimulator:
 
     def _run_checkpointed(self, n_steps: int, noise_scale, packed, results) -> Output:
         """``run`` while autograd records, as one ``_CheckpointedRun`` (see there); same blocks, same draws."""
-        blocks, draws, done = [], [], 0
+        blocks, done = [], 0
         while done < n_steps:
             K = min(self.block, n_steps - done)
             blocks.append(K)
-            if self.stochastic:
-                draws.append(self.noise.draw(K))
             done += K
-        normals = torch.cat(draws) if self.stochastic else None
         first = self.current_step + 1
         var_idx = tuple(i for i, name in enumerate(self._packed_names) if self.params[name].requires_grad)
-        traj, self._flat = _CheckpointedRun.apply(self, tuple(blocks), var_idx, self.state, self._flat, normals,
+        traj, self._flat = _CheckpointedRun.apply(self, tuple(blocks), var_idx, self.state, self._flat,
                                                   noise_scale, packed)
         self.state = traj[-1]
         self.current_step += n_steps
