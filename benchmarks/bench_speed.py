@@ -241,14 +241,14 @@ def measure_memory(run_window: Callable[[Dict[int, int]], object], ms: float) ->
 def fit_child(cfg: Dict) -> Dict:
     """In a fresh process (``--fit-child``): ``tvb_torchfit.fit`` on the benchmark's set-up (dt 0.1 ms, Bold
     TR 720 ms) for a session of ``cfg["trs"]`` TRs (``fc_window_trs`` = ``data_trs`` = trs); returns peak RSS
-    (``resource.getrusage(RUSAGE_SELF).ru_maxrss``: every allocation of the process, torch's CPU allocator
-    included, which tracemalloc would not see) before and after the fit, and the wall time per fit step."""
+    (``_peak_rss_kb``: every allocation of the process, torch's CPU allocator included, which tracemalloc
+    would not see) before and after the fit, and the wall time per fit step."""
     torch.set_num_threads(int(cfg.get("threads", 1)))
     sim = build_tvb()
     rng = np.random.RandomState(0)
     target = np.corrcoef(rng.randn(sim.connectivity.number_of_regions, 300))
     np.fill_diagonal(target, 1.0)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss0 = _peak_rss_kb()
     tr_ms = 720.0
     t0 = time.perf_counter()
     tvb_torchfit.fit(sim, target, {"G": (1.0, 3.0), "w_p": (1.0, 2.0)}, n_steps=cfg["n_steps"],
@@ -256,8 +256,14 @@ def fit_child(cfg: Dict) -> Dict:
                      batch=cfg["batch"], dtype=cfg["dtype"], compile=cfg["compile"],
                      warmup_ms=cfg["warmup_trs"] * tr_ms, progress=False)
     wall = time.perf_counter() - t0
-    return dict(cfg, rss_setup_mib=rss0 / 1024.0,
-                rss_peak_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, fit_s=wall)
+    return dict(cfg, rss_setup_mib=rss0 / 1024.0, rss_peak_mib=_peak_rss_kb() / 1024.0, fit_s=wall)
+
+
+def _peak_rss_kb() -> int:
+    """Peak RSS of this process in KiB: /proc/self/status VmHWM (this process image only), else ru_maxrss
+    (which Linux carries over exec from the parent: a subprocess of a big parent would report its size)."""
+    hwm = _proc_status_kb("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def bench_fit_memory(trs: int, window_trs: int, batch: int, n_steps: int = 2, warmup_trs: int = 2,
@@ -538,7 +544,7 @@ def main(argv=None) -> int:
                      f"with torch.autograd.graph.saved_tensors_hooks (unique storages). Compile column of grad "
                      f"rows: forward graph + graph-mode (backward) graphs, seconds.")
     if any(k.startswith("fit_") for k in results):
-        lines.append("Fit memory (rows M): resource.getrusage ru_maxrss of a fresh subprocess per case (whole "
+        lines.append("Fit memory (rows M): peak RSS (/proc/self/status VmHWM) of a fresh subprocess per case (whole "
                      "process: Python, TVB, torch and its CPU allocator; tracemalloc does not see torch tensors); "
                      "warm-up shortened to 2 TRs in both cases (the default, 20 s + fc_window_trs TRs, would "
                      "simulate 884 s of brain time for 1200 TRs): the session length then enters only the FC "

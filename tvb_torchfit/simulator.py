@@ -133,9 +133,10 @@ def packed_block(history: torch.Tensor, offset: Optional[torch.Tensor], X: torch
 
 def block_vjp(history: torch.Tensor, X: torch.Tensor, normal: Optional[torch.Tensor],
               noise_scale: Optional[torch.Tensor], packed_var: Optional[torch.Tensor], packed_const: torch.Tensor,
-              grad_states: torch.Tensor, *, rows: torch.Tensor, w: torch.Tensor, var_names: Tuple[str, ...],
-              const_names: Tuple[str, ...], scale_grad: bool, dt: float, unrolled: bool = True,
-              **step_kw) -> Tuple[Optional[torch.Tensor], ...]:
+              grad_states: torch.Tensor, grad_rows: Optional[torch.Tensor] = None,
+              grad_next: Optional[torch.Tensor] = None, *, rows: torch.Tensor, w: torch.Tensor,
+              var_names: Tuple[str, ...], const_names: Tuple[str, ...], scale_grad: bool, dt: float,
+              unrolled: bool = True, edges: bool = False, **step_kw) -> Tuple[Optional[torch.Tensor], ...]:
     """Backward of one block, recomputed from its inputs (for ``_CheckpointedRun``).
 
     Gathers the far-edge sums from ``history`` (the block's (horizon * N, B) window), recomputes the K
@@ -146,7 +147,16 @@ def block_vjp(history: torch.Tensor, X: torch.Tensor, normal: Optional[torch.Ten
     parameters and noise scale come in full (P or nvar, N, B) shape, so their gradients need no reduction
     inside (the caller sums them to the parameters' shapes once per run). What ``compile=True`` compiles
     for the backward.
+
+    ``grad_rows`` (K, N, B), if given, is added to the gradient of each step's coupling variable (the history
+    rows the block wrote) and ``grad_next`` (nvar, N, B) to the last step's (the gradient reaching the block's
+    end state from later blocks), inside the compiled call. ``edges=True`` returns, instead of the far-sum
+    gradient, the per-edge products g_far * w as (K * N * D, B), ready for ``index_add_`` at ``rows``.
     """
+    if grad_rows is not None:
+        grad_states = torch.cat((grad_states[:, :1] + grad_rows.unsqueeze(1), grad_states[:, 1:]), dim=1)
+    if grad_next is not None:
+        grad_states = torch.cat((grad_states[:-1], (grad_states[-1] + grad_next).unsqueeze(0)))
     far = gather_far(history, rows, w, None, unrolled=unrolled)
 
     def steps(far, X, pv, scale):
@@ -170,6 +180,8 @@ def block_vjp(history: torch.Tensor, X: torch.Tensor, normal: Optional[torch.Ten
     else:
         _, vjp_fn = torch.func.vjp(lambda f, x: steps(f, x, None, noise_scale), far, X)
         (g_far, g_X), g_pv, g_scale = vjp_fn(grad_states), None, None
+    if edges:
+        g_far = (g_far.unsqueeze(2) * w).reshape(-1, g_far.shape[-1])
     return g_far, g_X, g_scale, g_pv
 
 
@@ -182,6 +194,13 @@ def _segment_blocks(block: int, bwd_block: int) -> int:
     shorter block, can need a chunk shorter than ``bwd_block``)."""
     unit = bwd_block // math.gcd(block, bwd_block)
     return unit * max(1, _SEGMENT_STEPS // (block * unit))
+
+
+def _no_grad(fn):
+    def call(*args):
+        with torch.no_grad():
+            return fn(*args)
+    return call
 
 
 class _CheckpointedRun(torch.autograd.Function):
@@ -252,6 +271,7 @@ class _CheckpointedRun(torch.autograd.Function):
         replay = copy.deepcopy(sim.noise) if sim.stochastic else None    # leaves the simulator's stream alone
         starts = np.concatenate(([0], np.cumsum(blocks)))                 # step of each block's start
         kb = sim._bwd_block
+        fns = {}                                  # chunk length -> (vjp function, flat history rows it adds to)
         for j in reversed(range(0, len(blocks), seg)):                    # segments, last first
             seg_start, seg_end = int(starts[j]), int(starts[min(j + seg, len(blocks))])
             normals = None
@@ -262,15 +282,15 @@ class _CheckpointedRun(torch.autograd.Function):
             while s > seg_start:
                 K = min(kb, s - seg_start)       # full chunks from the segment's end; a shorter first one if any
                 s -= K
-                g_out = g_traj[s:s + K].clone()
-                g_out[:, 0] += gbuf[L + s:L + s + K]
-                g_out[-1] += gX
+                if K not in fns:
+                    fns[K] = (sim._vjp_fn(K, var_idx, scale_grad), sim.coupling.padded_plan(K)[0].view(-1))
+                fn, rows = fns[K]
                 X_start = X0 if s == 0 else traj[s - 1]
-                g_far, gX, g_sc, g_p = sim._block_vjp(
-                    buf[s:s + L], X_start, None if normals is None else normals[s - seg_start:s - seg_start + K],
-                    scale, packed_var, packed_const, g_out, K, var_idx, scale_grad)
-                rows, w = sim.coupling.padded_plan(K)
-                gbuf[s:s + L].view(L * N, B).index_add_(0, rows.view(-1), (g_far.unsqueeze(2) * w).view(-1, B))
+                g_edges, gX, g_sc, g_p = fn(
+                    buf[s:s + L].view(L * N, B), X_start,
+                    None if normals is None else normals[s - seg_start:s - seg_start + K],
+                    scale, packed_var, packed_const, g_traj[s:s + K], gbuf[L + s:L + s + K], gX)
+                gbuf[s:s + L].view(L * N, B).index_add_(0, rows, g_edges)
                 if g_pv is not None:
                     g_pv += g_p
                 if g_scale is not None:
@@ -592,27 +612,24 @@ class TorchSimulator:
             return fused_block(window.view(L * N, B), None, X, normal, noise_scale, a, b, p,
                                rows=rows, w=w, dt=self.dt, **self._step_kw)
 
-    def _block_vjp(self, window: torch.Tensor, X, normal, noise_scale, packed_var, packed_const, grad_states,
-                   K: int, var_idx: Tuple[int, ...], scale_grad: bool):
-        """``block_vjp`` of one chunk of K steps (compiled for chunks of ``_bwd_block`` steps when ``compile=True``,
-        one compiled function per set of differentiated parameters)."""
-        L, N, B = window.shape
+    def _vjp_fn(self, K: int, var_idx: Tuple[int, ...], scale_grad: bool):
+        """``block_vjp`` for chunks of K steps differentiating the parameters ``var_idx`` (and the noise scale if
+        ``scale_grad``), with ``grad_rows``/``grad_next`` and per-edge products (``edges=True``): called as
+        ``fn(window (horizon * N, B), X, normal, noise_scale, packed_var, packed_const, grad_states, grad_rows,
+        grad_next)`` under no_grad. Compiled (once per parameter set) for chunks of ``_bwd_block`` steps when
+        ``compile=True``; eager otherwise."""
         names = self._packed_names
         kw = dict(var_names=tuple(names[i] for i in var_idx),
                   const_names=tuple(n for i, n in enumerate(names) if i not in var_idx),
-                  scale_grad=scale_grad, dt=self.dt, **self._step_kw)
-        with torch.no_grad():
-            if self.compiled and K == self._bwd_block:
-                key = (var_idx, scale_grad)
-                if key not in self._compiled_vjps:
-                    rows, w = self.coupling.padded_plan(K)
-                    self._compiled_vjps[key] = _CompiledOrEager(
-                        functools.partial(block_vjp, rows=rows, w=w, **kw), self._compile_options)
-                return self._compiled_vjps[key](window.view(L * N, B), X, normal, noise_scale, packed_var,
-                                                packed_const, grad_states)
-            rows, w = self.coupling.padded_plan(K)
-            return block_vjp(window.view(L * N, B), X, normal, noise_scale, packed_var, packed_const, grad_states,
-                             rows=rows, w=w, unrolled=False, **kw)
+                  scale_grad=scale_grad, dt=self.dt, edges=True, **self._step_kw)
+        rows, w = self.coupling.padded_plan(K)
+        if self.compiled and K == self._bwd_block:
+            key = (var_idx, scale_grad)
+            if key not in self._compiled_vjps:
+                self._compiled_vjps[key] = _CompiledOrEager(
+                    functools.partial(block_vjp, rows=rows, w=w, **kw), self._compile_options)
+            return _no_grad(self._compiled_vjps[key])
+        return _no_grad(functools.partial(block_vjp, rows=rows, w=w, unrolled=False, **kw))
 
     def _to_ring(self) -> None:
         """Move the history into the in-place buffer (no autograd graph through it)."""
