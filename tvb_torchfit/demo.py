@@ -28,7 +28,10 @@ import numpy as np
 TRUTH = {"G": 0.075, "w_p": 0.6}
 START = {"G": 0.05, "w_p": 0.42}           # 33% and 30% below the truth: subcritical, FC nearly flat
 BOUNDS = {"G": (0.02, 0.2), "w_p": (0.3, 1.0)}
-RMSE_WEIGHT = 0.0                          # FC RMSE is biased by the finite FC window: pattern (r) only
+# FC correlation alone is flat along a G-up / w_p-down ridge (demos/landscape.py, linear_landscape.py); the FC
+# level (mean FC) changes along it, so the loss adds the FC RMSE, which pins the level.
+RMSE_WEIGHT = 1.0
+FIT = dict(n_steps=40, window_trs=20, fc_window_trs=100, batch=8, lr=0.1, dtype="float32", seed=0)
 SETTINGS = dict(nsig=1e-4, dt=1.0, tr=720.0, J_i=1.0)
 
 
@@ -50,7 +53,7 @@ def demo_simulator(G: float, w_p: float, J_i: float = 1.0, nsig: float = 1e-4, d
     return clone_simulator(sim, initial_conditions=low_state_initial_conditions(sim))
 
 
-def run(out_dir: str = "out/demo", target_ms: float = 600e3, validate_ms: float = 600e3, n_steps: int = 60,
+def run(out_dir: str = "out/demo", target_ms: float = 600e3, validate_ms: float = 600e3, n_steps: int = FIT["n_steps"],
         quick: bool = False, compile: bool = True) -> Dict:
     import tvb_torchfit
     from tvb_torchfit.validation import bold_fc
@@ -74,9 +77,8 @@ def run(out_dir: str = "out/demo", target_ms: float = 600e3, validate_ms: float 
     print(f"3. fit from {START} (bounds {BOUNDS})")
     start_sim = demo_simulator(**START, **{k: SETTINGS[k] for k in ("J_i", "nsig", "dt", "tr")})
     t0 = time.time()
-    result = tvb_torchfit.fit(start_sim, target, BOUNDS, n_steps=n_steps, window_trs=10, fc_window_trs=200,
-                              batch=8, lr=0.2, dtype="float32", compile=compile, seed=0, rmse_weight=RMSE_WEIGHT,
-                              checkpoint=os.path.join(out_dir, "fit.ckpt"), resume=False)
+    result = tvb_torchfit.fit(start_sim, target, BOUNDS, **dict(FIT, n_steps=n_steps), compile=compile,
+                              rmse_weight=RMSE_WEIGHT, checkpoint=os.path.join(out_dir, "fit.ckpt"), resume=False)
     fit_seconds = time.time() - t0
 
     print("4. write back into TVB and validate with TVB's own integrator (fresh seeds)")

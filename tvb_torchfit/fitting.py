@@ -179,6 +179,20 @@ def _check_config(cfg: FitConfig) -> None:
         raise ParameterError(f"average_last={cfg.average_last}: expected a fraction in (0, 1].")
 
 
+def _cut_level_gradient(window: torch.Tensor) -> torch.Tensor:
+    """The window's BOLD (batch, time, nodes) with the same values but no gradient through its mean level.
+
+        x' = x - mean_t(x) + stop_gradient(mean_t(x))
+
+    The FC window joins this window to the detached BOLD of earlier ones; a parameter change shifts the
+    new window's mean BOLD level (e.g. mean S_e), and that step against the past would act on FC like a
+    fluctuation common to all nodes: a gradient that is an artefact of truncation (over a long stationary
+    run the level does not enter FC at all). Only the fluctuations within the window keep their gradient.
+    """
+    level = window.mean(dim=1, keepdim=True)
+    return window - level + level.detach()
+
+
 def _target_fcd(target_bold, cfg: FitConfig, n: int) -> torch.Tensor:
     """FCD values of the empirical BOLD (time, nodes) for the FCD term, with clear errors."""
     if target_bold is None:
@@ -270,7 +284,7 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
     try:
         while state["step"] < cfg.n_steps:
             _set_params(twin, pset)
-            seq = obs.run(twin, cfg.window_trs * tr_steps)
+            seq = _cut_level_gradient(obs.run(twin, cfg.window_trs * tr_steps))
             if state["buffer"] is not None:
                 seq = torch.cat((state["buffer"], seq), dim=1)
             seq = seq[:, -cfg.fc_window_trs:]
