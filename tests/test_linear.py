@@ -136,8 +136,9 @@ def _tvb_bold_fc(sim, length_ms: float, discard_s: float = 20.0) -> np.ndarray:
 def test_linear_bold_fc_predicts_tvb_fc_excinh_connectivity_76():
     """TVB HeunStochastic on connectivity_76 (weights/max, 3 mm/ms, real delays), demo regime
     (G 0.075, w_p 0.6, J_i 1, a 1, nsig 1e-4, dt 1 ms, Bold TR 720 ms), 300 s from the low state,
-    first 20 s discarded (389 TRs). Measured: r = 0.86 (seed 3; 0.74 for a single 100 s run,
-    0.89 for 600 s): the threshold 0.75 leaves room for the finite-window scatter of a 389-TR FC."""
+    first 20 s discarded (389 TRs). Measured with seed 3: r = 0.894 at 300 s (0.736 at 100 s, 0.944 at
+    600 s; r rises with length, so the remaining gap is mostly the finite window's FC scatter). The
+    threshold 0.8 leaves room for seed-to-seed scatter of a 389-TR FC."""
     from tvb_torchfit.demo import demo_simulator
     sim = demo_simulator(G=0.075, w_p=0.6, seed=3)
     fc_lin, info = linear.linear_bold_fc(read_simulator(sim))
@@ -146,4 +147,4 @@ def test_linear_bold_fc_predicts_tvb_fc_excinh_connectivity_76():
     iu = np.triu_indices(fc_tvb.shape[0], 1)
     r = np.corrcoef(fc_lin.detach().numpy()[iu], fc_tvb[iu])[0, 1]
     print(f"linear BOLD FC vs TVB FC (300 s): r = {r:.3f}")
-    assert r > 0.75
+    assert r > 0.8
