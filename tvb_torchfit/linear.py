@@ -61,7 +61,7 @@ Everything is float64 and CPU/any device of the given tensors (the spec's arrays
 Time in ms, rates in 1/ms; eigenvalues in 1/ms.
 """
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Tuple, Union
+from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
