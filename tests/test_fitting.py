@@ -217,3 +217,36 @@ def test_balloon_observation_fits_and_resumes(sim, target, tmp_path, monkeypatch
 def test_bad_observation_settings(sim, target, settings, match):
     with pytest.raises(ParameterError, match=match):
         tvb_torchfit.fit(sim, target, PARAMS, **dict(FAST, **settings))
+
+
+def test_linear_method_is_deterministic_and_raises_fc_correlation(sim):
+    """method="linear": analytic FC (linear.py); fitting to the linear FC of other parameters raises r."""
+    from tvb_torchfit.linear import linear_bold_fc
+    twin = tvb_torchfit.from_tvb(sim)
+    goal, _ = linear_bold_fc(twin, {"G": torch.tensor([1.6], dtype=torch.float64)})
+    goal = goal.detach().numpy()
+    kw = dict(method="linear", n_steps=6, lr=0.2, progress=False)
+    a = tvb_torchfit.fit(sim, goal, {"G": (0.5, 3.0)}, **kw)
+    b = tvb_torchfit.fit(sim, goal, {"G": (0.5, 3.0)}, **kw)
+    assert a.history["loss"] == b.history["loss"]                          # no noise: the same fit
+    assert a.history["fc_corr"][-1] > a.history["fc_corr"][0]
+    assert a.params["G"][0] > 1.0                                          # moved towards 1.6
+
+
+def test_fic_sets_J_i_and_writes_it_back(sim, target):
+    res = tvb_torchfit.fit(sim, target, {"G": (0.5, 3.0)}, method="linear", fic_rate=3.0, n_steps=2, lr=0.05,
+                           progress=False)
+    assert res.params["J_i"].shape == (N,) and np.all(res.params["J_i"] > 0)
+    with pytest.raises(ParameterError, match="feedback inhibition"):
+        tvb_torchfit.fit(sim, target, {"J_i": (0.5, 3.0)}, method="linear", fic_rate=3.0, n_steps=2, progress=False)
+    with pytest.raises(ParameterError, match="fic_rate"):
+        tvb_torchfit.fit(sim, target, {"G": (0.5, 3.0)}, fic_rate=-1.0, **FAST)
+
+
+@pytest.mark.parametrize("settings,match", [
+    (dict(method="mcmc"), "method"),
+    (dict(method="linear", fcd_weight=1.0), "method='linear'"),
+])
+def test_bad_method_settings(sim, target, settings, match):
+    with pytest.raises(ParameterError, match=match):
+        tvb_torchfit.fit(sim, target, PARAMS, **dict(FAST, **settings))

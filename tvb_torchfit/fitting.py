@@ -16,6 +16,11 @@ moved by a PyTorch optimiser. Concretely, for each optimiser step:
    from window to window, detached;
 4. the optimiser (Adam by default) and an optional learning-rate schedule step.
 
+``method="linear"`` replaces steps 1-2 by the analytic BOLD FC of the network linearised around its low
+fixed point (``linear.py``: no noise, no windows, exact gradients; delays ignored): a deterministic fit in
+seconds, as a fit of its own or to start a twin fit. A step that crosses the bifurcation (no stable low
+state) is taken back with a halved learning rate.
+
 Before the first step the twin runs ``warmup_ms`` without gradients, so that the Bold monitor's 20 s
 buffer is filled and the dynamics have left their initial transient; the warm-up's BOLD after those
 20 s fills the FC window of the first steps. The fitted values reported are
@@ -41,6 +46,8 @@ import torch
 
 from . import losses
 from .bifurcation import bifurcation_penalty, from_twin
+from .fic import fic_J_i
+from .linear import FixedPointError, linear_bold_fc
 from .observation import make_observation
 from .adapter import read_simulator
 from .errors import ParameterError
@@ -74,6 +81,8 @@ class FitConfig:
     average_last: float = 0.25
     patience: Optional[int] = None
     data_trs: Optional[int] = None              # length of the empirical session, in TRs (checked if given)
+    fic_rate: Optional[float] = None            # Hz: J_i by feedback inhibition control (fic.py) at every step
+    method: str = "twin"                        # "twin": stochastic twin, truncated BPTT; "linear": analytic FC (linear.py)
     observation: str = "bold"                   # "bold": the simulator's TVB Bold monitor; "balloon": Balloon-Windkessel
     balloon_period_ms: float = 10.0             # "balloon": TemporalAverage period of its neural input, ms
     fcd_weight: float = 0.0                     # + weight * W1(FCD values sim, FCD values of target_bold) (0: off)
@@ -151,6 +160,12 @@ def _check_config(cfg: FitConfig) -> None:
         v = getattr(cfg, name)
         if not isinstance(v, int) or v < 1:
             raise ParameterError(f"{name}={v!r}: expected a positive integer.")
+    if cfg.method not in ("twin", "linear"):
+        raise ParameterError(f"method={cfg.method!r}: expected 'twin' (the stochastic twin) or 'linear' (analytic FC "
+                             "of the network linearised around its low fixed point).")
+    if cfg.method == "linear" and (cfg.fcd_weight or cfg.observation != "bold"):
+        raise ParameterError("method='linear' gives the stationary FC of TVB's Bold monitor only: fcd_weight and "
+                             "observation='balloon' need method='twin'.")
     if cfg.fc_window_trs < cfg.window_trs:
         raise ParameterError(f"fc_window_trs={cfg.fc_window_trs} is shorter than window_trs={cfg.window_trs}; "
                              "FC is estimated over at least one window.")
@@ -167,6 +182,8 @@ def _check_config(cfg: FitConfig) -> None:
         raise ParameterError(f"optimizer={cfg.optimizer!r} is not in torch.optim.")
     if cfg.schedule not in (None, "cosine"):
         raise ParameterError(f"schedule={cfg.schedule!r}: expected None or 'cosine'.")
+    if cfg.fic_rate is not None and not (cfg.fic_rate > 0 and math.isfinite(cfg.fic_rate)):
+        raise ParameterError(f"fic_rate={cfg.fic_rate}: expected a positive excitatory rate in Hz (e.g. 3.0), or None.")
     if cfg.initial_state not in ("low", "tvb"):
         raise ParameterError(f"initial_state={cfg.initial_state!r}: expected 'low' or 'tvb'.")
     if cfg.bifurcation_weight < 0 or not math.isfinite(cfg.bifurcation_weight):
@@ -177,6 +194,34 @@ def _check_config(cfg: FitConfig) -> None:
                              "width > 0 and the whole band below 0 (the low state must stay stable).")
     if not 0 < cfg.average_last <= 1:
         raise ParameterError(f"average_last={cfg.average_last}: expected a fraction in (0, 1].")
+
+
+def _linear_fc_or_retreat(twin: TorchSimulator, pset: ParameterSet, optimizer, state: Dict,
+                          fic_rate: Optional[float] = None, max_retreats: int = 20) -> Optional[torch.Tensor]:
+    """``method="linear"``: the analytic BOLD FC at the current parameters (``linear.linear_bold_fc``).
+
+    Where the low fixed point is unstable or not reached (a step went past the bifurcation), the step is
+    taken back: the last accepted parameters and optimiser state are restored, the learning rate is
+    halved, and None is returned (the caller retries). Accepted points are remembered in ``state``.
+    """
+    import copy
+    try:
+        fc, info = linear_bold_fc(twin, _model_values(twin, pset, fic_rate), initial=state.get("linear_x"))
+    except FixedPointError as err:
+        last = state.get("linear_last")
+        state["retreats"] = state.get("retreats", 0) + 1
+        if last is None or state["retreats"] > max_retreats:
+            raise FixedPointError(f"method='linear': {err} (at {pset.numpy()}); start from values where the low "
+                                  "state is stable, or narrow the bounds.") from err
+        pset.load_state_dict(copy.deepcopy(last[0]))
+        optimizer.load_state_dict(copy.deepcopy(last[1]))
+        for group in optimizer.param_groups:
+            group["lr"] *= 0.5 ** state["retreats"]
+        state["linear_x"] = None                           # next try relaxes from the low start again
+        return None
+    state["linear_last"] = (copy.deepcopy(pset.state_dict()), copy.deepcopy(optimizer.state_dict()))
+    state["linear_x"] = info.fixed_point.detach()          # warm start of the next step's fixed point
+    return fc
 
 
 def _cut_level_gradient(window: torch.Tensor) -> torch.Tensor:
@@ -240,13 +285,16 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
         raise ParameterError("params is empty: name at least one parameter to fit, e.g. {'G': (0.5, 4.0)}.")
 
     ic = low_state_initial_conditions(sim, cfg.low_value) if cfg.initial_state == "low" else None
+    batch = cfg.batch if cfg.method == "twin" else 1          # "linear": the twin only holds the parameters
     obs = make_observation(cfg.observation, sim.monitors[bold_index], tr_steps * float(sim.integrator.dt),
-                           cfg.batch, cfg.balloon_period_ms)
+                           batch, cfg.balloon_period_ms)
     fit_sim = clone_simulator(sim, initial_conditions=ic, monitors=obs.monitors)
-    twin = TorchSimulator(read_simulator(fit_sim), noise="torch", batch=cfg.batch, dtype=dtype,
-                          seed=cfg.seed, compile=cfg.compile)
+    twin = TorchSimulator(read_simulator(fit_sim), noise="torch", batch=batch, dtype=dtype,
+                          seed=cfg.seed, compile=cfg.compile and cfg.method == "twin")
     torch.manual_seed(cfg.seed)
     pset = ParameterSet(params, twin.params, n)
+    if cfg.fic_rate is not None and "J_i" in pset.names:
+        raise ParameterError("J_i is set by feedback inhibition control (fic_rate=...); do not also fit it.")
     start = pset.numpy()
     optimizer = getattr(torch.optim, cfg.optimizer)(pset.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.n_steps) \
@@ -260,10 +308,10 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
     if checkpoint is not None and resume and os.path.exists(checkpoint):
         _restore(checkpoint, config_doc, pset, optimizer, scheduler, twin, history, state)
         obs.load_state_dict(state.pop("observation"))
-    else:
+    elif cfg.method == "twin":
         warmup = cfg.warmup_ms if cfg.warmup_ms is not None else 20000.0 + cfg.fc_window_trs * tr_ms
         with torch.no_grad():
-            _set_params(twin, pset)
+            _set_params(twin, pset, cfg.fic_rate)
             bold = obs.run(twin, int(math.ceil(warmup / twin.dt / tr_steps)) * tr_steps)
         twin.detach_()
         obs.detach_()
@@ -283,12 +331,17 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
     fc_mean = None
     try:
         while state["step"] < cfg.n_steps:
-            _set_params(twin, pset)
-            seq = _cut_level_gradient(obs.run(twin, cfg.window_trs * tr_steps))
-            if state["buffer"] is not None:
-                seq = torch.cat((state["buffer"], seq), dim=1)
-            seq = seq[:, -cfg.fc_window_trs:]
-            fc_mean = losses.fc(seq).mean(dim=0)
+            _set_params(twin, pset, cfg.fic_rate)
+            if cfg.method == "linear":
+                fc_mean = _linear_fc_or_retreat(twin, pset, optimizer, state, cfg.fic_rate)
+                if fc_mean is None:
+                    continue
+            else:
+                seq = _cut_level_gradient(obs.run(twin, cfg.window_trs * tr_steps))
+                if state["buffer"] is not None:
+                    seq = torch.cat((state["buffer"], seq), dim=1)
+                seq = seq[:, -cfg.fc_window_trs:]
+                fc_mean = losses.fc(seq).mean(dim=0)
             loss = FC_LOSSES[cfg.loss](fc_mean, target)
             if cfg.rmse_weight:
                 loss = loss + cfg.rmse_weight * losses.loss_rmse(fc_mean, target)
@@ -307,7 +360,8 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
                 scheduler.step()
             twin.detach_()
             obs.detach_()
-            state["buffer"] = seq.detach()
+            if cfg.method == "twin":
+                state["buffer"] = seq.detach()
             state["step"] += 1
             r = float(losses.fc_corr(fc_mean.detach(), target))
             history["loss"].append(float(loss.detach()))
@@ -337,6 +391,10 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
     n_done = len(history["loss"])
     k = max(1, int(round(cfg.average_last * n_done)))
     fitted = {name: np.mean(np.stack(traj[-k:]), axis=0) for name, traj in history["params"].items()}
+    if cfg.fic_rate is not None:                          # J_i that FIC gives at the fitted values, for write-back
+        with torch.no_grad():
+            fitted_t = {name: torch.as_tensor(v, dtype=torch.float64) for name, v in fitted.items()}
+            fitted["J_i"] = fic_J_i(twin, fitted_t, target_rate=cfg.fic_rate).cpu().numpy()
     provenance = {"tvb_torchfit": _version(), "torch": torch.__version__, "numpy": np.__version__,
                   "python": platform.python_version(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
                   "tvb_simulator": f"{type(sim.model).__name__}, {type(sim.integrator).__name__} dt={twin.dt} ms, "
@@ -346,9 +404,17 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
                      fc=None if fc_mean is None else fc_mean.detach().cpu().numpy())
 
 
-def _set_params(twin: TorchSimulator, pset: ParameterSet) -> None:
-    for name, value in pset.values().items():
-        twin.set_param(name, value)
+def _model_values(twin: TorchSimulator, pset: ParameterSet, fic_rate: Optional[float]) -> Dict[str, torch.Tensor]:
+    """The fitted values (TVB names, public shapes), plus J_i from feedback inhibition control if ``fic_rate``."""
+    values = pset.values()
+    if fic_rate is not None:                 # (the twin's J_i of the last step, graph freed, must not enter)
+        values["J_i"] = fic_J_i(twin, dict(values, J_i=twin.params["J_i"].detach()), target_rate=fic_rate)
+    return values
+
+
+def _set_params(twin: TorchSimulator, pset: ParameterSet, fic_rate: Optional[float] = None) -> None:
+    for name, value in _model_values(twin, pset, fic_rate).items():
+        twin.set_param(name, value.to(twin.dtype) if name == "J_i" and fic_rate is not None else value)
 
 
 def _fmt(v: np.ndarray) -> str:
