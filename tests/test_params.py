@@ -313,3 +313,18 @@ def test_output_shapes_follow_tvb(batch, model, scheme, dt, length, layouts, nsi
         assert tuple(data.shape) == expected_shape(batch, T, n_voi)
         np.testing.assert_allclose(times.numpy(), tvb_times, rtol=0, atol=1e-9)
         assert torch.isfinite(data).all()
+
+
+def test_regionwise_prior_mean_per_region():
+    import torch
+    from tvb_torchfit.errors import ParameterError
+    from tvb_torchfit.parameters import Param, ParameterSet
+    start = {"J_i": torch.ones(3, dtype=torch.float64)}
+    mean = [0.9, 1.0, 1.2]
+    ps = ParameterSet({"J_i": Param(0.5, 2.0, regionwise=True, prior=(mean, 0.1))}, start, 3)
+    expected = 0.5 * (((np.ones(3) - np.array(mean)) / 0.1) ** 2).sum()
+    assert abs(float(ps.prior_loss()) - expected) < 1e-9
+    with pytest.raises(ParameterError, match="one per region"):
+        ParameterSet({"J_i": Param(0.5, 2.0, regionwise=True, prior=([1.0, 1.0], 0.1))}, start, 3)
+    with pytest.raises(ParameterError, match="regionwise=True"):
+        ParameterSet({"J_i": Param(0.5, 2.0, prior=(mean, 0.1))}, {"J_i": torch.ones(1, dtype=torch.float64)}, 3)

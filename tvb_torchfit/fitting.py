@@ -82,6 +82,7 @@ class FitConfig:
     patience: Optional[int] = None
     data_trs: Optional[int] = None              # length of the empirical session, in TRs (checked if given)
     fic_rate: Optional[float] = None            # Hz: J_i by feedback inhibition control (fic.py) at every step
+    stability_margin: Optional[float] = None    # 1/ms, method="linear": penalise lambda_max > -margin (network Jacobian)
     method: str = "twin"                        # "twin": stochastic twin, truncated BPTT; "linear": analytic FC (linear.py)
     observation: str = "bold"                   # "bold": the simulator's TVB Bold monitor; "balloon": Balloon-Windkessel
     balloon_period_ms: float = 10.0             # "balloon": TemporalAverage period of its neural input, ms
@@ -182,6 +183,9 @@ def _check_config(cfg: FitConfig) -> None:
         raise ParameterError(f"optimizer={cfg.optimizer!r} is not in torch.optim.")
     if cfg.schedule not in (None, "cosine"):
         raise ParameterError(f"schedule={cfg.schedule!r}: expected None or 'cosine'.")
+    if cfg.stability_margin is not None and not (cfg.stability_margin > 0 and cfg.method == "linear"):
+        raise ParameterError(f"stability_margin={cfg.stability_margin}: expected a positive rate in 1/ms, with "
+                             "method='linear'.")
     if cfg.fic_rate is not None and not (cfg.fic_rate > 0 and math.isfinite(cfg.fic_rate)):
         raise ParameterError(f"fic_rate={cfg.fic_rate}: expected a positive excitatory rate in Hz (e.g. 3.0), or None.")
     if cfg.initial_state not in ("low", "tvb"):
@@ -197,12 +201,13 @@ def _check_config(cfg: FitConfig) -> None:
 
 
 def _linear_fc_or_retreat(twin: TorchSimulator, pset: ParameterSet, optimizer, state: Dict,
-                          fic_rate: Optional[float] = None, max_retreats: int = 20) -> Optional[torch.Tensor]:
+                          fic_rate: Optional[float] = None, max_retreats: int = 20):
     """``method="linear"``: the analytic BOLD FC at the current parameters (``linear.linear_bold_fc``).
 
     Where the low fixed point is unstable or not reached (a step went past the bifurcation), the step is
     taken back: the last accepted parameters and optimiser state are restored, the learning rate is
     halved, and None is returned (the caller retries). Accepted points are remembered in ``state``.
+    Returns (FC, lambda_max of the network Jacobian in 1/ms, differentiable).
     """
     import copy
     try:
@@ -221,7 +226,7 @@ def _linear_fc_or_retreat(twin: TorchSimulator, pset: ParameterSet, optimizer, s
         return None
     state["linear_last"] = (copy.deepcopy(pset.state_dict()), copy.deepcopy(optimizer.state_dict()))
     state["linear_x"] = info.fixed_point.detach()          # warm start of the next step's fixed point
-    return fc
+    return fc, info.lambda_max
 
 
 def _cut_level_gradient(window: torch.Tensor) -> torch.Tensor:
@@ -333,9 +338,10 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
         while state["step"] < cfg.n_steps:
             _set_params(twin, pset, cfg.fic_rate)
             if cfg.method == "linear":
-                fc_mean = _linear_fc_or_retreat(twin, pset, optimizer, state, cfg.fic_rate)
-                if fc_mean is None:
+                got = _linear_fc_or_retreat(twin, pset, optimizer, state, cfg.fic_rate)
+                if got is None:
                     continue
+                fc_mean, lambda_max = got
             else:
                 seq = _cut_level_gradient(obs.run(twin, cfg.window_trs * tr_steps))
                 if state["buffer"] is not None:
@@ -350,6 +356,9 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
             if target_fcd is not None:
                 sim_fcd = losses.fcd_values(seq, cfg.fcd_window_trs, cfg.fcd_step_trs).reshape(-1)
                 loss = loss + cfg.fcd_weight * losses.fcd_distance(sim_fcd, target_fcd.to(sim_fcd.dtype))
+            if cfg.method == "linear" and cfg.stability_margin:
+                # quadratic wall once the slowest mode is closer than the margin to the instability
+                loss = loss + 100.0 * (torch.relu(lambda_max + cfg.stability_margin) / cfg.stability_margin) ** 2
             if cfg.bifurcation_weight:
                 loss = loss + cfg.bifurcation_weight * bifurcation_penalty(
                     **from_twin(twin), target=cfg.bifurcation_target, width=cfg.bifurcation_width)

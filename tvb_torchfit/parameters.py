@@ -13,6 +13,7 @@ Start values are read from the TVB objects (through the torch twin) and must lie
 bounds. A Gaussian prior 0.5 * ((value - mean) / sd)**2 can be attached to any parameter.
 """
 import math
+import dataclasses
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Tuple, Union
 
@@ -31,7 +32,8 @@ class Param:
     low, high:   bounds (in TVB's units); the start value (read from TVB) must lie strictly inside.
     regionwise:  one value per region (shape (N,)) instead of one global value (shape (1,)).
     prior:       optional Gaussian prior (mean, sd), added to the loss as 0.5*((value-mean)/sd)**2,
-                 summed over regions.
+                 summed over regions; for a region-wise parameter the mean may be one value per region
+                 (e.g. J_i from feedback inhibition control).
     log:         reparametrise on a log scale (default: True for noise.nsig, else False).
     """
     low: float
@@ -70,8 +72,19 @@ def as_param(name: str, spec: ParamSpec) -> Param:
     if not p.low < p.high:
         raise ParameterError(f"parameter {name!r}: bounds ({p.low}, {p.high}) are inverted or empty; "
                              "expected low < high.")
-    if p.prior is not None and not (len(p.prior) == 2 and p.prior[1] > 0):
-        raise ParameterError(f"parameter {name!r}: prior must be (mean, sd) with sd > 0, got {p.prior}.")
+    if p.prior is not None:
+        try:
+            mean, sd = p.prior
+            mean = np.asarray(mean, dtype=np.float64)
+            ok = float(sd) > 0 and np.isfinite(mean).all() and mean.ndim <= 1
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ParameterError(f"parameter {name!r}: prior must be (mean, sd) with sd > 0 and a finite mean "
+                                 f"(a number, or one per region), got {p.prior}.")
+        if mean.ndim == 1 and not p.regionwise:
+            raise ParameterError(f"parameter {name!r}: a prior mean per region needs regionwise=True.")
+        p = dataclasses.replace(p, prior=(float(mean) if mean.ndim == 0 else tuple(mean.tolist()), float(sd)))
     return p
 
 
@@ -102,6 +115,9 @@ class ParameterSet(torch.nn.Module):
                                          "Param(low, high, regionwise=True).")
             if p.regionwise:
                 value = value.expand(n_nodes).clone()
+            if p.prior is not None and isinstance(p.prior[0], tuple) and len(p.prior[0]) != n_nodes:
+                raise ParameterError(f"parameter {name!r}: the prior mean has {len(p.prior[0])} values; expected one "
+                                     f"per region ({n_nodes}).")
             if not bool(((value > p.low) & (value < p.high)).all()):
                 raise ParameterError(f"parameter {name!r}: start value {value.numpy().round(6).tolist()[:5]} (read from "
                                      f"the TVB simulator) lies outside the bounds ({p.low}, {p.high}); widen the "
@@ -139,7 +155,8 @@ class ParameterSet(torch.nn.Module):
         for name, value in self.values().items():
             prior = self.specs[name].prior
             if prior is not None:
-                total = total + 0.5 * (((value - prior[0]) / prior[1]) ** 2).sum()
+                mean = torch.as_tensor(prior[0], dtype=value.dtype, device=value.device)
+                total = total + 0.5 * (((value - mean) / prior[1]) ** 2).sum()
         return total
 
     def numpy(self) -> Dict[str, np.ndarray]:
