@@ -14,7 +14,8 @@ TR 720 ms) this script
 4. global fit of G (``fit(method="linear", fic_rate=3.0)``): the analytic BOLD FC of the network
    linearised at its low fixed point; G bounded below the critical coupling G_c (where the FIC state loses
    stability, found by bisection on the Jacobian's largest eigenvalue), with a stability margin;
-5. region-wise fit of J_i around its FIC values (Gaussian prior sd ``--prior-sd``, ``method="linear"``);
+5. region-wise fit of J_i around its FIC values at G = 0.85 G_c (Gaussian prior sd ``--prior-sd`` with
+   weight ``--prior-weight``, ``method="linear"``, a stability margin on the network's slowest mode);
 6. writes each fit back into the TVB simulator (``FitResult.apply``) and validates it with TVB's own
    HeunStochastic and Bold monitor from a fresh noise seed (``tvb_torchfit.validate``), reporting the FC
    correlation with the empirical FC and the FCD distance (KS) with the empirical BOLD.
@@ -119,14 +120,18 @@ def run_subject(sid, group, args):
                fcd_ks_global=rep.fcd_ks, mean_fc_global=rep.mean_fc)
 
     if args.regional:
-        J_fic = sim_g.model.J_i.copy()
+        # region-wise: G at 0.85 G_c (a margin below the global optimum, so that J_i can move without
+        # crossing the instability), J_i around its FIC values
+        sim_0 = with_fic(build(subj, args.regional_G * G_c))
+        J_fic = sim_0.model.J_i.copy()
         t2 = time.time()
-        reg = tvb_torchfit.fit(sim_g, target, {"J_i": tvb_torchfit.Param(0.05, 5.0, regionwise=True,
+        reg = tvb_torchfit.fit(sim_0, target, {"J_i": tvb_torchfit.Param(0.05, 5.0, regionwise=True,
                                                                           prior=(J_fic, args.prior_sd))},
-                               method="linear", stability_margin=0.001, prior_weight=args.prior_weight,
-                               n_steps=args.regional_steps, lr=0.02, progress=args.progress)
+                               method="linear", stability_margin=0.0009, prior_weight=args.prior_weight,
+                               n_steps=args.regional_steps, lr=0.006, schedule=None, progress=args.progress)
         row["fit_regional_s"] = time.time() - t2
-        sim_r = reg.apply(sim_g)
+        row["G_regional"] = args.regional_G * G_c
+        sim_r = reg.apply(sim_0)
         rep_r = tvb_torchfit.validate(sim_r, target, simulation_length=args.validate_ms, seeds=args.seeds,
                                       target_bold=subj.bold, out_dir=os.path.join(out, "regional"))
         reg.save(os.path.join(out, "regional"))
@@ -169,7 +174,8 @@ def main(argv=None):
     ap.add_argument("--validate-ms", type=float, default=600e3, help="TVB validation length per seed, ms")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1001])
     ap.add_argument("--global-steps", type=int, default=25)
-    ap.add_argument("--regional-steps", type=int, default=120)
+    ap.add_argument("--regional-steps", type=int, default=200)
+    ap.add_argument("--regional-G", type=float, default=0.85, help="G / G_c of the region-wise fit")
     ap.add_argument("--prior-sd", type=float, default=0.3, help="sd of the J_i prior around FIC (nA)")
     ap.add_argument("--prior-weight", type=float, default=10 / 4371, help="weight of the prior in the loss")
     ap.add_argument("--no-regional", dest="regional", action="store_false")

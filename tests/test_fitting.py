@@ -49,11 +49,11 @@ def _interrupting(monkeypatch, at_call, exc):
     calls = {"n": 0}
     original = fitting._set_params
 
-    def flaky(twin, pset):
+    def flaky(twin, pset, *args):
         calls["n"] += 1
         if calls["n"] == at_call:
             raise exc
-        return original(twin, pset)
+        return original(twin, pset, *args)
     monkeypatch.setattr(fitting, "_set_params", flaky)
 
 
