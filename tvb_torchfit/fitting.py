@@ -221,7 +221,7 @@ def _linear_fc_or_retreat(twin: TorchSimulator, pset: ParameterSet, optimizer, s
         pset.load_state_dict(copy.deepcopy(last[0]))
         optimizer.load_state_dict(copy.deepcopy(last[1]))
         for group in optimizer.param_groups:
-            group["lr"] *= 0.5 ** state["retreats"]
+            group["lr"] *= 0.5
         state["linear_x"] = None                           # next try relaxes from the low start again
         return None
     state["linear_last"] = (copy.deepcopy(pset.state_dict()), copy.deepcopy(optimizer.state_dict()))
@@ -358,7 +358,7 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
                 loss = loss + cfg.fcd_weight * losses.fcd_distance(sim_fcd, target_fcd.to(sim_fcd.dtype))
             if cfg.method == "linear" and cfg.stability_margin:
                 # quadratic wall once the slowest mode is closer than the margin to the instability
-                loss = loss + 100.0 * (torch.relu(lambda_max + cfg.stability_margin) / cfg.stability_margin) ** 2
+                loss = loss + 10.0 * (torch.relu(lambda_max + cfg.stability_margin) / cfg.stability_margin) ** 2
             if cfg.bifurcation_weight:
                 loss = loss + cfg.bifurcation_weight * bifurcation_penalty(
                     **from_twin(twin), target=cfg.bifurcation_target, width=cfg.bifurcation_width)
