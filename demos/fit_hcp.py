@@ -116,7 +116,7 @@ def run_subject(sid, group, args):
                                 target_bold=subj.bold, out_dir=os.path.join(out, "global"))
     glob.save(os.path.join(out, "global"))
     row.update(G=float(glob.params["G"][0]), G_over_Gc=float(glob.params["G"][0] / G_c),
-               linear_r_global=glob.history["fc_corr"][-1], tvb_r_global=rep.fc_corr,
+               linear_r_global=glob.history["fc_corr"][glob.provenance["selected_step"]], tvb_r_global=rep.fc_corr,
                fcd_ks_global=rep.fcd_ks, mean_fc_global=rep.mean_fc)
 
     if args.regional:
@@ -136,7 +136,7 @@ def run_subject(sid, group, args):
                                       target_bold=subj.bold, out_dir=os.path.join(out, "regional"))
         reg.save(os.path.join(out, "regional"))
         dev = reg.params["J_i"] - J_fic
-        row.update(linear_r_regional=reg.history["fc_corr"][-1], tvb_r_regional=rep_r.fc_corr,
+        row.update(linear_r_regional=reg.history["fc_corr"][reg.provenance["selected_step"]], tvb_r_regional=rep_r.fc_corr,
                    fcd_ks_regional=rep_r.fcd_ks, mean_fc_regional=rep_r.mean_fc,
                    J_i_range=[float(reg.params["J_i"].min()), float(reg.params["J_i"].max())],
                    J_i_dev_sd=float(dev.std()), J_i_at_bound=int(np.sum((reg.params["J_i"] < 0.06) |

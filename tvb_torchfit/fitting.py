@@ -400,6 +400,11 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
     n_done = len(history["loss"])
     k = max(1, int(round(cfg.average_last * n_done)))
     fitted = {name: np.mean(np.stack(traj[-k:]), axis=0) for name, traj in history["params"].items()}
+    selected = f"mean of the last {k} iterates"
+    if cfg.method == "linear" and n_done:                  # deterministic loss: the best iterate
+        best = int(np.argmin(history["loss"]))
+        fitted = {name: np.asarray(traj[best]) for name, traj in history["params"].items()}
+        selected = best
     if cfg.fic_rate is not None:                          # J_i that FIC gives at the fitted values, for write-back
         with torch.no_grad():
             fitted_t = {name: torch.as_tensor(v, dtype=torch.float64) for name, v in fitted.items()}
@@ -407,7 +412,8 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
     provenance = {"tvb_torchfit": _version(), "torch": torch.__version__, "numpy": np.__version__,
                   "python": platform.python_version(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
                   "tvb_simulator": f"{type(sim.model).__name__}, {type(sim.integrator).__name__} dt={twin.dt} ms, "
-                                   f"{n} regions, Bold TR={tr_ms} ms", "steps_done": n_done}
+                                   f"{n} regions, Bold TR={tr_ms} ms", "steps_done": n_done,
+                  "selected_step": selected}
     return FitResult(params=fitted, history=history, config=config_doc, provenance=provenance, start=start,
                      last_iterate=pset.numpy(),
                      fc=None if fc_mean is None else fc_mean.detach().cpu().numpy())
