@@ -34,8 +34,8 @@ import torch
 
 import tvb_torchfit
 from tvb_torchfit import datasets, preprocessing
-from tvb_torchfit.fic import fic_J_i, fic_state
-from tvb_torchfit.linear import network_fixed_point, network_jacobian
+from tvb_torchfit.fic import fic_state
+from tvb_torchfit.linear import network_jacobian
 from tvb_torchfit.writeback import apply_params, clone_simulator, low_state_initial_conditions
 
 W_P, NSIG, DT, TR, RATE = 0.8, 3e-7, 1.0, 720.0, 3.0
@@ -65,11 +65,9 @@ def build(subject, G):
 
 def with_fic(sim):
     """J_i by FIC at the simulator's G and w_p; initial conditions at the resulting fixed point."""
-    twin = tvb_torchfit.from_tvb(sim)
-    J = fic_J_i(twin, {}, target_rate=RATE).detach()
-    fp = network_fixed_point(twin, {"J_i": J})
-    sim = apply_params(sim, {"J_i": J.numpy()})
-    x = fp.state.numpy()                                       # (2, N)
+    J, x = fic_state(tvb_torchfit.from_tvb(sim), {}, target_rate=RATE)
+    sim = apply_params(sim, {"J_i": J.detach().numpy()})
+    x = x.detach().numpy()                                     # (2, N): the FIC state
     ic = low_state_initial_conditions(sim, x.mean(axis=1))
     return clone_simulator(sim, initial_conditions=ic)
 

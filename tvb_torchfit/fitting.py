@@ -12,8 +12,8 @@ moved by a PyTorch optimiser. Concretely, for each optimiser step:
 3. the loss (``losses``: -log(0.5 + 0.5 r) by default, plus ``rmse_weight`` * FC RMSE, priors and,
    with ``bifurcation_weight`` > 0, ``bifurcation.bifurcation_penalty``: each node's low state kept
    in the band ``bifurcation_target`` +- ``bifurcation_width`` (1/ms) of its Jacobian's largest
-   eigenvalue, mean-field coupling input) is back-propagated through the window only (truncated back-propagation): state, delay history and Bold buffers are carried
-   from window to window, detached;
+   eigenvalue, mean-field coupling input) is back-propagated through the window only (truncated
+   back-propagation): state, delay history and Bold buffers are carried from window to window, detached;
 4. the optimiser (Adam by default) and an optional learning-rate schedule step.
 
 ``method="linear"`` replaces steps 1-2 by the analytic BOLD FC of the network linearised around its low
@@ -32,6 +32,7 @@ its noise generators, BOLD buffer, history, torch RNG) is written atomically eve
 ``checkpoint_every`` steps and on Ctrl-C; ``fit(..., checkpoint=path)`` resumes from it and reaches
 the same result, bit for bit on CPU, as an uninterrupted run.
 """
+import copy
 import dataclasses
 import datetime
 import json
@@ -200,18 +201,17 @@ def _check_config(cfg: FitConfig) -> None:
         raise ParameterError(f"average_last={cfg.average_last}: expected a fraction in (0, 1].")
 
 
-def _linear_fc_or_retreat(twin: TorchSimulator, pset: ParameterSet, optimizer, state: Dict,
-                          fic_rate: Optional[float] = None, max_retreats: int = 20):
-    """``method="linear"``: the analytic BOLD FC at the current parameters (``linear.linear_bold_fc``).
+def _linear_fc_or_retreat(twin: TorchSimulator, values: Dict[str, torch.Tensor], pset: ParameterSet, optimizer,
+                          state: Dict, max_retreats: int = 20):
+    """``method="linear"``: the analytic BOLD FC at ``values`` (``linear.linear_bold_fc``).
 
     Where the low fixed point is unstable or not reached (a step went past the bifurcation), the step is
     taken back: the last accepted parameters and optimiser state are restored, the learning rate is
     halved, and None is returned (the caller retries). Accepted points are remembered in ``state``.
     Returns (FC, lambda_max of the network Jacobian in 1/ms, differentiable).
     """
-    import copy
     try:
-        fc, info = linear_bold_fc(twin, _model_values(twin, pset, fic_rate), initial=state.get("linear_x"))
+        fc, info = linear_bold_fc(twin, values, initial=state.get("linear_x"))
     except FixedPointError as err:
         last = state.get("linear_last")
         state["retreats"] = state.get("retreats", 0) + 1
@@ -316,7 +316,7 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
     elif cfg.method == "twin":
         warmup = cfg.warmup_ms if cfg.warmup_ms is not None else 20000.0 + cfg.fc_window_trs * tr_ms
         with torch.no_grad():
-            _set_params(twin, pset, cfg.fic_rate)
+            _set_params(twin, _model_values(twin, pset, cfg.fic_rate))
             bold = obs.run(twin, int(math.ceil(warmup / twin.dt / tr_steps)) * tr_steps)
         twin.detach_()
         obs.detach_()
@@ -336,9 +336,10 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
     fc_mean = None
     try:
         while state["step"] < cfg.n_steps:
-            _set_params(twin, pset, cfg.fic_rate)
+            values = _model_values(twin, pset, cfg.fic_rate)
+            _set_params(twin, values)
             if cfg.method == "linear":
-                got = _linear_fc_or_retreat(twin, pset, optimizer, state, cfg.fic_rate)
+                got = _linear_fc_or_retreat(twin, values, pset, optimizer, state)
                 if got is None:
                     continue
                 fc_mean, lambda_max = got
@@ -427,9 +428,9 @@ def _model_values(twin: TorchSimulator, pset: ParameterSet, fic_rate: Optional[f
     return values
 
 
-def _set_params(twin: TorchSimulator, pset: ParameterSet, fic_rate: Optional[float] = None) -> None:
-    for name, value in _model_values(twin, pset, fic_rate).items():
-        twin.set_param(name, value.to(twin.dtype) if name == "J_i" and fic_rate is not None else value)
+def _set_params(twin: TorchSimulator, values: Dict[str, torch.Tensor]) -> None:
+    for name, value in values.items():
+        twin.set_param(name, value)
 
 
 def _fmt(v: np.ndarray) -> str:
@@ -459,7 +460,6 @@ def _version() -> str:
 
 def _payload(config_doc, pset, optimizer, scheduler, twin, obs, history, state) -> Dict:
     """Everything needed to continue the fit from this step boundary (copies, safe to keep)."""
-    import copy
     return copy.deepcopy({"config": config_doc, "params": pset.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict() if scheduler is not None else None,
                           "twin": twin.state_dict(), "history": history,
