@@ -257,3 +257,14 @@ def test_fic_sets_J_i_and_writes_it_back(sim, target):
 def test_bad_method_settings(sim, target, settings, match):
     with pytest.raises(ParameterError, match=match):
         tvb_torchfit.fit(sim, target, PARAMS, **dict(FAST, **settings))
+
+
+def test_window_level_carries_no_gradient():
+    """_cut_level_gradient: same values; a shift of the window's mean level gets no gradient, fluctuations do."""
+    x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    y = fitting._cut_level_gradient(x)
+    assert torch.allclose(y, x, rtol=0, atol=1e-14)                   # the same values, up to rounding
+    (g_level,) = torch.autograd.grad(y.sum(), x)                      # d(sum)/dx acts only through the level
+    assert torch.allclose(g_level, torch.zeros_like(x), atol=1e-12)
+    (g_fluct,) = torch.autograd.grad((y ** 2).sum(), x)
+    assert g_fluct.abs().max() > 0
