@@ -7,6 +7,7 @@
     python benchmarks/bench_speed.py --no-compile # eager rows only (no C++ compiler needed)
     python benchmarks/bench_speed.py --all        # + compiled fwd+bwd without checkpointing (slow to compile)
     python benchmarks/bench_speed.py --quick --profile     # + cProfile / torch.profiler of the batch-1 forward
+    python benchmarks/bench_speed.py --tvboptim-python /work/venvs/tvboptim/bin/python   # + tvboptim (JAX) rows
 
 Set-up: ReducedWongWangExcInh on TVB's bundled connectivity_76 (speed 3 mm/ms), Linear coupling,
 HeunStochastic (dt 0.1 ms, Additive nsig 1e-4), Bold(period=720). The torch twin is
@@ -24,6 +25,14 @@ torch.set_num_threads is left at its default except in the rows marked "1 thread
 Compile times depend on the machine and on inductor's on-disk cache (/tmp/torchinductor_$USER): a first run
 on a fresh machine compiles every graph (minutes on 2 busy cores, the backward graph most), later runs reuse
 them (seconds). The default run takes about 2-3 minutes with a warm cache.
+
+tvboptim (the JAX peer; rows T and R): measured in the same run by benchmarks/bench_tvboptim.py, run with the python
+of a separate venv that has tvboptim (``python -m venv /work/venvs/tvboptim && /work/venvs/tvboptim/bin/pip install
+tvboptim``; jax is never imported into this process). Found through --tvboptim-python, else $TVBOPTIM_PYTHON, else
+/work/venvs/tvboptim/bin/python if it exists; otherwise skipped. This script writes the set-up (weights, TVB's
+idelays, model parameters, coupling, noise, bounds and a deterministic TVB reference trajectory) to an npz the
+other script reads; see its docstring for how tvboptim is configured. Adds about a minute, plus the float32
+compiled fwd+bwd row C5f it is compared with (first compile on a fresh inductor cache: minutes).
 """
 import argparse
 import contextlib
@@ -360,8 +369,217 @@ def optional_competitors() -> str:
     return "tvboptim not installed: skipped"
 
 
+# ---------------------------------------------------------------------------- tvboptim (JAX peer), own venv
+TVBOPTIM_DEFAULT_PYTHON = "/work/venvs/tvboptim/bin/python"
+TVBOPTIM_PARAMS = ("a_e", "b_e", "d_e", "gamma_e", "tau_e", "w_p", "J_N", "W_e", "a_i", "b_i", "d_i", "gamma_i",
+                   "tau_i", "J_i", "W_i", "I_o", "I_ext", "G", "lamda")
+TVBOPTIM_REF_MS = 100.0
+
+
+def find_tvboptim_python(arg: Optional[str]) -> Optional[str]:
+    """--tvboptim-python, else $TVBOPTIM_PYTHON, else TVBOPTIM_DEFAULT_PYTHON if it exists; '' = skip."""
+    if arg is None:
+        arg = os.environ.get("TVBOPTIM_PYTHON")
+    if arg is None:
+        arg = TVBOPTIM_DEFAULT_PYTHON if os.path.exists(TVBOPTIM_DEFAULT_PYTHON) else ""
+    return arg or None
+
+
+def write_tvboptim_setup(sim, path: str, coupling_a: float, seed: int = 42) -> None:
+    """The arrays bench_tvboptim.py builds tvboptim from, read off the configured TVB simulator ``sim``: weights,
+    TVB's integer delays (idelays at dt), model parameters, Linear a/b, Additive nsig, state bounds, and a
+    deterministic TVB reference (HeunDeterministic, Raw monitor, TVBOPTIM_REF_MS from a constant history at
+    S_e = S_i = 0.001) that the script reproduces as a check of the set-up."""
+    conn, model = sim.connectivity, sim.model
+    init = np.array([0.001, 0.001])
+    ref_sim = simulator.Simulator(
+        model=models.ReducedWongWangExcInh(**{n: np.array(getattr(model, n)) for n in TVBOPTIM_PARAMS}),
+        connectivity=conn, coupling=coupling.Linear(a=np.array(sim.coupling.a), b=np.array(sim.coupling.b)),
+        integrator=integrators.HeunDeterministic(dt=sim.integrator.dt), monitors=(monitors.Raw(),),
+        initial_conditions=np.broadcast_to(init[None, :, None, None],
+                                           (conn.horizon, len(init), conn.number_of_regions, 1)).copy())
+    ref_sim.configure()
+    (_, ref), = ref_sim.run(simulation_length=TVBOPTIM_REF_MS)
+    bounds = model.state_variable_boundaries
+    np.savez(path, weights=np.asarray(conn.weights, dtype=np.float64), idelays=np.asarray(conn.idelays),
+             dt=float(sim.integrator.dt), param_names=np.array(TVBOPTIM_PARAMS),
+             param_values=np.array([float(np.asarray(getattr(model, n)).ravel()[0]) for n in TVBOPTIM_PARAMS]),
+             coupling_a=float(np.asarray(sim.coupling.a).ravel()[0]),
+             coupling_b=float(np.asarray(sim.coupling.b).ravel()[0]),
+             nsig=float(np.asarray(sim.integrator.noise.nsig).ravel()[0]),
+             bounds_lo=np.array([bounds[v][0] for v in model.state_variables], dtype=np.float64),
+             bounds_hi=np.array([bounds[v][1] for v in model.state_variables], dtype=np.float64),
+             initial=init, ref=np.asarray(ref[:, :, :, 0]), seed=seed)
+
+
+def bench_tvboptim(python: str, setup_path: str, threads: str, fwd_ms: float, batch_ms: float, grad_ms: float,
+                   repeats: int, batch: int = 64) -> Dict:
+    """Run benchmarks/bench_tvboptim.py with tvboptim's venv ``python``; its last stdout line is one JSON object.
+    threads "1": pinned to one core (the script does it) and OMP_NUM_THREADS=1; "default": XLA left alone."""
+    env = dict(os.environ)
+    if threads == "1":
+        env["OMP_NUM_THREADS"] = "1"
+    cmd = [python, os.path.join(HERE, "bench_tvboptim.py"), "--setup", setup_path, "--threads", threads,
+           "--fwd-ms", str(fwd_ms), "--batch-ms", str(batch_ms), "--grad-ms", str(grad_ms),
+           "--repeats", str(repeats), "--batch", str(batch)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    lines = proc.stdout.strip().splitlines()
+    try:
+        out = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
+        raise RuntimeError(f"bench_tvboptim.py (rc {proc.returncode}) printed no JSON: {tail}") from None
+    out["cmd"] = " ".join(cmd)
+    return out
+
+
 def fmt_row(cells: List[str]) -> str:
     return "| " + " | ".join(cells) + " |"
+
+
+def tvboptim_rows(lines: List[str], results: Dict, errors: Dict, modes: List[str], tvb_per_s: Optional[float],
+                  tvb_cpu_per_s: Optional[float], python: str) -> List[str]:
+    """Rows T (tvboptim, from bench_tvboptim.py's JSON) and R (time ours / time tvboptim); returns the notes."""
+    main_cfg, default_cfg = "sparse-circular", "dense-roll"
+    cfg_label = {main_cfg: "SparseDelayGraph + circular buffer", default_cfg: "tvboptim's default DenseDelayGraph "
+                 "+ roll buffer"}
+    mode_label = {"1": "1 core", "default": "XLA default threads"}
+    runs = {m: results.get(f"tvboptim_{m}") for m in modes}
+
+    def failed(idx, label, why):
+        lines.append(fmt_row([idx, label, "", "FAILED", why, "", "", ""]))
+
+    def part(mode, cfg, name):
+        run = runs.get(mode)
+        if run is None:
+            return None, errors.get(f"tvboptim_{mode}", "not run")
+        got = run.get("configs", {}).get(cfg, {}).get(name)
+        return got, run.get("errors", {}).get(f"{cfg}/{name}", "not run")
+
+    first = next((r for r in runs.values() if r), None)
+    chk = first["configs"].get(main_cfg, {}).get("check") if first else None
+    if chk:
+        lines.append(fmt_row(["T0", f"tvboptim set-up check: deterministic {chk['ms']:g} ms from the same constant "
+                              "history as TVB HeunDeterministic (same weights, idelays, parameters), float32",
+                              "", f"max abs difference of S_e, S_i: **{chk['max_abs_diff']:.1e}** (values up to "
+                              f"{chk['max_abs_ref']:.2f}); delays differing from TVB's idelays: "
+                              f"{chk['delay_mismatch']}", "", "", "", ""]))
+    suffix = {("1", main_cfg): "", ("default", main_cfg): "d", ("1", default_cfg): "r",
+              ("default", default_cfg): "rd"}
+    combos = [(m, c) for c in (main_cfg, default_cfg) for m in modes]
+
+    def fwd_rows(idx, name, what):
+        for mode, cfg in combos:
+            i = idx + suffix[(mode, cfg)]
+            label = f"tvboptim {what}, float32, {mode_label[mode]}, {cfg_label[cfg]}"
+            r, why = part(mode, cfg, name)
+            if r is None:
+                failed(i, label, why)
+                continue
+            sec = r["ms"] / 1000.0
+            per_sample_s = r["median_s"] / sec / r["batch"]
+            cpu = statistics.median(r["cpu_s"]) / sec / r["batch"]
+            spread = f"[{min(r['wall_s']) / sec / r['batch']:.3f}..{max(r['wall_s']) / sec / r['batch']:.3f}]"
+            lines.append(fmt_row([i, label, f"{r['ms']:g} ms x {r['batch']}", f"{per_sample_s:.4f} {spread}",
+                                  f"{r['us_per_sample_step']:.2f}",
+                                  f"{tvb_per_s / per_sample_s:.2f}" if tvb_per_s else "n/a",
+                                  f"{tvb_cpu_per_s / cpu:.2f}" if tvb_cpu_per_s else "n/a",
+                                  f"{r['compile_s']:.1f}"]))
+
+    def grad_rows_tvo(idx, loss, what):
+        for mode, cfg in combos:
+            i = idx + suffix[(mode, cfg)]
+            label = f"tvboptim value_and_grad {what} / dG, float32, {mode_label[mode]}, {cfg_label[cfg]}"
+            g, why = part(mode, cfg, "grad")
+            if g is None or loss not in g:
+                failed(i, label, why)
+                continue
+            g = g[loss]
+            sec = g["ms"] / 1000.0
+            vg, fwd = g["vg"]["median_s"], g["fwd"]["median_s"]
+            lines.append(fmt_row([i, label, f"{g['ms']:g} ms x 1",
+                                  f"{vg / sec:.3f} (forward, loss value only: {fwd / sec:.3f}; ratio "
+                                  f"**{g['ratio_vg_fwd']:.2f}**)",
+                                  f"{g['vg']['us_per_step']:.1f} (fwd {g['fwd']['us_per_step']:.1f})",
+                                  f"{tvb_per_s / (vg / sec):.2f}" if tvb_per_s else "n/a", "",
+                                  f"{g['compile_fwd_s']:.1f} + {g['compile_vg_s']:.1f}"]))
+
+    fwd_rows("T1", "fwd", "forward (jit), batch 1")
+    fwd_rows("T2", "batch", f"forward (jit + vmap over {first['batch'] if first else 64} noise keys), per sample")
+    grad_rows_tvo("T3", "end", "d mean(S_e(end))")
+    grad_rows_tvo("T4", "fc", "d FC-loss")
+
+    # ours / tvboptim, same windows, same dtype (float32), same thread setting
+    def ours_us(key):
+        r = results.get(key)
+        if r is None:
+            return None
+        if "both" in r:
+            return statistics.median(r["both"]) / r["steps"] * 1e6
+        return statistics.median(r["times"]) / (r["steps"] * r["batch"]) * 1e6
+
+    def ratio_row(idx, label, ours_key, ours_name, mode, name, loss=None):
+        ours = ours_us(ours_key)
+        cells = []
+        for cfg in (main_cfg, default_cfg):
+            r, _ = part(mode, cfg, name)
+            if r is not None and loss is not None:
+                r = r.get(loss, {}).get("vg")
+            if r is None or ours is None:
+                cells.append(f"{cfg}: n/a")
+                continue
+            t = r["us_per_sample_step"]
+            cells.append(f"{cfg}: {ours:.2f} / {t:.2f} = **{ours / t:.2f}**")
+        lines.append(fmt_row([idx, label + f" ({ours_name} / tvboptim {mode_label[mode]})", "",
+                              "; ".join(cells), "", "", "", ""]))
+
+    if "1" in modes:
+        ratio_row("R1", "time ours / tvboptim (< 1: ours faster), forward batch 1 float32, µs per step", "c_f32_1t",
+                  "C2t", "1", "fwd")
+        ratio_row("R2", "time ours / tvboptim, forward batch 64 float32, µs per sample-step", "c_b64_1t", "C3t",
+                  "1", "batch")
+    if "default" in modes:
+        ratio_row("R2d", "time ours / tvboptim, forward batch 64 float32, µs per sample-step", "c_b64", "C3",
+                  "default", "batch")
+    if "1" in modes:
+        ratio_row("R3", "time ours / tvboptim, fwd+bwd (value_and_grad) of d mean(S_e(end))/dG, float32, µs per "
+                        "step", "c_grad_f32_1t", "C5f", "1", "grad", loss="end")
+        g = results.get("c_grad_f32_1t")
+        r, _ = part("1", main_cfg, "grad")
+        if g is not None and r is not None and "end" in r:
+            ours_ratio = statistics.median(b / f for b, f in zip(g["both"], g["fwd"]))
+            lines.append(fmt_row(["R3b", "  fwd+bwd / forward on the same window: ours (C5f) vs tvboptim (T3)", "",
+                                  f"{ours_ratio:.2f} vs {r['end']['ratio_vg_fwd']:.2f}", "", "", "", ""]))
+
+    notes = []
+    if first:
+        v = first["versions"]
+        notes.append(f"tvboptim rows: tvboptim {v['tvboptim']}, jax {v['jax']}, jaxlib {v['jaxlib']}, numpy "
+                     f"{v['numpy']}, python {v['python']} ({python}), devices {', '.join(v['devices'])}, "
+                     f"x64 {v['x64']}; run by benchmarks/bench_tvboptim.py in a subprocess per thread setting; "
+                     f"medians over {first['repeats']} repeats after an untimed first call; compile = jit lower + "
+                     "compile (seconds; for T3/T4: loss value + value_and_grad).")
+        notes.append("tvboptim set-up: WongWangExcInh with TVB's parameters, DelayedLinearCoupling(S_e, a, b) into "
+                     "the model's delayed input (G*J_N*c as in TVB), delays idelays*dt read back as rint(delays/dt) "
+                     "= TVB's idelays, AdditiveNoise(sigma=sqrt(2 nsig)) on S_e and S_i, BoundedSolver(Heun, [0, 1]) "
+                     "(clips only at the end of a step, TVB also clips the predictor), dt 0.1 ms, float32, coupling "
+                     "once per step for both Heun stages (as TVB). Its forward returns the S_e/S_i trajectory and "
+                     "has no BOLD (TVB and ours also feed the Bold monitor). T1/T2 restart from the initial state at "
+                     "each call (pure function); ours continue. Loss 'end' = mean S_e at the window's end (ours in "
+                     "C5/C5f); 'FC' = mean squared difference between corr(S_e over the window) and a fixed "
+                     "random correlation matrix.")
+        for m, run in runs.items():
+            if run is None:
+                continue
+            for cfg in (main_cfg, default_cfg):
+                g = run.get("configs", {}).get(cfg, {}).get("grad", {})
+                if g:
+                    notes.append(f"tvboptim gradient check ({mode_label[m]}, {cfg}): d/dG by AD vs central "
+                                 "difference (h = 0.01, float32): " + "; ".join(
+                                     f"{k} {g[k]['grad']:.4g} vs {g[k]['grad_fd']:.4g}" for k in ("end", "fc")
+                                     if k in g) + f"; peak RSS of the run {run.get('peak_rss_mib', 0):.0f} MiB.")
+                    break
+    return notes
 
 
 def main(argv=None) -> int:
@@ -377,6 +595,11 @@ def main(argv=None) -> int:
     ap.add_argument("--no-fit-memory", action="store_true",
                     help="skip the fit peak-memory rows (two fits in subprocesses)")
     ap.add_argument("--demo", action="store_true", help="also time `tvb-torchfit demo` end to end (minutes)")
+    ap.add_argument("--tvboptim-python", default=None,
+                    help="python of a venv with tvboptim installed (default: $TVBOPTIM_PYTHON, else "
+                         f"{TVBOPTIM_DEFAULT_PYTHON} if it exists, else skipped; '' skips)")
+    ap.add_argument("--tvboptim-threads", choices=("1", "default", "both"), default="both",
+                    help="tvboptim runs: pinned to one core, XLA's default threads, or both (default)")
     ap.add_argument("--fit-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.fit_child:
@@ -430,6 +653,19 @@ def main(argv=None) -> int:
         attempt("c_f32_1t", lambda: one_thread(lambda: bench_forward(sim, sim_ms, R, 1, f32, compile=True)))
         attempt("c_b64", lambda: bench_forward(sim, batch_ms, R, 64, f32, compile=True))
         attempt("c_b64_1t", lambda: one_thread(lambda: bench_forward(sim, batch_ms, R, 64, f32, compile=True)))
+    tvo_python = find_tvboptim_python(args.tvboptim_python)
+    tvo_modes = [m for m in ("1", "default") if args.tvboptim_threads in (m, "both")]
+    if tvo_python is not None:
+        if not args.no_compile:       # like-for-like with tvboptim's float32 value_and_grad on one core
+            attempt("c_grad_f32_1t", lambda: one_thread(lambda: bench_grad(sim, cgrad_ms, R, dtype=f32,
+                                                                           compile=True)))
+        with tempfile.TemporaryDirectory() as tmp:
+            setup_path = os.path.join(tmp, "tvboptim_setup.npz")
+            attempt("tvboptim_setup", lambda: write_tvboptim_setup(sim, setup_path, args.coupling_a) or {})
+            if "tvboptim_setup" in results:
+                for mode in tvo_modes:
+                    attempt(f"tvboptim_{mode}", lambda mode=mode: bench_tvboptim(
+                        tvo_python, setup_path, mode, sim_ms, batch_ms, cgrad_ms, R))
     # peak memory of a whole fit at dt 0.1 ms: a 100-TR and a full HCP session (1200 TRs of 720 ms); the window
     # (window_trs TRs, 7200 steps each, fwd+bwd) is what costs memory, the session only sizes the FC buffer
     fit_window, fit_batch = (2, 4) if args.quick else (10, 8)
@@ -520,6 +756,9 @@ def main(argv=None) -> int:
         if args.all:
             grad_rows("C6", "compile=True, checkpoint=False fwd+bwd, batch 1, float64 (autograd through the "
                             "compiled blocks)", "c_grad_nock")
+        if "c_grad_f32_1t" in results or "c_grad_f32_1t" in errors:
+            grad_rows("C5f", "compile=True fwd+bwd, batch 1, float32, checkpointed, torch.set_num_threads(1) "
+                             "(compared with tvboptim in R3)", "c_grad_f32_1t")
     for i, trs in enumerate((100, 1200)):
         key = f"fit_{trs}"
         label = (f"peak RSS of tvb_torchfit.fit, session {trs} TRs (fc_window_trs = data_trs = {trs}), "
@@ -537,7 +776,12 @@ def main(argv=None) -> int:
         d = results.get("demo")
         lines.append(fmt_row(["D", "`tvb-torchfit demo` end to end (subprocess)", "",
                               f"**{d['wall_s']:.0f} s**" if d else "FAILED", errors.get("demo", ""), "", "", ""]))
-    lines.append(fmt_row(["7", "tvboptim / jax", "", optional_competitors(), "", "", "", ""]))
+    tvo_notes: List[str] = []
+    if tvo_python is None:
+        lines.append(fmt_row(["7", "tvboptim / jax", "", optional_competitors() + " (no --tvboptim-python, "
+                              f"$TVBOPTIM_PYTHON or {TVBOPTIM_DEFAULT_PYTHON})", "", "", "", ""]))
+    else:
+        tvo_notes = tvboptim_rows(lines, results, errors, tvo_modes, tvb_per_s, tvb_cpu_per_s, tvo_python)
     lines.append("")
     if "grad" in results:
         lines.append(f"Memory: RSS measured as {results['grad']['mem']['method']}; saved-tensor bytes counted "
@@ -549,6 +793,7 @@ def main(argv=None) -> int:
                      "warm-up shortened to 2 TRs in both cases (the default, 20 s + fc_window_trs TRs, would "
                      "simulate 884 s of brain time for 1200 TRs): the session length then enters only the FC "
                      "settings and the detached BOLD buffer (at most fc_window_trs x batch x N floats).")
+    lines += tvo_notes
     lines.append(f"Load average (1/5/15 min) at start {'/'.join(f'{x:.2f}' for x in load_start)}, at end "
                  f"{'/'.join(f'{x:.2f}' for x in load_end)} on {machine_cores()} usable cores: other processes "
                  f"compete for the CPU if the 1-min figure exceeds ~1 (this benchmark itself).")
