@@ -155,6 +155,15 @@ class DelayedLinearCoupling:
         # as before, then held in the state dtype float64/float32 of the caller, see ``near_weights``)
         self.near_idx, self._near_w = self._padded_rows(self.rows[self.near], self.cols[self.near],
                                                          self.weights[self.near])
+        # zero-delay edges that are all self-connections (TVB's usual case: the diagonal of the weights) need
+        # no gather: each node's term is its own state times its weight (``near_idx`` None, ``_near_w`` (N, 1));
+        # the steps of a block then couple no two nodes, so a compiled block runs them in one loop over nodes
+        near_rows, near_cols = self.rows[self.near], self.cols[self.near]
+        if self.has_near and np.array_equal(near_rows, near_cols):
+            diag = np.zeros(self.n_nodes, self.weights.dtype)
+            diag[near_rows] = self.weights[self.near]
+            self.near_idx = None
+            self._near_w = torch.tensor(diag, dtype=self.dtype, device=self.device).view(-1, 1, 1)
         self._near_w_cache: Dict[torch.dtype, torch.Tensor] = {}
 
     def _plan(self, K: int) -> Dict:
@@ -253,8 +262,11 @@ def gather_far(history: torch.Tensor, rows: torch.Tensor, w: torch.Tensor,
     return out
 
 
-def near_padded(current: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Zero-delay edge sums from the current coupling variable (N, B): ``idx`` (N, Dn), ``w`` from ``near_weights``."""
+def near_padded(current: torch.Tensor, idx: Optional[torch.Tensor], w: torch.Tensor) -> torch.Tensor:
+    """Zero-delay edge sums from the current coupling variable (N, B): ``idx`` (N, Dn), ``w`` from ``near_weights``;
+    ``idx`` None: self-connections only, ``current * w`` with w (N, 1) the diagonal weights."""
+    if idx is None:
+        return current * w
     N, Dn = idx.shape
     if w.dim() == 2:                                 # one zero-delay edge per node at most (self-connections)
         return current.index_select(0, idx.view(-1)) * w
