@@ -148,7 +148,7 @@ class DelayedLinearCoupling:
         self.near = (self.delays == 0) if block > 1 else np.zeros(self.delays.shape, bool)
         self.has_near = bool(self.near.any())
         self._plans: Dict[int, Dict] = {}
-        self._padded: Dict[int, Tuple[torch.Tensor, torch.Tensor]] = {}
+        self._padded: Dict[object, Tuple[torch.Tensor, torch.Tensor]] = {}
         self._plan(1)                               # the zero-delay plan, built outside any compiled region
         # zero-delay edges in padded form: (N, Dn) source nodes and (N, Dn, 1) weights (zero-padded), built
         # once here so that no per-step dtype conversion is needed (weights rounded to the history dtype,
@@ -219,6 +219,29 @@ class DelayedLinearCoupling:
         tau = torch.arange(K, device=self.device).view(K, 1, 1) * N
         rows = (src_t.view(1, N, D) + tau).contiguous()
         self._padded[K] = (rows, w)
+        return rows, w
+
+    def pull_plan(self, K: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The far edges transposed, for the backward: ``rows`` (K, N, Do) and ``w`` (N, Do, 1).
+
+        The coupling variable of node j at step n is read by each far out-edge (target k, delay d, weight w)
+        at step n + 1 + d, so the gradient reaching it through the coupling is the gather
+        sum_i w_i * g_far[n + 1 + d_i, k_i] over j's out-edges (padded to the largest out-degree Do with
+        zero weights): the forward's gather with the connectivity transposed and the delays pointing forward in
+        time. ``rows[tau, j, i]`` is the row (tau + 1 + d_i) * N + k_i of a window of far-sum gradients
+        viewed (time * N, B) whose row block 0 is the step of tau = 0; windows of K + horizon steps cover
+        every read. Used with ``gather_far``.
+        """
+        key = ("pull", K)
+        if key in self._padded:
+            return self._padded[key]
+        far = ~self.near
+        N = self.n_nodes
+        src, w = self._padded_rows(self.cols[far], (1 + self.delays[far]) * N + self.rows[far], self.weights[far])
+        Do = src.shape[1]
+        tau = torch.arange(K, device=self.device).view(K, 1, 1) * N
+        rows = (src.view(1, N, Do) + tau).contiguous()
+        self._padded[key] = (rows, w)
         return rows, w
 
     def near_weights(self, dtype: torch.dtype) -> torch.Tensor:

@@ -134,12 +134,13 @@ def packed_block(history: torch.Tensor, offset: Optional[torch.Tensor], X: torch
 def block_vjp(history: torch.Tensor, X: torch.Tensor, normal: Optional[torch.Tensor],
               noise_scale: Optional[torch.Tensor], packed_var: Optional[torch.Tensor], packed_const: torch.Tensor,
               grad_states: torch.Tensor, grad_rows: Optional[torch.Tensor] = None,
-              grad_next: Optional[torch.Tensor] = None, *, rows: torch.Tensor, w: torch.Tensor,
-              var_names: Tuple[str, ...], const_names: Tuple[str, ...], scale_grad: bool, dt: float,
-              unrolled: bool = True, edges: bool = False, **step_kw) -> Tuple[Optional[torch.Tensor], ...]:
-    """Backward of one block, recomputed from its inputs (for ``_CheckpointedRun``).
+              grad_next: Optional[torch.Tensor] = None, grad_far_later: Optional[torch.Tensor] = None, *,
+              rows: torch.Tensor, w: torch.Tensor, pull_rows: Optional[torch.Tensor] = None,
+              pull_w: Optional[torch.Tensor] = None, var_names: Tuple[str, ...], const_names: Tuple[str, ...],
+              scale_grad: bool, dt: float, unrolled: bool = True, **step_kw) -> Tuple[Optional[torch.Tensor], ...]:
+    """Backward of one chunk of K steps, recomputed from its inputs (for ``_CheckpointedRun``).
 
-    Gathers the far-edge sums from ``history`` (the block's (horizon * N, B) window), recomputes the K
+    Gathers the far-edge sums from ``history`` (the chunk's (horizon * N, B) window), recomputes the K
     steps and returns the vector-Jacobian products of ``grad_states`` (K, nvar, N, B) with respect to
     (far sums (K, N, B), start state, the parameters ``var_names`` stacked in ``packed_var`` or None, the
     noise scale if ``scale_grad`` else None). Only those parameters are differentiated; the others
@@ -148,11 +149,17 @@ def block_vjp(history: torch.Tensor, X: torch.Tensor, normal: Optional[torch.Ten
     inside (the caller sums them to the parameters' shapes once per run). What ``compile=True`` compiles
     for the backward.
 
-    ``grad_rows`` (K, N, B), if given, is added to the gradient of each step's coupling variable (the history
-    rows the block wrote) and ``grad_next`` (nvar, N, B) to the last step's (the gradient reaching the block's
-    end state from later blocks), inside the compiled call. ``edges=True`` returns, instead of the far-sum
-    gradient, the per-edge products g_far * w as (K * N * D, B), ready for ``index_add_`` at ``rows``.
+    The gradient reaching each step's coupling variable through the delayed coupling of later steps is
+    pulled, inside the call, from ``grad_far_later`` (the far-sum gradients of the K + horizon steps from the
+    chunk's first step on, (time * N, B), already known for every step it reads since all far delays are
+    >= K - 1) by the transposed gather ``pull_rows``/``pull_w`` (``coupling.pull_plan``); ``grad_rows``
+    (K, N, B), if given, is added to it (gradient arriving directly on the history the run hands on), and
+    ``grad_next`` (nvar, N, B) to the last step's state (the gradient reaching the chunk's end state from
+    later chunks). No scatter: the far-sum gradient of the chunk is returned for the caller to store.
     """
+    if grad_far_later is not None:
+        pulled = gather_far(grad_far_later, pull_rows, pull_w, None, unrolled=unrolled)
+        grad_rows = pulled if grad_rows is None else grad_rows + pulled
     if grad_rows is not None:
         grad_states = torch.cat((grad_states[:, :1] + grad_rows.unsqueeze(1), grad_states[:, 1:]), dim=1)
     if grad_next is not None:
@@ -180,8 +187,6 @@ def block_vjp(history: torch.Tensor, X: torch.Tensor, normal: Optional[torch.Ten
     else:
         _, vjp_fn = torch.func.vjp(lambda f, x: steps(f, x, None, noise_scale), far, X)
         (g_far, g_X), g_pv, g_scale = vjp_fn(grad_states), None, None
-    if edges:
-        g_far = (g_far.unsqueeze(2) * w).reshape(-1, g_far.shape[-1])
     return g_far, g_X, g_scale, g_pv
 
 
@@ -253,9 +258,9 @@ class _CheckpointedRun(torch.autograd.Function):
         X0, noise_scale, packed, traj, buf = ctx.saved_tensors
         L = buf.shape[0] - traj.shape[0]
         T, V, N, B = traj.shape
-        gbuf = torch.zeros_like(buf)
-        if g_hist is not None:
-            gbuf[T:] += g_hist
+        # far-sum gradient of every step, time-major, with `L` zero steps before the run and `L` after it:
+        # row block L + n holds step n; the chunk starting at step s pulls from steps s .. s + K + L - 1
+        gfar = buf.new_zeros((L + T + L, N, B))
         if g_traj is None:
             g_traj = torch.zeros_like(traj)
         scale_grad = noise_scale is not None and ctx.needs_input_grad[5]
@@ -271,7 +276,8 @@ class _CheckpointedRun(torch.autograd.Function):
         replay = copy.deepcopy(sim.noise) if sim.stochastic else None    # leaves the simulator's stream alone
         starts = np.concatenate(([0], np.cumsum(blocks)))                 # step of each block's start
         kb = sim._bwd_block
-        fns = {}                                  # chunk length -> (vjp function, flat history rows it adds to)
+        fns = {}                                  # chunk length -> vjp function
+        zero_rows = {}
         for j in reversed(range(0, len(blocks), seg)):                    # segments, last first
             seg_start, seg_end = int(starts[j]), int(starts[min(j + seg, len(blocks))])
             normals = None
@@ -283,23 +289,36 @@ class _CheckpointedRun(torch.autograd.Function):
                 K = min(kb, s - seg_start)       # full chunks from the segment's end; a shorter first one if any
                 s -= K
                 if K not in fns:
-                    fns[K] = (sim._vjp_fn(K, var_idx, scale_grad), sim.coupling.padded_plan(K)[0].view(-1))
-                fn, rows = fns[K]
+                    fns[K] = sim._vjp_fn(K, var_idx, scale_grad)
+                    zero_rows[K] = buf.new_zeros((K, N, B))
                 X_start = X0 if s == 0 else traj[s - 1]
-                g_edges, gX, g_sc, g_p = fn(
+                # the gradient arriving on the history handed on (rows T .. T + L - 1 of buf: steps T - L ..)
+                rows = zero_rows[K]
+                if g_hist is not None and s + K > T - L:
+                    lo = max(s, T - L)
+                    rows = rows.clone()
+                    rows[lo - s:] = g_hist[lo - (T - L):s + K - (T - L)]
+                g_far, gX, g_sc, g_p = fns[K](
                     buf[s:s + L].view(L * N, B), X_start,
                     None if normals is None else normals[s - seg_start:s - seg_start + K],
-                    scale, packed_var, packed_const, g_traj[s:s + K], gbuf[L + s:L + s + K], gX)
-                gbuf[s:s + L].view(L * N, B).index_add_(0, rows, g_edges)
+                    scale, packed_var, packed_const, g_traj[s:s + K], rows, gX,
+                    gfar[L + s:L + s + K + L].view((K + L) * N, B))
+                gfar[L + s:L + s + K] = g_far
                 if g_pv is not None:
                     g_pv += g_p
                 if g_scale is not None:
                     g_scale += g_sc
+        g_hist0 = None
+        if ctx.needs_input_grad[4]:               # the start history: its rows are the "steps" -L .. -1
+            pull_rows, pull_w = sim.coupling.pull_plan(L)
+            g_hist0 = gather_far(gfar[:2 * L].reshape(2 * L * N, B), pull_rows, pull_w.to(gfar.dtype))
+            if g_hist is not None and T < L:      # history rows handed on unchanged
+                g_hist0[T:] += g_hist[:L - T]
         g_packed = None
         if g_pv is not None:
             g_packed = packed.new_zeros(packed.shape)
             g_packed[list(var_idx)] = g_pv.sum_to_size((len(var_idx),) + tuple(packed.shape[1:]))
-        return (None, None, None, gX, gbuf[:L],
+        return (None, None, None, gX, g_hist0,
                 g_scale.sum_to_size(noise_scale.shape) if g_scale is not None else None, g_packed)
 
 
@@ -614,22 +633,24 @@ class TorchSimulator:
 
     def _vjp_fn(self, K: int, var_idx: Tuple[int, ...], scale_grad: bool):
         """``block_vjp`` for chunks of K steps differentiating the parameters ``var_idx`` (and the noise scale if
-        ``scale_grad``), with ``grad_rows``/``grad_next`` and per-edge products (``edges=True``): called as
+        ``scale_grad``), pulling the history gradient from later steps (``coupling.pull_plan``): called as
         ``fn(window (horizon * N, B), X, normal, noise_scale, packed_var, packed_const, grad_states, grad_rows,
-        grad_next)`` under no_grad. Compiled (once per parameter set) for chunks of ``_bwd_block`` steps when
-        ``compile=True``; eager otherwise."""
+        grad_next, grad_far_later ((K + horizon) * N, B))`` under no_grad. Compiled (once per parameter set)
+        for chunks of ``_bwd_block`` steps when ``compile=True``; eager otherwise."""
         names = self._packed_names
         kw = dict(var_names=tuple(names[i] for i in var_idx),
                   const_names=tuple(n for i, n in enumerate(names) if i not in var_idx),
-                  scale_grad=scale_grad, dt=self.dt, edges=True, **self._step_kw)
+                  scale_grad=scale_grad, dt=self.dt, **self._step_kw)
         rows, w = self.coupling.padded_plan(K)
+        pull_rows, pull_w = self.coupling.pull_plan(K)
+        plans = dict(rows=rows, w=w, pull_rows=pull_rows, pull_w=pull_w.to(self.dtype))
         if self.compiled and K == self._bwd_block:
             key = (var_idx, scale_grad)
             if key not in self._compiled_vjps:
                 self._compiled_vjps[key] = _CompiledOrEager(
-                    functools.partial(block_vjp, rows=rows, w=w, **kw), self._compile_options)
+                    functools.partial(block_vjp, **plans, **kw), self._compile_options)
             return _no_grad(self._compiled_vjps[key])
-        return _no_grad(functools.partial(block_vjp, rows=rows, w=w, unrolled=False, **kw))
+        return _no_grad(functools.partial(block_vjp, unrolled=False, **plans, **kw))
 
     def _to_ring(self) -> None:
         """Move the history into the in-place buffer (no autograd graph through it)."""
