@@ -315,3 +315,29 @@ def test_checkpointed_backward_replays_the_noise_per_segment(noise, monkeypatch)
         assert torch.equal(x, y)
     for g, r in zip(got, ref_grads):
         torch.testing.assert_close(g, r, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_checkpointed_run_in_several_autograd_groups_equals_autograd(compile):
+    """A checkpointed run is a chain of autograd nodes of ``_group_steps`` steps (here 12: runs of 41 and 30
+    steps in 4 and 3 groups, blocks of 6 straddling no group, chunks of 4): same outputs, same gradients,
+    through the state and history handed from group to group and from run to run."""
+    def grads(**kw):
+        sim = _stoch_sim()
+        twin = tvb_torchfit.TorchSimulator(tvb_torchfit.adapter.read_simulator(sim), batch=2, seed=3, block=6, **kw)
+        twin._group_steps = 12
+        nsig = torch.tensor([1e-4], dtype=torch.float64, requires_grad=True)
+        w_p = torch.full((5,), 1.3, dtype=torch.float64, requires_grad=True)
+        twin.set_param("noise.nsig", nsig)
+        twin.set_param("w_p", w_p)
+        outs, G = _graph_run(twin, (41, 30))
+        loss = sum((x ** 2).sum() for out in outs for _, x in out) + twin.state.sum()
+        loss.backward()
+        return [x.detach() for out in outs for _, x in out], (G.grad, nsig.grad, w_p.grad), twin
+    ref_out, ref_grads, _ = grads(checkpoint=False)
+    out, got, twin = grads(checkpoint=True, compile=compile)
+    assert twin.checkpoint and twin._group_steps < 41
+    for x, y in zip(out, ref_out):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-12 if compile else 0)
+    for g, r in zip(got, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-9 if compile else 1e-12, atol=0)

@@ -191,6 +191,7 @@ def block_vjp(history: torch.Tensor, X: torch.Tensor, normal: Optional[torch.Ten
 
 
 _SEGMENT_STEPS = 1024        # steps of noise replayed at once by the checkpointed backward
+_GROUP_STEPS = 4096          # steps per autograd node of a checkpointed run (see ``_run_checkpointed``)
 
 
 def _segment_blocks(block: int, bwd_block: int) -> int:
@@ -441,6 +442,9 @@ class TorchSimulator:
         # steps per chunk of the checkpointed backward (see ``_CheckpointedRun``): compile time and code size
         # grow with it, the per-step cost falls slowly (measured, f64 batch 1: 46/31/25/21 us per step at 1/2/4/8)
         self._bwd_block = min(self.block, _BACKWARD_BLOCK)
+        # steps per autograd node of a checkpointed run; each keeps a history window of its own besides the
+        # trajectory, so at least a few horizons
+        self._group_steps = max(_GROUP_STEPS, 4 * spec.horizon)
         self._step_kw = step_kw
         voi = np.asarray(spec.model_voi, dtype=np.int64)
         n_var = len(self.model.state_variables)
@@ -598,22 +602,38 @@ class TorchSimulator:
             xs.append(x)
 
     def _run_checkpointed(self, n_steps: int, noise_scale, packed, results) -> Output:
-        """``run`` while autograd records, as one ``_CheckpointedRun`` (see there); same blocks, same draws."""
+        """``run`` while autograd records, as a chain of ``_CheckpointedRun``s (see there) of about
+        ``_GROUP_STEPS`` steps each; same blocks, same draws.
+
+        One autograd node per group, not per run: the backward then meets the trajectory gradient one group at
+        a time (autograd calls the groups' backwards last first, each as soon as its monitors' gradients are
+        in), so that the gradient of the whole trajectory never exists at once, and each group's far-sum
+        gradient buffer is group-sized. The price is one history window (``horizon`` steps of the coupling
+        variable) kept per group besides the trajectory.
+        """
         blocks, done = [], 0
         while done < n_steps:
             K = min(self.block, n_steps - done)
             blocks.append(K)
             done += K
-        first = self.current_step + 1
+        group = self._group_steps
         var_idx = tuple(i for i, name in enumerate(self._packed_names) if self.params[name].requires_grad)
-        traj, self._flat = _CheckpointedRun.apply(self, tuple(blocks), var_idx, self.state, self._flat,
-                                                  noise_scale, packed)
-        self.state = traj[-1]
+        first, i = self.current_step + 1, 0
+        while i < len(blocks):
+            j, steps = i, 0
+            while j < len(blocks) and steps < group:
+                steps += blocks[j]
+                j += 1
+            traj, self._flat = _CheckpointedRun.apply(self, tuple(blocks[i:j]), var_idx, self.state, self._flat,
+                                                      noise_scale, packed)
+            self.state = traj[-1]
+            # split, not slices: one SplitBackward assembles the gradient of traj once, where each slice's
+            # SliceBackward would allocate (and accumulate) a zero-filled tensor of the group's size
+            for c, part in zip(range(0, steps, self._chunk), traj.split(self._chunk)):
+                self._feed_monitors(part, first + c, results)
+            first += steps
+            i = j
         self.current_step += n_steps
-        # split, not slices: one SplitBackward assembles the gradient of traj once, where each slice's
-        # SliceBackward would allocate (and accumulate) a zero-filled tensor of the whole run's size
-        for c, part in zip(range(0, n_steps, self._chunk), traj.split(self._chunk)):
-            self._feed_monitors(part, first + c, results)
         return [self._tvb_layout(ts, xs) for ts, xs in results]
 
     def _unpack(self, packed: torch.Tensor):
