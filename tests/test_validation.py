@@ -179,3 +179,28 @@ def test_other_errors():
         validate(sim, good, simulation_length=-1.0)
     with pytest.raises(ParameterError, match="seeds is empty"):
         validate(sim, good, simulation_length=LENGTH, seeds=())
+
+
+# ---------------------------------------------------------------------------------------------- processes
+def test_validate_in_worker_processes_gives_the_serial_report(setup):
+    """processes=2: the seeds run in forked workers at once; the report is the serial one, number for number."""
+    par = validate(setup["sim"], setup["target"], simulation_length=LENGTH, seeds=(1001, 1002), discard_ms=DISCARD,
+                   initial_conditions=setup["ic"], processes=2)
+    ser = setup["report"]
+    np.testing.assert_array_equal(par.tvb_fc_per_seed, ser.tvb_fc_per_seed)
+    assert par.fc_corr_per_seed == ser.fc_corr_per_seed and par.seed_to_seed_fc_corr == ser.seed_to_seed_fc_corr
+
+
+def test_run_tvb_bold_reports_a_failing_worker_and_refuses_bad_input_before_running(setup, monkeypatch):
+    import tvb_torchfit.validation as validation
+    with pytest.raises(ParameterError, match="processes"):
+        validation.run_tvb_bold(setup["sim"], simulation_length=LENGTH, seeds=(1, 2), processes=0)
+    with pytest.raises(ParameterError, match="initial_conditions has shape"):      # in this process, no worker
+        validation.run_tvb_bold(setup["sim"], simulation_length=LENGTH, seeds=(1, 2), processes=2,
+                                initial_conditions=np.zeros((3, 3)))
+
+    def broken(clone, simulation_length):
+        raise FloatingPointError("TVB blew up")
+    monkeypatch.setattr(validation, "_run_bold", broken)                     # the forked workers inherit it
+    with pytest.raises(RuntimeError, match="noise seed 1 failed in its worker process: FloatingPointError: TVB blew up"):
+        validation.run_tvb_bold(setup["sim"], simulation_length=LENGTH, seeds=(1, 2), processes=2)

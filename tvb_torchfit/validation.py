@@ -15,8 +15,10 @@ given (sampled at the Bold monitor's period); ``fcd_ks_seed_to_seed`` (the KS st
 FCD distributions of the TVB runs themselves) is reported whenever two or more runs are long enough.
 """
 import math
+import multiprocessing
 import os
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -199,10 +201,69 @@ def _find_bold(sim) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- validate
+def _run_bold(clone, simulation_length: float) -> np.ndarray:
+    (_, bold), = clone.run(simulation_length=float(simulation_length))
+    return _bold_nodes(bold)
+
+
+def _forked_run(conn, clone, simulation_length) -> None:
+    try:
+        conn.send(("ok", _run_bold(clone, simulation_length)))
+    except BaseException as exc:                       # report it to the parent, whatever it is
+        conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+    finally:
+        conn.close()
+
+
+def run_tvb_bold(sim, *, simulation_length: float, seeds: Sequence[Optional[int]], initial_conditions=None,
+                 processes: int = 1, bold_index: Optional[int] = None) -> List[np.ndarray]:
+    """TVB's own runs of ``sim``, one clone per noise seed (``clone_simulator(sim, noise_seed=seed,
+    initial_conditions=...)``, first Bold monitor only): the BOLD of each as (time, N), in the order of
+    ``seeds`` (None: the clone keeps ``sim``'s noise seed). ``sim`` itself is not run or changed.
+
+    ``processes`` > 1 runs up to that many seeds at once, each in a forked child process (TVB's loop is
+    single-threaded Python and numba, so on a machine with several cores the seeds' runs overlap; the numbers
+    are those of the serial runs: each child runs exactly what the serial loop would). Where the ``fork``
+    start method is not available (Windows, macOS defaults aside) the runs are serial.
+    """
+    if bold_index is None:
+        bold_index = _find_bold(sim)
+    if not (isinstance(processes, (int, np.integer)) and not isinstance(processes, bool) and processes >= 1):
+        raise ParameterError(f"processes={processes!r}: expected a positive integer.")
+    clones = [_clone(sim, noise_seed=seed, initial_conditions=initial_conditions, monitor_indices=[bold_index])
+              for seed in seeds]                       # configured here: bad input is refused before any run
+    if processes == 1 or len(clones) == 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return [_run_bold(clone, simulation_length) for clone in clones]
+    ctx = multiprocessing.get_context("fork")
+    results: List[Optional[np.ndarray]] = [None] * len(clones)
+    pending = list(enumerate(zip(seeds, clones)))
+    running = []
+    while pending or running:
+        while pending and len(running) < processes:
+            i, (seed, clone) = pending.pop(0)
+            parent, child = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_forked_run, args=(child, clone, simulation_length), daemon=True)
+            proc.start()
+            child.close()
+            running.append((i, seed, proc, parent))
+        i, seed, proc, parent = running.pop(0)        # oldest first: they take about equally long
+        try:
+            status, payload = parent.recv()
+        except EOFError:
+            status, payload = "error", f"the process died (exit code {proc.exitcode})"
+        proc.join()
+        if status != "ok":
+            for _, _, other, _ in running:
+                other.terminate()
+            raise RuntimeError(f"TVB run with noise seed {seed} failed in its worker process: {payload}")
+        results[i] = payload
+    return results
+
+
 def validate(sim, target_fc, *, simulation_length: float, seeds: Sequence[int] = (1001, 1002),
              discard_ms: float = 20000.0, torch_fc=None, initial_conditions=None, out_dir=None,
              history: Optional[Dict] = None, target_bold=None, fcd_window_ms: float = 60000.0,
-             fcd_step_ms: float = 2000.0) -> ValidationReport:
+             fcd_step_ms: float = 2000.0, processes: int = 1) -> ValidationReport:
     """Run TVB natively (one clone of ``sim`` per noise seed) and compare its BOLD FC with ``target_fc``.
 
     Each run is ``clone_simulator(sim, noise_seed=seed, initial_conditions=initial_conditions)`` keeping only
@@ -210,7 +271,8 @@ def validate(sim, target_fc, *, simulation_length: float, seeds: Sequence[int] =
     ``simulation_length`` ms; the first ``ceil(discard_ms / period)`` BOLD samples are dropped (TVB's BOLD
     buffer starts at zero: ~20 s of transient). ``initial_conditions`` default to ``sim.initial_conditions``
     (see ``low_state_initial_conditions``). A deterministic integrator is run once (seeds are ignored).
-    ``sim`` itself is not run or changed.
+    ``sim`` itself is not run or changed. ``processes`` > 1: up to that many seeds run at once, in forked
+    worker processes (``run_tvb_bold``).
 
     ``torch_fc``: the twin's FC, compared with the mean TVB FC and with the target. ``target_bold``:
     (time, N) target BOLD at the monitor's period, for the FCD comparison. ``out_dir``: write
@@ -254,10 +316,8 @@ def validate(sim, target_fc, *, simulation_length: float, seeds: Sequence[int] =
     # ---- TVB runs
     fcs, series = [], []
     t0 = time.perf_counter()
-    for seed in (seeds or [None]):
-        clone = _clone(sim, noise_seed=seed, initial_conditions=initial_conditions, monitor_indices=[bold_index])
-        (_, bold), = clone.run(simulation_length=float(simulation_length))
-        ts = _bold_nodes(bold)
+    for ts in run_tvb_bold(sim, simulation_length=simulation_length, seeds=seeds or [None],
+                           initial_conditions=initial_conditions, processes=processes, bold_index=bold_index):
         fcs.append(bold_fc(ts, discard))
         series.append(ts[discard:])
     wall = time.perf_counter() - t0
