@@ -202,10 +202,17 @@ def _segment_blocks(block: int, bwd_block: int) -> int:
     return unit * max(1, _SEGMENT_STEPS // (block * unit))
 
 
+def _detached(args):
+    """The arguments with tensors detached: a compiled call guards on ``requires_grad``, and inside a checkpointed
+    run's forward and backward the same tensors arrive requiring grad or not (first group or later, start state or
+    trajectory), which would compile the same graph again for each combination."""
+    return tuple(a.detach() if torch.is_tensor(a) else a for a in args)
+
+
 def _no_grad(fn):
     def call(*args):
         with torch.no_grad():
-            return fn(*args)
+            return fn(*_detached(args))
     return call
 
 
@@ -643,6 +650,7 @@ class TorchSimulator:
     def _forward_block(self, window: torch.Tensor, X, normal, noise_scale, packed, K: int) -> torch.Tensor:
         """One block without recording a graph; ``window`` (horizon, N, B). For ``_CheckpointedRun``."""
         L, N, B = window.shape
+        window, X, normal, noise_scale, packed = _detached((window, X, normal, noise_scale, packed))
         with torch.no_grad():
             if self._compiled_block is not None and K == self.block:
                 return self._compiled_block(window.view(L * N, B), None, X, normal, noise_scale, packed)
