@@ -221,6 +221,22 @@ class DelayedLinearCoupling:
         self._padded[K] = (rows, w)
         return rows, w
 
+    def node_major_plan(self, ring_length: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Far edges for ``gather_far_node_major`` on a node-major (N, R, B) history buffer of R = ``ring_length``
+        steps: ``src`` (N, D) and ``w`` (N, D) (padded to the largest in-degree D with zero weights).
+
+        ``src[k, i]`` is the flat position in the buffer of what the i-th far edge into k (source j, delay d)
+        reads at the first step of a block whose history window starts at step 0 of the buffer, for batch
+        member 0: (j * R + horizon - 1 - d) * B; a window starting at step o adds o * B.
+        """
+        key = ("node_major", ring_length)
+        if key not in self._padded:
+            far = ~self.near
+            first = (self.cols[far] * ring_length + self.horizon - 1 - self.delays[far]) * self.batch
+            src, w = self._padded_rows(self.rows[far], first, self.weights[far])
+            self._padded[key] = (src, w.view(w.shape[0], w.shape[1]))
+        return self._padded[key]
+
     def pull_plan(self, K: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """The far edges transposed, for the backward: ``rows`` (K, N, Do) and ``w`` (N, Do, 1).
 
@@ -283,6 +299,30 @@ def gather_far(history: torch.Tensor, rows: torch.Tensor, w: torch.Tensor,
     for i in range(1, D):
         out = out + history.index_select(0, rows[:, :, i].reshape(-1)).view(K, N, B) * w[:, i]
     return out
+
+
+def gather_far_node_major(buffer: torch.Tensor, offset: torch.Tensor, src: torch.Tensor, w: torch.Tensor, K: int,
+                          B: int, unrolled: bool = False) -> torch.Tensor:
+    """Far-edge sums of a block of K steps from a node-major history (``history.HistoryRing``): ``buffer`` the
+    flat (N * R * B,) buffer, ``offset`` a 0-d integer tensor (the window's first step times B,
+    ``HistoryRing.offset_tensor``), ``src``/``w`` from ``DelayedLinearCoupling.node_major_plan``. Returns (K, N, B).
+
+    Each edge reads one contiguous run of K * B values (its source's K delayed steps for every batch member),
+    taken from an overlapping strided view of the buffer (row p = values p .. p + K * B - 1): a gather of
+    rows instead of K * B scattered values. ``unrolled=True`` adds the D edges of a node one by one, in edge
+    order (for ``torch.compile``: one fused loop over (node, step, batch), vector loads along the run);
+    otherwise one gather and a ``sum``.
+    """
+    runs = buffer.as_strided((buffer.numel() - K * B + 1, K * B), (1, 1))
+    idx = src + offset
+    N, D = idx.shape
+    if unrolled:
+        out = runs[idx[:, 0]] * w[:, 0:1]
+        for i in range(1, D):
+            out = out + runs[idx[:, i]] * w[:, i:i + 1]
+    else:
+        out = (runs[idx] * w.unsqueeze(-1)).sum(1)
+    return out.view(N, K, B).transpose(0, 1)
 
 
 def near_padded(current: torch.Tensor, idx: Optional[torch.Tensor], w: torch.Tensor) -> torch.Tensor:

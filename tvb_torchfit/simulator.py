@@ -28,7 +28,8 @@ import torch
 
 from . import monitors as _monitors
 from .adapter import SimulatorSpec
-from .coupling import DelayedLinearCoupling, gather_far, linear_post, max_block, near_padded
+from .coupling import DelayedLinearCoupling, gather_far, gather_far_node_major, linear_post, max_block, near_padded
+from .history import HistoryRing
 from .errors import ParameterError
 from .integrators import SCHEMES
 from .noise import TorchStream, TVBStream, additive_increment
@@ -108,27 +109,50 @@ def integrate_block(X: torch.Tensor, far: torch.Tensor, z: Optional[torch.Tensor
     return torch.stack(states)
 
 
-def fused_block(history: torch.Tensor, offset: Optional[torch.Tensor], X: torch.Tensor,
-                normal: Optional[torch.Tensor], noise_scale: Optional[torch.Tensor], a: torch.Tensor,
-                b: torch.Tensor, p: Dict[str, torch.Tensor], *, rows: torch.Tensor, w: torch.Tensor,
-                dt: float, unrolled: bool = False, **step_kw) -> torch.Tensor:
-    """One whole block: far-edge gather from the history (``coupling.gather_far``), noise increments
-    z = N(0,1) * sqrt(dt) * sqrt(2 nsig) (``noise_scale`` = sqrt(2 nsig), TVB's order of operations) and
-    ``integrate_block``. What ``compile=True`` compiles, so that one compiled call covers a block."""
-    far = gather_far(history, rows, w, offset, unrolled=unrolled)
+def noisy_block(far: torch.Tensor, X: torch.Tensor, normal: Optional[torch.Tensor],
+                noise_scale: Optional[torch.Tensor], a: torch.Tensor, b: torch.Tensor, p: Dict[str, torch.Tensor], *,
+                dt: float, **step_kw) -> torch.Tensor:
+    """Noise increments z = N(0,1) * sqrt(dt) * sqrt(2 nsig) (``noise_scale`` = sqrt(2 nsig), TVB's order of
+    operations) and ``integrate_block`` on the block's far-edge sums ``far`` (K, N, B)."""
     z = None if normal is None else normal * math.sqrt(dt) * noise_scale
     return integrate_block(X, far, z, a, b, p, dt=dt, **step_kw)
 
 
-def packed_block(history: torch.Tensor, offset: Optional[torch.Tensor], X: torch.Tensor,
+def fused_block(history: torch.Tensor, offset: Optional[torch.Tensor], X: torch.Tensor,
+                normal: Optional[torch.Tensor], noise_scale: Optional[torch.Tensor], a: torch.Tensor,
+                b: torch.Tensor, p: Dict[str, torch.Tensor], *, rows: torch.Tensor, w: torch.Tensor,
+                dt: float, unrolled: bool = False, **step_kw) -> torch.Tensor:
+    """One whole block from a time-major history window (``history`` (horizon * N, B), a graph-carrying tensor
+    while autograd records): far-edge gather (``coupling.gather_far``) and ``noisy_block``."""
+    far = gather_far(history, rows, w, offset, unrolled=unrolled)
+    return noisy_block(far, X, normal, noise_scale, a, b, p, dt=dt, **step_kw)
+
+
+def ring_block(buffer: torch.Tensor, offset: torch.Tensor, X: torch.Tensor, normal: Optional[torch.Tensor],
+               noise_scale: Optional[torch.Tensor], a: torch.Tensor, b: torch.Tensor, p: Dict[str, torch.Tensor], *,
+               src: torch.Tensor, w: torch.Tensor, write: torch.Tensor, K: int, B: int, dt: float,
+               unrolled: bool = False, **step_kw) -> torch.Tensor:
+    """One whole block on the node-major in-place history (``history.HistoryRing``: flat ``buffer``, window
+    start ``offset``): far-edge gather (``coupling.gather_far_node_major``), ``noisy_block``, and the block's
+    coupling variable written into the buffer after the window (positions ``write`` + offset,
+    ``HistoryRing.write_positions``; the caller then ``advance``s the ring). Inside a compiled block the write
+    is one scatter into the buffer, not a separate call."""
+    far = gather_far_node_major(buffer, offset, src, w, K, B, unrolled=unrolled)
+    states = noisy_block(far, X, normal, noise_scale, a, b, p, dt=dt, **step_kw)
+    buffer.index_put_((write + offset,), states[:, 0].permute(1, 0, 2).reshape(-1).to(buffer.dtype))
+    return states
+
+
+def packed_block(buffer: torch.Tensor, offset: Optional[torch.Tensor], X: torch.Tensor,
                  normal: Optional[torch.Tensor], noise_scale: Optional[torch.Tensor], packed: torch.Tensor, *,
-                 names: Tuple[str, ...], **kw) -> torch.Tensor:
-    """``fused_block`` with the model and coupling parameters stacked in one tensor (``packed[i]`` is
-    parameter ``names[i]``, all broadcast to a common shape): the compiled call then checks and unpacks
-    one input instead of some twenty, which is a measurable part of a block's cost at small batch."""
+                 names: Tuple[str, ...], block_fn=ring_block, **kw) -> torch.Tensor:
+    """``block_fn`` (``ring_block``, or ``fused_block`` for a time-major window) with the model and coupling
+    parameters stacked in one tensor (``packed[i]`` is parameter ``names[i]``, all broadcast to a common shape):
+    the compiled call then checks and unpacks one input instead of some twenty, which is a measurable part of a
+    block's cost at small batch. What ``compile=True`` compiles, so that one compiled call covers a block."""
     p = {name: packed[i] for i, name in enumerate(names)}
     a, b = p.pop("coupling.a"), p.pop("coupling.b")
-    return fused_block(history, offset, X, normal, noise_scale, a, b, p, **kw)
+    return block_fn(buffer, offset, X, normal, noise_scale, a, b, p, **kw)
 
 
 def block_vjp(history: torch.Tensor, X: torch.Tensor, normal: Optional[torch.Tensor],
@@ -219,8 +243,9 @@ def _no_grad(fn):
 class _CheckpointedRun(torch.autograd.Function):
     """A whole ``run`` under autograd, differentiated block by block with recomputation.
 
-    Forward: every block is integrated without recording a graph (the compiled no-grad block), into an
-    append-only time-major buffer holding the start history then each step's coupling variable; kept for
+    Forward: every block is integrated without recording a graph (the compiled no-grad block, reading an
+    in-place ``HistoryRing``), and each step's coupling variable is also written to an append-only time-major
+    buffer holding the start history then the run's steps (the backward's history windows); kept for
     the backward are the block inputs only: the start state and history, the parameters, the state
     trajectory (no per-step intermediates) and snapshots of the noise stream every ``_SEGMENT_STEPS`` steps
     or so, from which the backward redraws the noise segment by segment (not the draws themselves). Backward: chunks of ``sim._bwd_block`` steps in
@@ -245,6 +270,8 @@ class _CheckpointedRun(torch.autograd.Function):
         # (steps, nvar, N, B) tensor); a segment spans a multiple of the backward chunk when blocks are full
         seg = _segment_blocks(sim.block, sim._bwd_block)
         snapshots = []
+        ring = sim._new_ring()                 # the forward reads the history from the in-place buffer
+        ring.load(hist0)
         X, s = X0, 0
         for i, K in enumerate(blocks):
             normal = None
@@ -252,7 +279,8 @@ class _CheckpointedRun(torch.autograd.Function):
                 if i % seg == 0:
                     snapshots.append(sim.noise.state_dict())
                 normal = sim.noise.draw(K)
-            states = sim._forward_block(buf[s:s + L], X, normal, noise_scale, packed, K)
+            ring.make_room(K)
+            states = sim._forward_block(ring, X, normal, noise_scale, packed, K)     # writes the ring, advances it
             traj[s:s + K] = states
             buf[L + s:L + s + K] = states[:, 0]
             X, s = states[-1], s + K
@@ -396,14 +424,11 @@ class TorchSimulator:
         H = spec.horizon
         order = (spec.current_step + 1 + np.arange(H)) % H
         hist = torch.as_tensor(spec.history[order], dtype=hist_dtype, device=self.device)
-        # The delay history lives in one of two forms (see ``history``): while autograd records, a
-        # (horizon, N, B) tensor rebuilt each block by concatenation (cheap to differentiate); otherwise a
-        # preallocated time-major buffer of 2 * (horizon + block) steps written in place, whose window of
-        # the last ``horizon`` steps starts at row ``_ring_off`` and slides forward (copied back to the
-        # start when the buffer is full), so that no block copies the whole history.
+        # The delay history lives in one of two forms (see ``history``): while autograd records (without
+        # checkpointing), a time-major (horizon, N, B) tensor rebuilt each block by concatenation (cheap to
+        # differentiate); otherwise a ``HistoryRing`` written in place (node-major, time-major in the exact mode).
         self._hist_dtype = hist_dtype
-        self._ring: Optional[torch.Tensor] = None
-        self._ring_off = 0
+        self._ring: Optional[HistoryRing] = None
         self._flat: Optional[torch.Tensor] = hist.unsqueeze(-1).expand(H, N, B).contiguous()
 
         if self.stochastic:
@@ -424,11 +449,14 @@ class TorchSimulator:
                        lo=self._lo if self._bounded else None, hi=self._hi if self._bounded else None)
         self._block = functools.partial(integrate_block, dt=self.dt, **step_kw)
         self._fused = None
+        self._ring_length = 2 * (spec.horizon + self.block)
         if not exact:
-            rows, w = self.coupling.padded_plan(self.block)
+            src, w = self.coupling.node_major_plan(self._ring_length)
             self._packed_names = tuple(name for name in self.params if name != NOISE_PARAM)
-            self._fused = functools.partial(packed_block, names=self._packed_names, rows=rows, w=w, dt=self.dt,
-                                            unrolled=True, **step_kw)
+            write = HistoryRing.write_positions(spec.horizon, N, B, self._ring_length, self.block, self.device)
+            self._write_positions = {self.block: write}          # by block length (a last, shorter block)
+            self._fused = functools.partial(packed_block, names=self._packed_names, src=src, w=w, write=write,
+                                            K=self.block, B=B, dt=self.dt, unrolled=True, **step_kw)
         self.compiled = bool(compile)
         # compile=True: one compiled call per full block (shapes fixed: dynamic=False); a shorter last block
         # runs eagerly. The default mode compiles gather + noise + steps; the exact mode keeps its numpy-order
@@ -439,6 +467,7 @@ class TorchSimulator:
         options = dict(_CPU_COMPILE_OPTIONS) if self.device.type == "cpu" else None
         if compile:
             self._compiled_block = _CompiledOrEager(self._block if exact else self._fused, options)
+        self._compiled_graph_block = None      # compile=True, checkpoint=False: the time-major block, built when used
         # checkpoint: while autograd records, run blocks without a graph and recompute each in the backward
         # (``_CheckpointedRun``); default on with compile=True (TVB-exact mode: never)
         if checkpoint and exact:
@@ -568,28 +597,24 @@ class TorchSimulator:
             K = min(self.block, n_steps - done)
             normal = self.noise.draw(K) if self.stochastic else None
             ring = self._ring
-            if not recording and self._ring_off + L + K > ring.shape[0]:
-                ring[:L].copy_(ring[self._ring_off:self._ring_off + L])      # rows never overlap here
-                self._ring_off = 0
-            off = self._ring_off
-            window = self._flat if recording else ring[off:off + L]         # (L, N, B), oldest first
+            if not recording:
+                ring.make_room(K)
             if self.exact:
-                far = self.coupling.far_sums(window.view(-1), K).to(torch.float64)
+                window = self._flat if recording else ring.window()                  # (L, N, B), oldest first
+                far = self.coupling.far_sums(window.reshape(-1), K).to(torch.float64)
                 z = additive_increment(normal, self.dt, nsig) if normal is not None else None
                 block_fn = compiled if (compiled is not None and K == self.block) else self._block
                 states = block_fn(self.state, far, z, a, b, p)              # (K, nvar, N, B)
-            elif compiled is not None and K == self.block:
-                states = compiled(window.view(L * N, B), None, self.state, normal, noise_scale, packed)
+            elif recording:
+                block_fn = self._graph_block(K)
+                states = block_fn(self._flat.view(L * N, B), None, self.state, normal, noise_scale, packed)
             else:
-                rows, w = self.coupling.padded_plan(K)
-                states = fused_block(window.view(L * N, B), None, self.state, normal, noise_scale, a, b, p,
-                                     rows=rows, w=w, dt=self.dt, **self._step_kw)
+                states = self._forward_block(ring, self.state, normal, noise_scale, packed, K)   # writes the ring
             self.state = states[-1]
             if recording:
                 self._flat = torch.cat((self._flat[K:], states[:, 0].to(self._hist_dtype)))
-            else:
-                ring[off + L:off + L + K].copy_(states[:, 0])
-                self._ring_off = off + K
+            elif self.exact:
+                ring.append(states[:, 0])
             pending.append(states)
             n_pending += K
             done += K
@@ -647,17 +672,42 @@ class TorchSimulator:
         p = {name: packed[i] for i, name in enumerate(self._packed_names)}
         return p.pop("coupling.a"), p.pop("coupling.b"), p
 
-    def _forward_block(self, window: torch.Tensor, X, normal, noise_scale, packed, K: int) -> torch.Tensor:
-        """One block without recording a graph; ``window`` (horizon, N, B). For ``_CheckpointedRun``."""
-        L, N, B = window.shape
-        window, X, normal, noise_scale, packed = _detached((window, X, normal, noise_scale, packed))
+    def _new_ring(self) -> HistoryRing:
+        return HistoryRing(self.coupling.horizon, self.n_nodes, self.batch, self.block, self._hist_dtype,
+                           self.device, node_major=not self.exact)
+
+    def _forward_block(self, ring: HistoryRing, X, normal, noise_scale, packed, K: int) -> torch.Tensor:
+        """One block without recording a graph on the node-major ``ring`` (the run loop's and the checkpointed
+        forward's; ``make_room(K)`` first): the compiled block for full blocks, else the same function eagerly;
+        the block's coupling variable is written into the ring, which is advanced by K."""
+        X, normal, noise_scale, packed = _detached((X, normal, noise_scale, packed))
         with torch.no_grad():
             if self._compiled_block is not None and K == self.block:
-                return self._compiled_block(window.view(L * N, B), None, X, normal, noise_scale, packed)
-            a, b, p = self._unpack(packed)
-            rows, w = self.coupling.padded_plan(K)
-            return fused_block(window.view(L * N, B), None, X, normal, noise_scale, a, b, p,
-                               rows=rows, w=w, dt=self.dt, **self._step_kw)
+                states = self._compiled_block(ring.flat, ring.offset_tensor, X, normal, noise_scale, packed)
+            else:
+                a, b, p = self._unpack(packed)
+                src, w = self.coupling.node_major_plan(ring.length)
+                if K not in self._write_positions:
+                    self._write_positions[K] = HistoryRing.write_positions(ring.horizon, self.n_nodes, self.batch,
+                                                                           ring.length, K, self.device)
+                write = self._write_positions[K]
+                states = ring_block(ring.flat, ring.offset_tensor, X, normal, noise_scale, a, b, p, src=src, w=w,
+                                    write=write, K=K, B=self.batch, dt=self.dt, **self._step_kw)
+        ring.advance(K)
+        return states
+
+    def _graph_block(self, K: int):
+        """The block while autograd records without checkpointing, from the time-major graph history: called
+        as ``fn(history (horizon * N, B), None, X, normal, noise_scale, packed)``; compiled for full blocks
+        when ``compile=True`` (a variant of its own, built on first use)."""
+        rows, w = self.coupling.padded_plan(K)
+        kw = dict(names=self._packed_names, block_fn=fused_block, rows=rows, w=w, dt=self.dt, **self._step_kw)
+        if self.compiled and K == self.block:
+            if self._compiled_graph_block is None:
+                self._compiled_graph_block = _CompiledOrEager(functools.partial(packed_block, unrolled=True, **kw),
+                                                              self._compile_options)
+            return self._compiled_graph_block
+        return functools.partial(packed_block, **kw)
 
     def _vjp_fn(self, K: int, var_idx: Tuple[int, ...], scale_grad: bool):
         """``block_vjp`` for chunks of K steps differentiating the parameters ``var_idx`` (and the noise scale if
@@ -684,21 +734,15 @@ class TorchSimulator:
         """Move the history into the in-place buffer (no autograd graph through it)."""
         if self._flat is None:
             return
-        L, N, B = self._flat.shape
-        flat = self._flat.detach()
         if self._ring is None:
-            self._ring = torch.empty((2 * (L + self.block), N, B), dtype=self._hist_dtype, device=self.device)
-        elif flat.untyped_storage().data_ptr() == self._ring.untyped_storage().data_ptr():
-            flat = flat.clone()
-        self._ring[:L].copy_(flat)
-        self._ring_off = 0
+            self._ring = self._new_ring()
+        self._ring.load(self._flat.detach())
         self._flat = None
 
     def _to_flat(self) -> None:
         """Move the history out of the buffer into a tensor that autograd can follow."""
         if self._flat is None:
-            L = self.coupling.horizon
-            self._flat = self._ring[self._ring_off:self._ring_off + L].clone()
+            self._flat = self._ring.window().clone(memory_format=torch.contiguous_format)
 
     @property
     def history(self) -> torch.Tensor:
@@ -707,8 +751,7 @@ class TorchSimulator:
         internal buffer that later runs overwrite: clone it to keep it."""
         if self._flat is not None:
             return self._flat.reshape(-1)
-        L = self.coupling.horizon
-        return self._ring[self._ring_off:self._ring_off + L].reshape(-1)
+        return self._ring.window().reshape(-1)
 
     @history.setter
     def history(self, value: torch.Tensor) -> None:
