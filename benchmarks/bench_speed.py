@@ -182,9 +182,9 @@ def _grad_run(twin, ms: float, backward: bool, saved: Optional[Dict[int, int]] =
 
 
 def bench_grad(sim, ms: float, repeats: int, dtype: torch.dtype = torch.float64, compile: bool = False,
-               checkpoint: Optional[bool] = None) -> Dict:
+               checkpoint: Optional[bool] = None, batch: int = 1) -> Dict:
     """fwd (no_grad), fwd (building the graph) and fwd+bwd on the same window, interleaved."""
-    twin = make_twin(sim, 1, dtype, compile, checkpoint)
+    twin = make_twin(sim, batch, dtype, compile, checkpoint)
     steps = n_steps_of(ms)
     t_warm = warm_up_twin(twin, steps)
     t0 = time.perf_counter()
@@ -205,7 +205,7 @@ def bench_grad(sim, ms: float, repeats: int, dtype: torch.dtype = torch.float64,
         _grad_run(twin, ms, backward=True)
         both.append(time.perf_counter() - t0)
     twin.detach_()
-    return dict(fwd=fwd, graph=graph, both=both, ms=ms, steps=steps, mem=mem, checkpoint=twin.checkpoint,
+    return dict(fwd=fwd, graph=graph, both=both, ms=ms, steps=steps, mem=mem, checkpoint=twin.checkpoint, batch=batch,
                 compile_s=(t_warm, t_warm_grad) if compile else None, fallbacks=eager_fallbacks(twin))
 
 
@@ -640,6 +640,9 @@ def main(argv=None) -> int:
     attempt("grad", lambda: bench_grad(sim, grad_ms, R))    # early: less allocator history in the RSS figure
     if not args.no_compile:
         attempt("c_grad", lambda: bench_grad(sim, cgrad_ms, R, compile=True))            # checkpointed
+        # the fit's own configuration (tvb_torchfit.fit: batch 8 noise realisations, float32, one thread)
+        attempt("c_grad_b8", lambda: one_thread(lambda: bench_grad(sim, cgrad_ms, R, dtype=torch.float32,
+                                                                   compile=True, batch=8)))
         if args.all:
             attempt("c_grad_nock", lambda: bench_grad(sim, cgrad_ms, R, compile=True, checkpoint=False))
     attempt("f64", lambda: bench_forward(sim, sim_ms, R, 1, f64))
@@ -672,10 +675,17 @@ def main(argv=None) -> int:
     if not args.no_fit_memory:
         for trs in (100, 1200):
             attempt(f"fit_{trs}", lambda trs=trs: bench_fit_memory(trs, fit_window, fit_batch))
+    # TVB again at the end (same simulator, continuing): the machine's speed drifts over a long benchmark, so
+    # every ratio uses the median of TVB's repeats at the start and at the end together
+    attempt("tvb_end", lambda: bench_tvb(sim, sim_ms, R))
     if args.demo:
         attempt("demo", bench_demo)
     load_end = os.getloadavg()
 
+    if "tvb" in results and "tvb_end" in results:
+        a, b = results["tvb"], results["tvb_end"]
+        results["tvb_start"] = dict(a)
+        results["tvb"] = dict(a, times=a["times"] + b["times"], cpu=a["cpu"] + b["cpu"])
     tvb = results.get("tvb")
     tvb_per_s = statistics.median(tvb["times"]) / (tvb["ms"] / 1000.0) if tvb else None
     tvb_cpu_per_s = statistics.median(tvb["cpu"]) / (tvb["ms"] / 1000.0) if tvb else None
@@ -723,23 +733,27 @@ def main(argv=None) -> int:
         # less sensitive to load that changes during the benchmark than a ratio of medians
         r_fwd = statistics.median(b / f for b, f in zip(g["both"], g["fwd"]))
         r_graph = statistics.median(b / f for b, f in zip(g["both"], g["graph"]))
-        ratio = f"{tvb_per_s / (both / sec):.2f}" if tvb_per_s else "n/a"
+        nb = g.get("batch", 1)
+        ratio = f"{tvb_per_s / (both / sec / nb):.2f}" if tvb_per_s else "n/a"
         comp = "{:.0f} + {:.0f}".format(*g["compile_s"]) if g.get("compile_s") else ""
         if g.get("fallbacks"):
             label += " **(EAGER FALLBACK: " + "; ".join(g["fallbacks"]) + ")**"
-        lines.append(fmt_row([idx, label, f"{g['ms']:g} ms x 1", f"{both / sec:.3f}",
-                              f"{both / g['steps'] * 1e6:.1f}", ratio, "", comp]))
+        lines.append(fmt_row([idx, label, f"{g['ms']:g} ms x {nb}", f"{both / sec / nb:.3f}",
+                              f"{both / g['steps'] / nb * 1e6:.1f}", ratio, "", comp]))
         lines.append(fmt_row([idx + "a", "  same window: forward no_grad / forward building the graph", "",
-                              f"{fwd / sec:.3f} / {graph / sec:.3f}", f"{fwd / g['steps'] * 1e6:.1f} / "
-                              f"{graph / g['steps'] * 1e6:.1f}", "", "", ""]))
+                              f"{fwd / sec / nb:.3f} / {graph / sec / nb:.3f}", f"{fwd / g['steps'] / nb * 1e6:.1f} / "
+                              f"{graph / g['steps'] / nb * 1e6:.1f}", "", "", ""]))
         lines.append(fmt_row([idx + "b", "  ratio fwd+bwd / fwd (no_grad); fwd+bwd / fwd (graph), median of paired "
                               "ratios", "", f"**{r_fwd:.2f}**; {r_graph:.2f}", "", "", "", ""]))
         m = g["mem"]
-        lines.append(fmt_row([idx + "m", "  peak memory of one fwd+bwd window", f"{m['ms']:g} ms x 1",
+        lines.append(fmt_row([idx + "m", "  peak memory of one fwd+bwd window", f"{m['ms']:g} ms x {nb}",
                               f"RSS +{m['rss_mib']:.1f} MiB; autograd saved tensors {m['saved_mib']:.1f} MiB "
                               f"({m['saved_mib'] / (m['ms'] / 1000.0):.1f} MiB per simulated s)", "", "", "", ""]))
 
-    speed_row("1", "TVB native sim.run (numba, after warm-up)", "tvb")
+    speed_row("1", "TVB native sim.run (numba, after warm-up), repeats at the start and at the end pooled: the "
+                   "reference of every ratio", "tvb")
+    speed_row("1s", "  TVB at the start only", "tvb_start")
+    speed_row("1e", "  TVB at the end only", "tvb_end")
     speed_row("2", "torch eager forward, batch 1, float64 (no_grad)", "f64")
     speed_row("2t", "  same as 2 with torch.set_num_threads(1)", "f64_1t")
     speed_row("3", "torch eager forward, batch 1, float32 (no_grad)", "f32")
@@ -753,6 +767,8 @@ def main(argv=None) -> int:
         speed_row("C3", "compile=True forward, batch 64, float32 (no_grad), per sample", "c_b64")
         speed_row("C3t", "  same as C3 with torch.set_num_threads(1)", "c_b64_1t")
         grad_rows("C5", "compile=True fwd+bwd, batch 1, float64, checkpointed blocks (default)", "c_grad")
+        grad_rows("C5b", "compile=True fwd+bwd, batch 8, float32, checkpointed, torch.set_num_threads(1) (the "
+                         "configuration of tvb_torchfit.fit), per sample", "c_grad_b8")
         if args.all:
             grad_rows("C6", "compile=True, checkpoint=False fwd+bwd, batch 1, float64 (autograd through the "
                             "compiled blocks)", "c_grad_nock")
