@@ -767,7 +767,7 @@ def main(argv=None) -> int:
         speed_row("C3", "compile=True forward, batch 64, float32 (no_grad), per sample", "c_b64")
         speed_row("C3t", "  same as C3 with torch.set_num_threads(1)", "c_b64_1t")
         grad_rows("C5", "compile=True fwd+bwd, batch 1, float64, checkpointed blocks (default)", "c_grad")
-        grad_rows("C5b", "compile=True fwd+bwd, batch 8, float32, checkpointed, torch.set_num_threads(1) (the "
+        grad_rows("C7", "compile=True fwd+bwd, batch 8, float32, checkpointed, torch.set_num_threads(1) (the "
                          "configuration of tvb_torchfit.fit), per sample", "c_grad_b8")
         if args.all:
             grad_rows("C6", "compile=True, checkpoint=False fwd+bwd, batch 1, float64 (autograd through the "
