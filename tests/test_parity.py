@@ -67,7 +67,8 @@ def test_bold_and_temporal_average_30s(exact):
     sim = build(models.ReducedWongWangExcInh(w_p=np.array([0.7]), G=np.array([0.5])),
                 heun_stochastic(dt=0.5, nsig=1e-4, seed=3),
                 (monitors.Bold(period=720.0), monitors.TemporalAverage(period=10.0)), a=1.0 / 3.0)
-    report = tvb_torchfit.compare(sim, 30000.0, exact=exact, noise="tvb")
+    # the float64 fitting mode through the compiled blocks users run (and 30 s of eager steps saved)
+    report = tvb_torchfit.compare(sim, 30000.0, exact=exact, noise="tvb", compile=not exact)
     bold, tavg = report.monitors
     assert bold.samples_tvb == bold.samples_torch == 41 and bold.times_equal
     assert tavg.samples_tvb == tavg.samples_torch == 3000 and tavg.times_equal
@@ -75,11 +76,11 @@ def test_bold_and_temporal_average_30s(exact):
 
 
 def test_bold_period_not_multiple_of_interim_and_voi():
-    """dt 0.3 ms: interim block of round(4/0.3) = 13 steps; Bold period 2000 ms; S_i only."""
+    """dt 0.3 ms: interim block of round(4/0.3) = 13 steps; Bold period 2001 ms (6 samples); S_i only."""
     sim = build(models.ReducedWongWangExcInh(), heun_stochastic(dt=0.3, nsig=1e-5),
                 (monitors.Bold(period=2001.0, variables_of_interest=np.array([1])),
                  monitors.SubSample(period=3.0)), conn=connectivity("connectivity_66.zip"))
-    report = tvb_torchfit.compare(sim, 25000.0, exact=True, noise="tvb")
+    report = tvb_torchfit.compare(sim, 12500.0, exact=True, noise="tvb")
     for m in report.monitors:
         assert m.samples_tvb == m.samples_torch > 0 and m.times_equal
         assert m.max_rel <= 1e-9, str(report)
