@@ -16,7 +16,7 @@ FAST = dict(n_steps=4, window_trs=2, fc_window_trs=4, batch=2, warmup_ms=1500.0,
 @pytest.fixture(scope="module")
 def sim():
     return build(models.ReducedWongWangExcInh(w_p=np.array([0.7]), G=np.array([1.0])),
-                 heun_stochastic(dt=1.0, nsig=1e-4), (monitors.Bold(period=360.0),), conn=small_connectivity(N), a=0.5)
+                 heun_stochastic(dt=2.0, nsig=1e-4), (monitors.Bold(period=360.0),), conn=small_connectivity(N), a=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_checkpoint_from_other_settings_is_refused(sim, target, tmp_path):
 def test_writeback_puts_exactly_the_fitted_values(sim, target, tmp_path):
     res = tvb_torchfit.fit(sim, target, dict(PARAMS, J_i=tvb_torchfit.Param(0.5, 1.5, regionwise=True)), **FAST)
     fresh = build(models.ReducedWongWangExcInh(w_p=np.array([0.7]), G=np.array([1.0])),
-                  heun_stochastic(dt=1.0, nsig=1e-4), (monitors.Bold(period=360.0),), conn=small_connectivity(N), a=0.5)
+                  heun_stochastic(dt=2.0, nsig=1e-4), (monitors.Bold(period=360.0),), conn=small_connectivity(N), a=0.5)
     applied = res.apply(fresh)
     assert np.array_equal(np.asarray(applied.model.G).ravel(), res.params["G"])
     assert np.array_equal(np.asarray(applied.model.w_p).ravel(), res.params["w_p"])
