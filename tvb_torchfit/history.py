@@ -29,7 +29,7 @@ class HistoryRing:
                  device: torch.device, node_major: bool):
         self.horizon, self.n_nodes, self.batch = int(horizon), int(n_nodes), int(batch)
         self.node_major = bool(node_major)
-        self.length = 2 * (self.horizon + int(block))            # R, steps held by the buffer
+        self.length = self.steps_held(self.horizon, block)      # R, steps held by the buffer
         shape = ((self.n_nodes, self.length, self.batch) if self.node_major
                  else (self.length, self.n_nodes, self.batch))
         self.buffer = torch.empty(shape, dtype=dtype, device=device)
@@ -39,6 +39,11 @@ class HistoryRing:
         stride = self.batch if self.node_major else self.n_nodes * self.batch
         self._offsets: List[torch.Tensor] = [torch.tensor(o * stride, device=device)
                                              for o in range(self.length)]
+
+    @staticmethod
+    def steps_held(horizon: int, block: int) -> int:
+        """R, the steps a ring for this horizon and block holds: 2 * (horizon + block)."""
+        return 2 * (int(horizon) + int(block))
 
     @property
     def flat(self) -> torch.Tensor:

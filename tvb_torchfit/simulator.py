@@ -449,7 +449,7 @@ class TorchSimulator:
                        lo=self._lo if self._bounded else None, hi=self._hi if self._bounded else None)
         self._block = functools.partial(integrate_block, dt=self.dt, **step_kw)
         self._fused = None
-        self._ring_length = 2 * (spec.horizon + self.block)
+        self._ring_length = HistoryRing.steps_held(spec.horizon, self.block)
         if not exact:
             src, w = self.coupling.node_major_plan(self._ring_length)
             self._packed_names = tuple(name for name in self.params if name != NOISE_PARAM)
