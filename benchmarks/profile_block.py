@@ -1,0 +1,94 @@
+#!/usr/bin/env python
+"""Where one block of the compiled forward spends its time (the batch-1 profile in README "Speed").
+
+    python benchmarks/profile_block.py                 # float32, batch 1: per-block timings, min / median of 9
+    python benchmarks/profile_block.py --dtype float64 --batch 8
+    python benchmarks/profile_block.py --loop 40 &     # a steady run() loop for `perf` to attach to:
+    perf record -F 4000 -p <pid> -o perf.data -- sleep 12 && perf report -i perf.data --no-children --sort dso,sym
+
+Same set-up as bench_speed.py (ReducedWongWangExcInh, connectivity_76, 3 mm/ms, HeunStochastic dt 0.1 ms,
+Bold 720 ms), ``compile=True``, one torch thread. Timed in isolation, each many times: the compiled block call
+alone, the noise draw, ``_forward_block`` (the call with its detaching and no_grad), ``run()`` per block, and
+the Bold monitor per block. Internal methods are called directly: this is a profiling aid, not a test.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_speed  # noqa: E402  (same set-up)
+
+from tvb_torchfit.adapter import read_simulator  # noqa: E402
+from tvb_torchfit.simulator import TorchSimulator  # noqa: E402
+
+
+def timed(fn, n: int, repeats: int = 9):
+    """(min, median) microseconds per call over ``repeats`` rounds of ``n`` calls."""
+    per = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(n):
+            fn()
+        per.append((time.perf_counter() - t) / n * 1e6)
+    return min(per), statistics.median(per)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--loop", type=float, default=None, help="run() for this many seconds instead (for perf)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    twin = TorchSimulator(read_simulator(bench_speed.build_tvb()), noise="torch", batch=args.batch,
+                          dtype=getattr(torch, args.dtype), compile=True)
+    K = twin.block
+    with torch.no_grad():
+        twin.run(n_steps=K * 200)                                   # compiles, fills the ring
+        if args.loop is not None:
+            print(f"pid {os.getpid()}: steady loop for {args.loop:g} s", flush=True)
+            t = time.time()
+            while time.time() - t < args.loop:
+                twin.run(n_steps=K * 500)
+            return 0
+        ring, X = twin._ring, twin.state
+        normal = twin.noise.draw(K)
+        packed = torch.stack(torch.broadcast_tensors(*(twin._internal(n, twin.params[n])
+                                                       for n in twin._packed_names)))
+        scale = torch.sqrt(2.0 * twin._internal("noise.nsig", twin.params["noise.nsig"]))
+
+        def call():
+            ring.make_room(K)
+            twin._compiled_block.compiled(ring.flat, ring.offset_tensor, X, normal, scale, packed)
+            ring.advance(K)
+
+        def forward_block():
+            ring.make_room(K)
+            twin._forward_block(ring, X, normal, scale, packed, K)
+
+        rows = [("compiled block call", timed(call, 300)),
+                ("noise draw", timed(lambda: twin.noise.draw(K), 300)),
+                ("_forward_block (call + detach + no_grad)", timed(forward_block, 300)),
+                ("run() per block (500 blocks per run)",
+                 tuple(x / 500 for x in timed(lambda: twin.run(n_steps=K * 500), 1, 7)))]
+        states = torch.rand(K * 60, *X.shape, dtype=X.dtype) * 0.1   # monitor fed on its own, last
+        bold = twin.monitors[0]
+        step = [twin.current_step]
+
+        def feed():
+            bold.consume(states, step[0] + 1)
+            step[0] += states.shape[0]
+        lo, med = timed(feed, 20)
+        rows.append(("Bold monitor per block", (lo / 60, med / 60)))
+    print(f"{args.dtype}, batch {args.batch}, block of {K} steps: microseconds per block, min / median")
+    for name, (lo, med) in rows:
+        print(f"  {name:<45} {lo:8.1f} / {med:8.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
