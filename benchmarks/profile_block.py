@@ -3,6 +3,7 @@
 
     python benchmarks/profile_block.py                 # float32, batch 1: per-block timings, min / median of 9
     python benchmarks/profile_block.py --dtype float64 --batch 8
+    python benchmarks/profile_block.py --backward --batch 8     # checkpointed backward: the chunk calls' share
     python benchmarks/profile_block.py --loop 40 &     # a steady run() loop for `perf` to attach to:
     perf record -F 4000 -p <pid> -o perf.data -- sleep 12 && perf report -i perf.data --no-children --sort dso,sym
 
@@ -42,10 +43,14 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--loop", type=float, default=None, help="run() for this many seconds instead (for perf)")
+    ap.add_argument("--backward", action="store_true",
+                    help="time the checkpointed backward of d mean(S_e(end))/dG over 5000 steps instead")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     twin = TorchSimulator(read_simulator(bench_speed.build_tvb()), noise="torch", batch=args.batch,
                           dtype=getattr(torch, args.dtype), compile=True)
+    if args.backward:
+        return backward_split(twin)
     K = twin.block
     with torch.no_grad():
         twin.run(n_steps=K * 200)                                   # compiles, fills the ring
@@ -87,6 +92,44 @@ def main(argv=None) -> int:
     print(f"{args.dtype}, batch {args.batch}, block of {K} steps: microseconds per block, min / median")
     for name, (lo, med) in rows:
         print(f"  {name:<45} {lo:8.1f} / {med:8.1f}")
+    return 0
+
+
+def backward_split(twin, n_steps: int = 5000) -> int:
+    """The checkpointed backward's time, and the part of it spent inside the compiled chunk calls."""
+    spent = {"s": 0.0}
+    make = twin._vjp_fn
+
+    def timed_vjp(*a, **k):
+        fn = make(*a, **k)
+
+        def call(*args):
+            t = time.perf_counter()
+            out = fn(*args)
+            spent["s"] += time.perf_counter() - t
+            return out
+        return call
+    twin._vjp_fn = timed_vjp
+    G = torch.tensor([0.5], dtype=twin.dtype, requires_grad=True)
+
+    def once():
+        twin.detach_()
+        twin.set_param("G", G)
+        twin.run(n_steps=n_steps)
+        loss = twin.state[0].mean()
+        spent["s"] = 0.0
+        t = time.perf_counter()
+        loss.backward()
+        return time.perf_counter() - t, spent["s"]
+    once()                                                           # compiles
+    runs = [once() for _ in range(5)]
+    with torch.no_grad():
+        fwd = min(timed(lambda: twin.run(n_steps=n_steps), 1, 5))
+    print(f"{twin.dtype}, batch {twin.batch}: microseconds per step (min of 5)")
+    print(f"  forward (no_grad)                {fwd / n_steps:8.1f}")
+    total, inside = min(runs)
+    print(f"  backward                         {total / n_steps * 1e6:8.1f}")
+    print(f"    inside the compiled chunk calls {inside / n_steps * 1e6:7.1f}  ({inside / total:.0%})")
     return 0
 
 
