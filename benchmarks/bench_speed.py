@@ -104,8 +104,8 @@ def median_times(fn: Callable[[], None], repeats: int, cpu: Optional[List[float]
 
 
 def make_twin(sim, batch: int, dtype: torch.dtype, compile: bool = False, checkpoint: Optional[bool] = None):
-    from tvb_torchfit.adapter import read_simulator
-    from tvb_torchfit.simulator import TorchSimulator
+    from tvb_torchfit.simulator.adapter import read_simulator
+    from tvb_torchfit.simulator.twin import TorchSimulator
     return TorchSimulator(read_simulator(sim), noise="torch", batch=batch, dtype=dtype, compile=compile,
                           checkpoint=checkpoint)
 

@@ -23,8 +23,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_speed  # noqa: E402  (same set-up)
 
-from tvb_torchfit.adapter import read_simulator  # noqa: E402
-from tvb_torchfit.simulator import TorchSimulator  # noqa: E402
+from tvb_torchfit.simulator.adapter import read_simulator  # noqa: E402
+from tvb_torchfit.simulator.twin import TorchSimulator  # noqa: E402
 
 
 def timed(fn, n: int, repeats: int = 9):

@@ -33,10 +33,11 @@ import numpy as np
 import torch
 
 import tvb_torchfit
-from tvb_torchfit import datasets, preprocessing
-from tvb_torchfit.fic import fic_state
-from tvb_torchfit.linear import network_jacobian
-from tvb_torchfit.writeback import apply_params, clone_simulator, low_state_initial_conditions
+from tvb_torchfit.data import datasets
+from tvb_torchfit.data import preprocessing
+from tvb_torchfit.analyzers.fic import fic_state
+from tvb_torchfit.analyzers.linear import network_jacobian
+from tvb_torchfit.roundtrip.writeback import apply_params, clone_simulator, low_state_initial_conditions
 
 W_P, NSIG, DT, TR, RATE = 0.8, 3e-7, 1.0, 720.0, 3.0
 

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 import tvb_torchfit
-from tvb_torchfit import losses
+from tvb_torchfit.inference import losses
 from tvb_torchfit.demo import SETTINGS, TRUTH, demo_simulator
-from tvb_torchfit.validation import bold_fc
+from tvb_torchfit.roundtrip.validation import bold_fc
 
 warnings.filterwarnings("ignore", module="tvb")
 

@@ -1,7 +1,7 @@
 """What BOLD FC identifies, without sampling noise: the analytic FC of the linearised network on a grid.
 
 TVB simulates the demo's ground truth (``tvb_torchfit.demo.TRUTH``) and its FC is the target; for each grid
-point (G x w_p, and G x J_i) ``tvb_torchfit.linear.linear_bold_fc`` gives the expected BOLD FC of the model
+point (G x w_p, and G x J_i) ``tvb_torchfit.analyzers.linear.linear_bold_fc`` gives the expected BOLD FC of the model
 linearised around its low fixed point (autograd of the model ports, TVB's Bold kernel; delays ignored), and
 this script prints and plots its correlation with the target and its mean FC. Points past the bifurcation
 (no stable low state) are left blank.
@@ -17,8 +17,8 @@ import torch
 
 import tvb_torchfit
 from tvb_torchfit.demo import SETTINGS, TRUTH, demo_simulator
-from tvb_torchfit.linear import FixedPointError, linear_bold_fc
-from tvb_torchfit.validation import bold_fc
+from tvb_torchfit.analyzers.linear import FixedPointError, linear_bold_fc
+from tvb_torchfit.roundtrip.validation import bold_fc
 
 
 def grid(twin, target, name, values, Gs):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 import tvb_torchfit
-from tvb_torchfit import losses
+from tvb_torchfit.inference import losses
 from tvb_torchfit.demo import demo_simulator
 
 warnings.filterwarnings("ignore", module="tvb")

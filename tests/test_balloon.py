@@ -1,4 +1,4 @@
-"""Balloon–Windkessel observation model (tvb_torchfit.balloon) against TVB's ``BalloonModel`` analyzer.
+"""Balloon–Windkessel observation model (tvb_torchfit.analyzers.balloon) against TVB's ``BalloonModel`` analyzer.
 
 Every reference BOLD here is computed by TVB's own ``tvb.analyzers.fmri_balloon.BalloonModel.evaluate()``
 in the test, from a TVB ``TimeSeriesRegion``: the output of a short TVB simulation, or a smooth random signal.
@@ -14,7 +14,7 @@ from tvb.datatypes.time_series import TimeSeriesRegion
 from tvb.simulator import integrators, models, monitors
 
 from tvb_builders import build, heun_stochastic, small_connectivity
-from tvb_torchfit.balloon import BalloonWindkessel, neural_input
+from tvb_torchfit.analyzers.balloon import BalloonWindkessel, neural_input
 from tvb_torchfit.errors import ParameterError, UnsupportedTVBObject
 
 F64 = torch.float64

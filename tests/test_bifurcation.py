@@ -1,4 +1,4 @@
-"""tvb_torchfit.bifurcation: low fixed point, local Jacobian eigenvalues, penalty and fold curve.
+"""tvb_torchfit.analyzers.bifurcation: low fixed point, local Jacobian eigenvalues, penalty and fold curve.
 
 References come from TVB itself: the Jacobian is a finite difference of TVB's own numpy ``_numpy_dfun``,
 and the fold curve is checked with real TVB ``Simulator`` runs (deterministic Heun, dt 1 ms, 2 s) on
@@ -14,8 +14,8 @@ warnings.filterwarnings("ignore", module="tvb")
 from tvb.datatypes.connectivity import Connectivity  # noqa: E402
 from tvb.simulator import coupling, integrators, models, monitors, simulator  # noqa: E402
 
-from tvb_torchfit import bifurcation as bf  # noqa: E402
-from tvb_torchfit.models import ReducedWongWang, ReducedWongWangExcInh  # noqa: E402
+from tvb_torchfit.analyzers import bifurcation as bf  # noqa: E402
+from tvb_torchfit.simulator.models import ReducedWongWang, ReducedWongWangExcInh  # noqa: E402
 
 EI = ReducedWongWangExcInh
 T64 = dict(dtype=torch.float64)

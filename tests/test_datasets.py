@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from tvb_torchfit import datasets
-from tvb_torchfit.datasets import Subject, load_bold, load_connectivity, load_fc, load_subject
+from tvb_torchfit.data import datasets
+from tvb_torchfit.data.datasets import Subject, load_bold, load_connectivity, load_fc, load_subject
 from tvb_torchfit.errors import DataError, MissingExtraError, TVBTorchFitError
 
 warnings.filterwarnings("ignore", module="tvb")
@@ -165,7 +165,7 @@ def test_loaded_subject_runs_in_tvb_and_the_twin(sc, bold):
 @pytest.mark.parametrize("transposed", [False, True])
 def test_bold_orientation_from_the_node_count(tmp_path, bold, ext, transposed, caplog):
     path = save(tmp_path / f"bold{ext}", bold.T if transposed else bold)
-    with caplog.at_level("INFO", logger="tvb_torchfit.datasets"):
+    with caplog.at_level("INFO", logger="tvb_torchfit.data.datasets"):
         b = load_bold(path, n_regions=N)
     np.testing.assert_allclose(b.data, bold, rtol=1e-15)
     expected = "regions x time: axis 0" if transposed else "time x regions: axis 1"
@@ -411,7 +411,7 @@ def test_hcp_all_subjects(hcp_subjects):
 
 @hcp
 def test_hcp_labels_are_aal2_cerebrum(hcp_subjects):
-    from tvb_torchfit.preprocessing import cerebellum_regions
+    from tvb_torchfit.data.preprocessing import cerebellum_regions
     labels = list(next(iter(hcp_subjects.values())).region_labels)
     assert labels[:2] == ["Precentral_L", "Precentral_R"] and labels[-1] == "Temporal_Inf_R"
     assert all(label.endswith(("_L", "_R")) for label in labels)

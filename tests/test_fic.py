@@ -1,4 +1,4 @@
-"""tvb_torchfit.fic: feedback inhibition control (Deco et al. 2014) for ReducedWongWangExcInh.
+"""tvb_torchfit.analyzers.fic: feedback inhibition control (Deco et al. 2014) for ReducedWongWangExcInh.
 
 The check is independent of the code under test: the excitatory rate H_e is recomputed from TVB's
 ReducedWongWangExcInh equations (written out below from TVB's source, with the TVB model's own parameter
@@ -15,8 +15,9 @@ warnings.filterwarnings("ignore", module="tvb")
 from tvb.simulator import models  # noqa: E402
 
 from tests.test_linear import small_sim, tvb_network_dfun  # noqa: E402
-from tvb_torchfit import fic, linear  # noqa: E402
-from tvb_torchfit.adapter import read_simulator  # noqa: E402
+from tvb_torchfit.analyzers import linear  # noqa: E402
+from tvb_torchfit.analyzers import fic
+from tvb_torchfit.simulator.adapter import read_simulator  # noqa: E402
 
 T64 = dict(dtype=torch.float64)
 

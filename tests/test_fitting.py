@@ -5,7 +5,7 @@ import torch
 from tvb.simulator import integrators, models, monitors
 
 import tvb_torchfit
-from tvb_torchfit import fitting
+from tvb_torchfit.inference import fitting
 from tvb_torchfit.errors import ParameterError
 from tvb_builders import build, heun_stochastic, small_connectivity
 
@@ -146,7 +146,7 @@ def test_bifurcation_penalty_pulls_towards_its_band(sim, target):
     The band asks for a *more* stable low state than the start's, while the FC term alone drives w_p up
     here (measured): w_p must go down, and only the penalty can make it.
     """
-    from tvb_torchfit.bifurcation import bifurcation_penalty, from_twin
+    from tvb_torchfit.analyzers.bifurcation import bifurcation_penalty, from_twin
     band = dict(bifurcation_target=-0.02, bifurcation_width=0.002)
 
     def penalty(w_p):
@@ -228,7 +228,7 @@ def test_bad_observation_settings(sim, target, settings, match):
 
 def test_linear_method_is_deterministic_and_raises_fc_correlation(sim):
     """method="linear": analytic FC (linear.py); fitting to the linear FC of other parameters raises r."""
-    from tvb_torchfit.linear import linear_bold_fc
+    from tvb_torchfit.analyzers.linear import linear_bold_fc
     twin = tvb_torchfit.from_tvb(sim)
     goal, _ = linear_bold_fc(twin, {"G": torch.tensor([1.6], dtype=torch.float64)})
     goal = goal.detach().numpy()

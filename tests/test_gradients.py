@@ -10,8 +10,8 @@ from tvb.simulator import integrators, models, monitors
 from tvb.simulator.models.wong_wang_exc_inh import _numba_dfun as tvb_exc_inh_dfun
 
 import tvb_torchfit
-from tvb_torchfit.models import ReducedWongWangExcInh
-from tvb_torchfit.models.transfer import wong_wang_H
+from tvb_torchfit.simulator.models import ReducedWongWangExcInh
+from tvb_torchfit.simulator.models.transfer import wong_wang_H
 from tvb_builders import build, heun_stochastic, small_connectivity
 
 N = 4

@@ -3,8 +3,8 @@ import numpy as np
 import torch
 from hypothesis import given, settings, strategies as st
 
-from tvb_torchfit.coupling import DelayedLinearCoupling, gather_far, gather_far_node_major
-from tvb_torchfit.history import HistoryRing
+from tvb_torchfit.simulator.coupling import DelayedLinearCoupling, gather_far, gather_far_node_major
+from tvb_torchfit.simulator.history import HistoryRing
 
 CPU = torch.device("cpu")
 

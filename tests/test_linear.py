@@ -1,4 +1,4 @@
-"""tvb_torchfit.linear: network fixed point, network Jacobian, analytic (BOLD) FC of the linearised network.
+"""tvb_torchfit.analyzers.linear: network fixed point, network Jacobian, analytic (BOLD) FC of the linearised network.
 
 References come from TVB itself, never from the code under test: the fixed point is checked with TVB's
 own ``model.dfun`` (numpy) and a long deterministic TVB run from the low start, the Jacobian with finite
@@ -15,9 +15,9 @@ warnings.filterwarnings("ignore", module="tvb")
 from tvb.simulator import integrators, models, monitors  # noqa: E402
 
 from tests import tvb_builders as tb  # noqa: E402
-from tvb_torchfit import linear  # noqa: E402
-from tvb_torchfit.adapter import read_simulator  # noqa: E402
-from tvb_torchfit.writeback import clone_simulator, low_state_initial_conditions  # noqa: E402
+from tvb_torchfit.analyzers import linear  # noqa: E402
+from tvb_torchfit.simulator.adapter import read_simulator  # noqa: E402
+from tvb_torchfit.roundtrip.writeback import clone_simulator, low_state_initial_conditions  # noqa: E402
 
 T64 = dict(dtype=torch.float64)
 

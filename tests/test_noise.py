@@ -4,7 +4,7 @@ import torch
 from tvb.simulator import models, monitors
 
 import tvb_torchfit
-from tvb_torchfit.noise import TorchStream, TVBStream
+from tvb_torchfit.simulator.noise import TorchStream, TVBStream
 from tvb_builders import build, heun_stochastic, small_connectivity
 
 

@@ -1,7 +1,7 @@
 """TorchSimulator parameters: names, shapes, values, and the output shapes they lead to.
 
 Real TVB simulators on the 4-region ``paupau`` connectome (milliseconds to configure); simulations of a few
-ms. Parameter layouts (see tvb_torchfit.simulator): model and coupling parameters broadcast against
+ms. Parameter layouts (see tvb_torchfit.simulator.twin): model and coupling parameters broadcast against
 (batch, nodes): (), (1,), (N,), (B, 1), (B, N); ``noise.nsig`` against (batch, nvar, nodes).
 Outputs: (T, voi, N, 1) for batch 1, (B, T, voi, N, 1) otherwise, T as TVB itself gives it.
 """
@@ -81,7 +81,7 @@ def test_noise_parameter_of_a_deterministic_simulator(det_sim):
 
 def test_parameter_names_follow_tvb(stoch_sim):
     twin = tvb_torchfit.from_tvb(stoch_sim)
-    port_names = set(tvb_torchfit.models.MODELS[models.ReducedWongWangExcInh].parameter_names)
+    port_names = set(tvb_torchfit.simulator.models.MODELS[models.ReducedWongWangExcInh].parameter_names)
     assert set(twin.parameter_names) == port_names | {"coupling.a", "coupling.b", "noise.nsig"}
     for name in port_names:                          # values as TVB holds them
         np.testing.assert_array_equal(twin.params[name].numpy(), np.asarray(getattr(stoch_sim.model, name)))
@@ -318,7 +318,7 @@ def test_output_shapes_follow_tvb(batch, model, scheme, dt, length, layouts, nsi
 def test_regionwise_prior_mean_per_region():
     import torch
     from tvb_torchfit.errors import ParameterError
-    from tvb_torchfit.parameters import Param, ParameterSet
+    from tvb_torchfit.inference.parameters import Param, ParameterSet
     start = {"J_i": torch.ones(3, dtype=torch.float64)}
     mean = [0.9, 1.0, 1.2]
     ps = ParameterSet({"J_i": Param(0.5, 2.0, regionwise=True, prior=(mean, 0.1))}, start, 3)

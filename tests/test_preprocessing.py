@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from tvb_torchfit import preprocessing as P
-from tvb_torchfit.datasets import Subject, load_connectivity, load_subject
+from tvb_torchfit.data import preprocessing as P
+from tvb_torchfit.data.datasets import Subject, load_connectivity, load_subject
 from tvb_torchfit.errors import DataError
 
 warnings.filterwarnings("ignore", module="tvb")

@@ -164,7 +164,7 @@ def test_switching_between_graph_and_in_place_history_continues_identically():
 
 def _checkpoint_grads(**kw):
     sim = _stoch_sim()
-    twin = tvb_torchfit.TorchSimulator(tvb_torchfit.adapter.read_simulator(sim), batch=2, seed=3, block=4, **kw)
+    twin = tvb_torchfit.TorchSimulator(tvb_torchfit.simulator.adapter.read_simulator(sim), batch=2, seed=3, block=4, **kw)
     nsig = torch.tensor([1e-4], dtype=torch.float64, requires_grad=True)
     w_p = torch.full((5,), 1.3, dtype=torch.float64, requires_grad=True)
     twin.set_param("noise.nsig", nsig)
@@ -189,7 +189,7 @@ def test_checkpointed_backward_equals_autograd():
 
 def test_checkpoint_refused_in_exact_mode():
     with pytest.raises(ValueError, match="checkpoint"):
-        tvb_torchfit.TorchSimulator(tvb_torchfit.adapter.read_simulator(_det_sim()), exact=True, checkpoint=True)
+        tvb_torchfit.TorchSimulator(tvb_torchfit.simulator.adapter.read_simulator(_det_sim()), exact=True, checkpoint=True)
 
 
 def test_compiled_checkpointed_backward_equals_eager_autograd():
@@ -205,7 +205,7 @@ def test_compiled_checkpointed_backward_equals_eager_autograd():
 
 def test_failed_compilation_falls_back_to_eager_with_a_warning():
     from torch._inductor.exc import CppCompileError
-    from tvb_torchfit.simulator import _CompiledOrEager
+    from tvb_torchfit.simulator.twin import _CompiledOrEager
 
     def broken(*args):
         raise CppCompileError(["g++"], "internal compiler error")
@@ -225,7 +225,7 @@ def _subset_grads(grad_names, **kw):
     """Two runs through one graph with only the parameters ``grad_names`` requiring grad (the others set to
     the same values as constants); "state" makes the start state require grad. Outputs and gradients."""
     sim = _stoch_sim()
-    twin = tvb_torchfit.TorchSimulator(tvb_torchfit.adapter.read_simulator(sim), batch=2, seed=3, block=4, **kw)
+    twin = tvb_torchfit.TorchSimulator(tvb_torchfit.simulator.adapter.read_simulator(sim), batch=2, seed=3, block=4, **kw)
     values = {"G": torch.tensor([[1.5], [2.0]], dtype=torch.float64),
               "w_p": torch.linspace(1.2, 1.4, 5, dtype=torch.float64),
               "noise.nsig": torch.tensor([1e-4], dtype=torch.float64),
@@ -270,7 +270,7 @@ def test_checkpointed_backward_chunks_independent_of_forward_blocks(compile):
     forward blocks (here blocks of 6, chunks of 4, runs of 41 and 30 steps: remainders on both sides)."""
     def grads(**kw):
         sim = _stoch_sim()
-        twin = tvb_torchfit.TorchSimulator(tvb_torchfit.adapter.read_simulator(sim), batch=2, seed=3, block=6, **kw)
+        twin = tvb_torchfit.TorchSimulator(tvb_torchfit.simulator.adapter.read_simulator(sim), batch=2, seed=3, block=6, **kw)
         nsig = torch.tensor([1e-4], dtype=torch.float64, requires_grad=True)
         twin.set_param("noise.nsig", nsig)
         outs, G = _graph_run(twin, (41, 30))
@@ -293,12 +293,12 @@ def test_checkpointed_backward_replays_the_noise_per_segment(noise, monkeypatch)
     """The checkpointed backward redraws the noise segment by segment from stream snapshots (not kept from the
     forward): with segments of a few blocks (several per run), gradients equal plain autograd's, for both
     noise sources, and the simulator's own stream continues as without checkpointing."""
-    import tvb_torchfit.simulator as simulator
+    import tvb_torchfit.simulator.twin as simulator
     monkeypatch.setattr(simulator, "_SEGMENT_STEPS", 8)      # blocks of 6, chunks of 4: segments of 2 blocks
 
     def grads(**kw):
         sim = _stoch_sim()
-        twin = tvb_torchfit.TorchSimulator(tvb_torchfit.adapter.read_simulator(sim), batch=2, seed=3, block=6,
+        twin = tvb_torchfit.TorchSimulator(tvb_torchfit.simulator.adapter.read_simulator(sim), batch=2, seed=3, block=6,
                                            noise=noise, **kw)
         nsig = torch.tensor([1e-4], dtype=torch.float64, requires_grad=True)
         twin.set_param("noise.nsig", nsig)
@@ -324,7 +324,7 @@ def test_checkpointed_run_in_several_autograd_groups_equals_autograd(compile):
     through the state and history handed from group to group and from run to run."""
     def grads(**kw):
         sim = _stoch_sim()
-        twin = tvb_torchfit.TorchSimulator(tvb_torchfit.adapter.read_simulator(sim), batch=2, seed=3, block=6, **kw)
+        twin = tvb_torchfit.TorchSimulator(tvb_torchfit.simulator.adapter.read_simulator(sim), batch=2, seed=3, block=6, **kw)
         twin._group_steps = 12
         nsig = torch.tensor([1e-4], dtype=torch.float64, requires_grad=True)
         w_p = torch.full((5,), 1.3, dtype=torch.float64, requires_grad=True)

@@ -14,8 +14,8 @@ from tvb.simulator import integrators, models, monitors
 from tvb_builders import build, heun_stochastic, small_connectivity
 
 from tvb_torchfit.errors import ParameterError
-from tvb_torchfit.validation import ValidationReport, bold_fc, fcd_values, validate
-from tvb_torchfit.writeback import clone_simulator, low_state_initial_conditions
+from tvb_torchfit.roundtrip.validation import ValidationReport, bold_fc, fcd_values, validate
+from tvb_torchfit.roundtrip.writeback import clone_simulator, low_state_initial_conditions
 
 N = 6
 LENGTH = 24e3        # ms per TVB run
@@ -192,7 +192,7 @@ def test_validate_in_worker_processes_gives_the_serial_report(setup):
 
 
 def test_run_tvb_bold_reports_a_failing_worker_and_refuses_bad_input_before_running(setup, monkeypatch):
-    import tvb_torchfit.validation as validation
+    import tvb_torchfit.roundtrip.validation as validation
     with pytest.raises(ParameterError, match="processes"):
         validation.run_tvb_bold(setup["sim"], simulation_length=LENGTH, seeds=(1, 2), processes=0)
     with pytest.raises(ParameterError, match="initial_conditions has shape"):      # in this process, no worker

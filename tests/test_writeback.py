@@ -14,7 +14,7 @@ from tvb_builders import build, heun_stochastic, small_connectivity
 
 import tvb_torchfit
 from tvb_torchfit.errors import ParameterError, UnsupportedTVBObject
-from tvb_torchfit.writeback import (apply_params, clone_simulator, low_state_initial_conditions,
+from tvb_torchfit.roundtrip.writeback import (apply_params, clone_simulator, low_state_initial_conditions,
                                     model_parameter_names, read_params)
 
 N = 6
@@ -130,7 +130,7 @@ def test_twin_reads_written_values():
 def test_model_parameter_names():
     assert set(model_parameter_names(models.ReducedWongWangExcInh())) >= {"G", "w_p", "J_i", "J_N", "I_o",
                                                                           "lamda", "I_ext"}
-    from tvb_torchfit.models import MODELS
+    from tvb_torchfit.simulator.models import MODELS
     for tvb_cls, port in MODELS.items():          # every parameter of the torch ports can be written back
         assert set(model_parameter_names(tvb_cls())) >= set(port.parameter_names)
     assert "G" not in model_parameter_names(models.ReducedWongWang())

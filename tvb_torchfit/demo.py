@@ -43,7 +43,7 @@ def demo_simulator(G: float, w_p: float, J_i: float = 1.0, nsig: float = 1e-4, d
     from tvb.datatypes.connectivity import Connectivity
     from tvb.simulator import coupling, integrators, models, monitors, noise, simulator
 
-    from .writeback import clone_simulator, low_state_initial_conditions
+    from .roundtrip.writeback import clone_simulator, low_state_initial_conditions
     conn = Connectivity.from_file("connectivity_76.zip")
     conn.weights = conn.weights / conn.weights.max()
     conn.speed = np.array([3.0])
@@ -58,7 +58,7 @@ def demo_simulator(G: float, w_p: float, J_i: float = 1.0, nsig: float = 1e-4, d
 def run(out_dir: str = "out/demo", target_ms: float = 600e3, validate_ms: float = 600e3, n_steps: int = FIT["n_steps"],
         quick: bool = False, compile: bool = True, processes: int = 2) -> Dict:
     import tvb_torchfit
-    from tvb_torchfit.validation import _pearson, _upper, bold_fc, run_tvb_bold
+    from tvb_torchfit.roundtrip.validation import _pearson, _upper, bold_fc, run_tvb_bold
     warnings.filterwarnings("ignore", module="tvb")
     if quick:
         target_ms, validate_ms, n_steps = 60e3, 60e3, 4

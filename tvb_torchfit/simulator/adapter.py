@@ -19,7 +19,7 @@ from tvb.simulator import monitors as tvb_monitors
 from tvb.simulator import noise as tvb_noise
 from tvb.simulator.simulator import Simulator
 
-from .errors import NotConfiguredError, UnsupportedTVBObject
+from ..errors import NotConfiguredError, UnsupportedTVBObject
 from .integrators import SCHEMES
 from .models import MODELS
 from .monitors import time_ordered_stock
@@ -42,7 +42,7 @@ class MonitorSpec:
 
 @dataclass
 class SimulatorSpec:
-    model: type                            # the torch port (tvb_torchfit.models)
+    model: type                            # the torch port (tvb_torchfit.simulator.models)
     model_params: Dict[str, np.ndarray]    # TVB name -> (1,) or (N,)
     model_voi: np.ndarray                  # state-variable indices observed by monitors
     coupling_a: np.ndarray

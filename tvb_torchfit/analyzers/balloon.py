@@ -45,7 +45,7 @@ from typing import Dict, Optional, Union
 import numpy as np
 import torch
 
-from .errors import ParameterError, UnsupportedTVBObject
+from ..errors import ParameterError, UnsupportedTVBObject
 
 Number = Union[float, torch.Tensor]
 

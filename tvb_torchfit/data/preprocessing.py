@@ -1,6 +1,6 @@
 """Preprocessing of structural and functional data; every step optional, every step recorded.
 
-Each function takes a numpy array or a :class:`~tvb_torchfit.datasets.Subject`:
+Each function takes a numpy array or a :class:`~tvb_torchfit.data.datasets.Subject`:
 
 * arrays: structural steps take a (regions, regions) matrix; BOLD steps take a (time, regions) signal
   (time is axis 0, as in ``Subject.bold`` and TVB's monitors); a new array is returned.
@@ -19,7 +19,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .datasets import Subject, make_connectivity
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = ["normalize_weights", "log1p_weights", "symmetrize", "remove_self_connections", "drop_regions",
            "regions_matching", "cerebellum_regions", "discard_volumes", "detrend", "bandpass", "zscore",

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import ParameterError
+from ..errors import ParameterError
 
 ArrayLike = Union[Tensor, np.ndarray]
 

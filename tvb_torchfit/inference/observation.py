@@ -16,8 +16,8 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from .balloon import BalloonWindkessel
-from .errors import ParameterError
+from ..analyzers.balloon import BalloonWindkessel
+from ..errors import ParameterError
 
 OBSERVATIONS = ("bold", "balloon")
 

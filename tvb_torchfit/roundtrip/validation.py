@@ -1,7 +1,7 @@
 """Validate fitted parameters with TVB itself: native TVB runs, their BOLD FC (and FCD) against a target.
 
 After a fit with the torch twin, the parameters are written onto a TVB ``Simulator`` (see
-``tvb_torchfit.writeback.apply_params``) and ``validate`` runs TVB natively — its own integrator, noise
+``tvb_torchfit.roundtrip.writeback.apply_params``) and ``validate`` runs TVB natively — its own integrator, noise
 and Bold monitor, nothing from torch — for a few noise seeds, and compares the resulting functional
 connectivity (FC, ``numpy.corrcoef`` of BOLD over nodes, as TVB's own adapters compute it) with the
 target FC. The spread between seeds (``seed_to_seed_fc_corr``) is the noise ceiling: no fit can be
@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from tvb.simulator import monitors as tvb_monitors
 
-from .errors import ParameterError
+from ..errors import ParameterError
 from .writeback import _check_simulator, _clone, _is_stochastic, _n_regions
 
 FIGURE_NAME = "validation.png"

@@ -12,7 +12,7 @@ irrelevant at a fixed point) the fixed point with H_e = r everywhere is known in
 2. The long-range input c = a * (W @ S_e) + b (TVB's Linear coupling, weights as TVB froze them).
 3. S_i from the port's own inhibitory equation dS_i/dt(S_e, S_i, c) = 0 (it does not contain J_i),
    by Newton's method in S_i from 0: dS_i/dt is strictly decreasing and convex in S_i, so Newton converges
-   monotonically (``tvb_torchfit.bifurcation`` uses the same fact).
+   monotonically (``tvb_torchfit.analyzers.bifurcation`` uses the same fact).
 4. J_i from the port's own excitatory equation dS_e/dt(S_e, S_i, c; J_i) = 0: it is strictly decreasing
    and convex in J_i (J_i * S_i enters H_e's argument with a minus sign), so Newton converges from any
    start (after at most one step it approaches from the left).
@@ -29,7 +29,7 @@ from typing import Callable, Mapping, Optional, Tuple
 
 import torch
 
-from .errors import ParameterError
+from ..errors import ParameterError
 from .linear import DTYPE, linear_network
 
 Tensor = torch.Tensor
@@ -105,6 +105,6 @@ def fic_J_i(spec_or_twin, params: Optional[Mapping[str, object]] = None, target_
     Any J_i in ``params`` is ignored (it is what is computed). Differentiable w.r.t. the other parameters and
     ``target_rate`` (implicit function theorem). Raises ``ParameterError`` for a model without J_i, a
     non-positive rate, or a target that would need J_i < 0. Whether that fixed point is the stable low state
-    is for ``tvb_torchfit.linear.network_fixed_point`` / ``linear_fc`` to say.
+    is for ``tvb_torchfit.analyzers.linear.network_fixed_point`` / ``linear_fc`` to say.
     """
     return fic_state(spec_or_twin, params, target_rate)[0]

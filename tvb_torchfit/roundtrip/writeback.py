@@ -29,7 +29,7 @@ from tvb.basic.neotraits.api import Final, NArray
 from tvb.simulator import integrators as tvb_integrators
 from tvb.simulator.simulator import Simulator
 
-from .errors import ParameterError, UnsupportedTVBObject
+from ..errors import ParameterError, UnsupportedTVBObject
 
 NOISE_PARAM = "noise.nsig"
 COUPLING_PREFIX = "coupling."

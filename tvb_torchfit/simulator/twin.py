@@ -30,7 +30,7 @@ from . import monitors as _monitors
 from .adapter import SimulatorSpec
 from .coupling import DelayedLinearCoupling, gather_far, gather_far_node_major, linear_post, max_block, near_padded
 from .history import HistoryRing
-from .errors import ParameterError
+from ..errors import ParameterError
 from .integrators import SCHEMES
 from .noise import TorchStream, TVBStream, additive_increment
 

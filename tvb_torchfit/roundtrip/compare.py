@@ -15,7 +15,8 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from .adapter import monitor_name
+from ..simulator import from_tvb
+from ..simulator.adapter import monitor_name
 
 
 @dataclass
@@ -86,7 +87,6 @@ def compare(sim, simulation_length: float = 1000.0, *, exact: bool = True, noise
     numbers, so the two runs are comparable step by step. ``exact=True`` (default) emulates TVB's float32
     history for last-digit agreement; pass ``exact=False`` to check the float64 fitting mode.
     """
-    from . import from_tvb
     twin = from_tvb(sim, exact=exact, noise=noise, dtype=dtype, **twin_kwargs)
     t0 = time.perf_counter()
     tvb_out = sim.run(simulation_length=simulation_length)

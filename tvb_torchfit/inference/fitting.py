@@ -46,16 +46,17 @@ import numpy as np
 import torch
 
 from . import losses
-from .bifurcation import bifurcation_penalty, from_twin
-from .fic import fic_J_i
-from .linear import FixedPointError, linear_bold_fc
+from ..analyzers.bifurcation import bifurcation_penalty, from_twin
+from ..analyzers.fic import fic_J_i
+from ..analyzers.linear import FixedPointError, linear_bold_fc
 from .observation import make_observation
-from .adapter import read_simulator
-from .errors import ParameterError
+from ..simulator.adapter import read_simulator
+from ..errors import ParameterError
+from ..version import __version__
 from .parameters import ParamSpec, ParameterSet
-from .simulator import TorchSimulator
-from .validation import _find_bold
-from .writeback import apply_params, clone_simulator, low_state_initial_conditions
+from ..simulator.twin import TorchSimulator
+from ..roundtrip.validation import _find_bold
+from ..roundtrip.writeback import apply_params, clone_simulator, low_state_initial_conditions
 
 FC_LOSSES = {"log_corr": losses.loss_log_corr, "neg_corr": losses.loss_neg_corr, "rmse": losses.loss_rmse}
 
@@ -410,8 +411,8 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
         with torch.no_grad():
             fitted_t = {name: torch.as_tensor(v, dtype=torch.float64) for name, v in fitted.items()}
             fitted["J_i"] = fic_J_i(twin, fitted_t, target_rate=cfg.fic_rate).cpu().numpy()
-    provenance = {"tvb_torchfit": _version(), "torch": torch.__version__, "numpy": np.__version__,
-                  "python": platform.python_version(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    provenance = {"tvb_torchfit": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                  "python": platform.python__version__, "date": datetime.datetime.now().isoformat(timespec="seconds"),
                   "tvb_simulator": f"{type(sim.model).__name__}, {type(sim.integrator).__name__} dt={twin.dt} ms, "
                                    f"{n} regions, Bold TR={tr_ms} ms", "steps_done": n_done,
                   "selected_step": selected}
@@ -451,11 +452,6 @@ def _stop_early(loss_history, state, patience: int) -> bool:
         return False
     state["since_best"] += 1
     return state["since_best"] >= patience
-
-
-def _version() -> str:
-    from . import __version__
-    return __version__
 
 
 def _payload(config_doc, pset, optimizer, scheduler, twin, obs, history, state) -> Dict:

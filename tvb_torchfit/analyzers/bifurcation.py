@@ -4,7 +4,7 @@ Griffiths et al. (2022) optionally constrain the fitted E/I parameters to lie ne
 neural mass, where the low-activity state is still stable but only just: the node relaxes slowly, noise
 drives large slow fluctuations (metastability), and BOLD FC carries structure. This module implements that
 constraint for TVB's ``ReducedWongWangExcInh`` and ``ReducedWongWang``, using the model ports' own ``dfun``
-(``tvb_torchfit.models``; the equations are not re-written here).
+(``tvb_torchfit.simulator.models``; the equations are not re-written here).
 
 What is penalised
 -----------------
@@ -65,7 +65,7 @@ network input (the ``"mean-field"`` option) the recurrent excitation G*J_N*a*sum
 and brings the fold into the usual w_p range (connectivity_76 weights / max, a = 1, G = 0.1: J_i* = 1.551
 at w_p 1.0, 1.825 at w_p 1.4). Near the cusp the window between the fold and the ghost's disappearance
 is narrower than a coarse y grid: raise ``n_y`` there.
-``python -m tvb_torchfit.bifurcation`` prints those curves.
+``python -m tvb_torchfit.analyzers.bifurcation`` prints those curves.
 
 Coupling input
 --------------
@@ -101,7 +101,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .models import ReducedWongWang, ReducedWongWangExcInh
+from ..simulator.models import ReducedWongWang, ReducedWongWangExcInh
 
 DTYPE = torch.float64
 Tensor = torch.Tensor
@@ -486,7 +486,7 @@ def low_fixed_point(model_port=ReducedWongWangExcInh, params: Optional[Params] =
                     grad_steps: int = 1) -> FixedPoint:
     """The low-activity fixed point of every node, differentiable with respect to the parameters.
 
-    model_port:      ``tvb_torchfit.models.ReducedWongWangExcInh`` or ``ReducedWongWang``.
+    model_port:      ``tvb_torchfit.simulator.models.ReducedWongWangExcInh`` or ``ReducedWongWang``.
     params:          dict of tensors (N or 1, B or 1), TVB names; missing ones take TVB's defaults.
     coupling_input:  None (zero input), a tensor (N or 1, B or 1), or ``"mean-field"`` (with ``weights``,
                      ``coupling_a``, ``coupling_b``: c_k = a * sum_j W_kj * S_e,k + b, self-consistent).

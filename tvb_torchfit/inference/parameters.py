@@ -20,7 +20,7 @@ from typing import Dict, Mapping, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from .errors import ParameterError
+from ..errors import ParameterError
 
 ALIASES = {"nsig": "noise.nsig", "coupling_a": "coupling.a", "coupling_b": "coupling.b"}
 

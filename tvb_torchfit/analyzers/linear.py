@@ -66,8 +66,8 @@ from typing import Dict, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
-from .adapter import SimulatorSpec
-from .errors import ParameterError
+from ..simulator.adapter import SimulatorSpec
+from ..errors import ParameterError
 
 DTYPE = torch.float64
 Tensor = torch.Tensor

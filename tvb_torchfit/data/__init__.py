@@ -1,0 +1,1 @@
+"""Empirical data: loaders for HCP and user files (``datasets``) and preprocessing (``preprocessing``)."""
