@@ -412,7 +412,7 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
             fitted_t = {name: torch.as_tensor(v, dtype=torch.float64) for name, v in fitted.items()}
             fitted["J_i"] = fic_J_i(twin, fitted_t, target_rate=cfg.fic_rate).cpu().numpy()
     provenance = {"tvb_torchfit": __version__, "torch": torch.__version__, "numpy": np.__version__,
-                  "python": platform.python__version__, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                  "python": platform.python_version(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
                   "tvb_simulator": f"{type(sim.model).__name__}, {type(sim.integrator).__name__} dt={twin.dt} ms, "
                                    f"{n} regions, Bold TR={tr_ms} ms", "steps_done": n_done,
                   "selected_step": selected}

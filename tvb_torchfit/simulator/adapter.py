@@ -13,13 +13,13 @@ from typing import Dict, List, Optional
 
 import numpy as np
 from tvb.datatypes import equations
-from tvb.simulator import coupling as tvb_coupling
 from tvb.simulator import integrators as tvb_integrators
 from tvb.simulator import monitors as tvb_monitors
 from tvb.simulator import noise as tvb_noise
 from tvb.simulator.simulator import Simulator
 
 from ..errors import NotConfiguredError, UnsupportedTVBObject
+from .coupling import COUPLINGS
 from .integrators import SCHEMES
 from .models import MODELS
 from .monitors import time_ordered_stock
@@ -45,8 +45,8 @@ class SimulatorSpec:
     model: type                            # the torch port (tvb_torchfit.simulator.models)
     model_params: Dict[str, np.ndarray]    # TVB name -> (1,) or (N,)
     model_voi: np.ndarray                  # state-variable indices observed by monitors
-    coupling_a: np.ndarray
-    coupling_b: np.ndarray
+    coupling: type                         # the torch port of the coupling (tvb_torchfit.simulator.coupling)
+    coupling_params: Dict[str, np.ndarray]  # TVB attribute name ("a", "b") -> (1,) or (N,)
     weights: np.ndarray                    # (N, N), rows are targets
     idelays: np.ndarray                    # (N, N) int, in integration steps
     horizon: int
@@ -63,6 +63,14 @@ class SimulatorSpec:
     history_dtype: np.dtype
     current_step: int
     monitors: List[MonitorSpec] = field(default_factory=list)
+
+    @property
+    def coupling_a(self) -> np.ndarray:
+        return self.coupling_params["a"]
+
+    @property
+    def coupling_b(self) -> np.ndarray:
+        return self.coupling_params["b"]
 
     @property
     def n_nodes(self) -> int:
@@ -110,17 +118,18 @@ def _read_model(sim):
 
 
 def _read_coupling(sim):
-    if type(sim.coupling) is not tvb_coupling.Linear:
-        raise _unsupported("coupling", sim.coupling, ["Linear"])
+    port = COUPLINGS.get(type(sim.coupling))
+    if port is None:
+        raise _unsupported("coupling", sim.coupling, [cls.__name__ for cls in COUPLINGS])
     n = sim.connectivity.number_of_regions
-    out = []
-    for name in ("a", "b"):
+    params = {}
+    for name in port.parameter_names:
         value = np.array(getattr(sim.coupling, name), dtype=np.float64).reshape(-1)
         if value.size not in (1, n):
-            raise UnsupportedTVBObject(f"coupling parameter Linear.{name} has {value.size} values; "
-                                       f"expected 1 or {n}.")
-        out.append(value)
-    return out
+            raise UnsupportedTVBObject(f"coupling parameter {type(sim.coupling).__name__}.{name} has {value.size} "
+                                       f"values; expected 1 or {n}.")
+        params[name] = value
+    return port, params
 
 
 def _read_integrator(sim, nvar: int):
@@ -198,12 +207,12 @@ def read_simulator(sim) -> SimulatorSpec:
         raise UnsupportedTVBObject(f"stimulus {type(sim.stimulus).__name__} is not supported; "
                                    "set Simulator.stimulus to None.")
     port, params, voi = _read_model(sim)
-    a, b = _read_coupling(sim)
+    coupling, coupling_params = _read_coupling(sim)
     nvar = len(port.state_variables)
     scheme, stochastic, lo, hi, nsig, stream, seed = _read_integrator(sim, nvar)
     buffer = np.asarray(sim.history.buffer)            # (horizon, ncvar, N, modes), float32 in TVB
     return SimulatorSpec(
-        model=port, model_params=params, model_voi=voi, coupling_a=a, coupling_b=b,
+        model=port, model_params=params, model_voi=voi, coupling=coupling, coupling_params=coupling_params,
         # TVB integrates with the weights and delays frozen into its history at configure() (float32
         # weights), not with later edits of sim.connectivity: read those.
         weights=np.array(sim.history.weights, dtype=np.float64),

@@ -25,6 +25,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
+from tvb.simulator import coupling as tvb_coupling
 
 
 _PW_BLOCK = 128      # numpy's PW_BLOCKSIZE
@@ -336,6 +337,21 @@ def near_padded(current: torch.Tensor, idx: Optional[torch.Tensor], w: torch.Ten
     return (current.index_select(0, idx.view(-1)).view(N, Dn, current.shape[-1]) * w).sum(1)
 
 
-def linear_post(gx: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """TVB ``Linear.post``: c = a * gx + b (a, b of shape (N or 1, B or 1))."""
-    return a * gx + b
+class Linear:
+    """Port of ``tvb.simulator.coupling.Linear``: c_k = a * gx_k + b, gx the delayed weighted sum above.
+
+    ``a`` is the global coupling strength (TVB's default 1/256), ``b`` an offset; both (1,) or (N,) in TVB,
+    named ``"coupling.a"`` / ``"coupling.b"`` in ``TorchSimulator.params`` (``simulator.registry``).
+    """
+
+    tvb_class = tvb_coupling.Linear
+    parameter_names = ("a", "b")
+
+    @staticmethod
+    def post(gx: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """TVB ``Linear.post``: c = a * gx + b (a, b of shape (N or 1, B or 1))."""
+        return a * gx + b
+
+
+#: supported TVB coupling classes -> their ports (as ``models.MODELS``)
+COUPLINGS = {port.tvb_class: port for port in (Linear,)}

@@ -28,7 +28,8 @@ import torch
 
 from . import monitors as _monitors
 from .adapter import SimulatorSpec
-from .coupling import DelayedLinearCoupling, gather_far, gather_far_node_major, linear_post, max_block, near_padded
+from .coupling import DelayedLinearCoupling, gather_far, gather_far_node_major, max_block, near_padded
+from .registry import COUPLING_PREFIX, NOISE_NSIG, resolve, to_internal
 from .history import HistoryRing
 from ..errors import ParameterError
 from .integrators import SCHEMES
@@ -37,8 +38,6 @@ from .noise import TorchStream, TVBStream, additive_increment
 TensorLike = Union[torch.Tensor, np.ndarray, float, List[float]]
 Output = List[Tuple[torch.Tensor, torch.Tensor]]
 
-COUPLING_PARAMS = ("coupling.a", "coupling.b")
-NOISE_PARAM = "noise.nsig"
 _MONITOR_CHUNK = 1024        # steps handed to the monitors at once
 _BACKWARD_BLOCK = 4          # steps per compiled call of the checkpointed backward (at most the block)
 _CPU_COMPILE_OPTIONS = {"cpp_wrapper": True}     # inductor options of compile=True on CPU (see __init__)
@@ -92,7 +91,7 @@ _COMPILE_ERRORS = _compile_errors()
 
 
 def integrate_block(X: torch.Tensor, far: torch.Tensor, z: Optional[torch.Tensor], a: torch.Tensor,
-                    b: torch.Tensor, p: Dict[str, torch.Tensor], *, dfun, step_fn, dt: float, near_fn,
+                    b: torch.Tensor, p: Dict[str, torch.Tensor], *, dfun, post, step_fn, dt: float, near_fn,
                     lo: Optional[torch.Tensor], hi: Optional[torch.Tensor]) -> torch.Tensor:
     """K integration steps from state X (nvar, N, B): coupling -> model -> integrator, as TVB's loop.
 
@@ -103,7 +102,7 @@ def integrate_block(X: torch.Tensor, far: torch.Tensor, z: Optional[torch.Tensor
     states = []
     for tau in range(far.shape[0]):
         gx = far[tau] + near_fn(X[0]) if near_fn is not None else far[tau]
-        c = linear_post(gx, a, b)
+        c = post(gx, a, b)
         X = step_fn(X, lambda Y: dfun(Y, c, p), dt, None if z is None else z[tau], lo, hi)
         states.append(X)
     return torch.stack(states)
@@ -411,10 +410,9 @@ class TorchSimulator:
 
         t = lambda a: torch.as_tensor(a, dtype=dtype, device=self.device)
         self.params: Dict[str, torch.Tensor] = {name: t(v) for name, v in spec.model_params.items()}
-        self.params["coupling.a"] = t(spec.coupling_a)
-        self.params["coupling.b"] = t(spec.coupling_b)
+        self.params.update({COUPLING_PREFIX + k: t(v) for k, v in spec.coupling_params.items()})
         if self.stochastic:
-            self.params[NOISE_PARAM] = t(spec.nsig)
+            self.params[NOISE_NSIG] = t(spec.nsig)
         self._lo = t(spec.lo).view(-1, 1, 1)
         self._hi = t(spec.hi).view(-1, 1, 1)
         self._bounded = bool(np.isfinite(spec.lo).any() or np.isfinite(spec.hi).any())
@@ -445,14 +443,14 @@ class TorchSimulator:
                                      w=self.coupling.near_weights(dtype))
         else:
             near = None
-        step_kw = dict(dfun=self.model.dfun, step_fn=self._step_fn, near_fn=near,
+        step_kw = dict(dfun=self.model.dfun, post=spec.coupling.post, step_fn=self._step_fn, near_fn=near,
                        lo=self._lo if self._bounded else None, hi=self._hi if self._bounded else None)
         self._block = functools.partial(integrate_block, dt=self.dt, **step_kw)
         self._fused = None
         self._ring_length = HistoryRing.steps_held(spec.horizon, self.block)
         if not exact:
             src, w = self.coupling.node_major_plan(self._ring_length)
-            self._packed_names = tuple(name for name in self.params if name != NOISE_PARAM)
+            self._packed_names = tuple(name for name in self.params if name != NOISE_NSIG)
             write = HistoryRing.write_positions(spec.horizon, N, B, self._ring_length, self.block, self.device)
             self._write_positions = {self.block: write}          # by block length (a last, shorter block)
             self._fused = functools.partial(packed_block, names=self._packed_names, src=src, w=w, write=write,
@@ -514,34 +512,14 @@ class TorchSimulator:
         return self.spec.n_nodes
 
     def _internal(self, name: str, value: torch.Tensor) -> torch.Tensor:
-        """A public parameter tensor in the internal layout: (N or 1, B or 1), nsig (V, N or 1, B or 1)."""
-        N, B, V = self.n_nodes, self.batch, len(self.model.state_variables)
-        value = self._as_tensor(name, value)
-        target = (B, V, N) if name == NOISE_PARAM else (B, N)
-        try:
-            if value.dim() > len(target):
-                raise RuntimeError
-            full = torch.broadcast_shapes(tuple(value.shape), target)
-            if full != target:
-                raise RuntimeError
-        except RuntimeError:
-            if name == NOISE_PARAM:
-                shapes = f"(1,), ({N},), ({V}, 1), ({V}, {N}), ({B}, 1, 1), ({B}, 1, {N}) or ({B}, {V}, {N})"
-                layout = "(batch, nvar, nodes)"
-            else:
-                shapes = f"(1,), ({N},), ({B}, 1) or ({B}, {N})"
-                layout = "(batch, nodes)"
-            raise ParameterError(f"parameter {name!r} has shape {tuple(value.shape)}, which does not broadcast "
-                                 f"against {layout} = {target}; use {shapes}.")
-        while value.dim() < len(target):
-            value = value.unsqueeze(0)
-        return value.permute(*range(1, len(target)), 0)
+        """A public parameter tensor in the internal layout (``registry.to_internal``)."""
+        return to_internal(name, self._as_tensor(name, value), n_nodes=self.n_nodes, batch=self.batch,
+                           nvar=len(self.model.state_variables))
 
     def set_param(self, name: str, value: TensorLike) -> None:
         """Set one parameter (a tensor may require grad); checks the name and the shape."""
-        if name not in self.params:
-            raise ParameterError(f"{name!r} is not a parameter of this simulator ({self.model.tvb_class.__name__} "
-                                 f"with Linear coupling); known: {', '.join(self.params)}.")
+        name = resolve(name, self.params, f"this simulator ({self.model.tvb_class.__name__} with "
+                                          f"{self.spec.coupling.__name__} coupling)")
         value = self._as_tensor(name, value)
         self._internal(name, value)                 # validates the shape before anything is kept
         self.params[name] = value
@@ -567,7 +545,7 @@ class TorchSimulator:
                 raise ParameterError(f"parameter {name!r} is not finite: {self.params[name]}")
         p = {name: self._internal(name, v) for name, v in self.params.items()}
         a, b = p.pop("coupling.a"), p.pop("coupling.b")
-        nsig = p.pop(NOISE_PARAM, None)
+        nsig = p.pop(NOISE_NSIG, None)
         if nsig is not None and (nsig < 0).any():
             raise ParameterError("parameter 'noise.nsig' must be >= 0 (it is a diffusion coefficient).")
         N, B, L = self.n_nodes, self.batch, self.coupling.horizon
