@@ -62,8 +62,19 @@ def _parity(args) -> int:
 
 def _demo_fit(args) -> int:
     from .demo import run
-    run(args.out, quick=args.quick, compile=not args.no_compile)
+    lengths = {k: v for k, v in (("target_ms", args.target_ms), ("validate_ms", args.validate_ms),
+                                 ("n_steps", args.steps)) if v is not None}
+    run(args.out, quick=args.quick, compile=not args.no_compile, processes=args.processes, **lengths)
     return 0
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+        return value
+    return parse
 
 
 def _compare(args) -> int:
@@ -86,6 +97,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         fit_demo.add_argument("--out", default="out/demo", help="output folder (figure, fit.json, summary.json)")
         fit_demo.add_argument("--quick", action="store_true", help="a short smoke run (not a meaningful fit)")
         fit_demo.add_argument("--no-compile", action="store_true", help="eager PyTorch (no torch.compile)")
+        fit_demo.add_argument("--processes", type=_positive(int), default=2,
+                              help="TVB runs at once in forked processes (target with ceiling, validation seeds)")
+        fit_demo.add_argument("--target-ms", type=_positive(float), metavar="MS",
+                              help="length of TVB's target and ceiling runs, ms (default 600000)")
+        fit_demo.add_argument("--validate-ms", type=_positive(float), metavar="MS",
+                              help="length of each TVB validation run, ms (default 600000)")
+        fit_demo.add_argument("--steps", type=_positive(int), help="optimiser steps (default 40)")
         fit_demo.set_defaults(func=_demo_fit)
     parity = sub.add_parser("parity", help="TVB and its torch twin side by side on connectivity_76")
     parity.add_argument("--quick", action="store_true", help="only the two 1 s deterministic cases")
@@ -95,15 +113,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     cmp_.add_argument("--integrator", default="HeunStochastic",
                       choices=["HeunDeterministic", "HeunStochastic", "EulerDeterministic", "EulerStochastic"])
     cmp_.add_argument("--connectivity", default="connectivity_76.zip", help="a tvb-data connectivity file")
-    cmp_.add_argument("--speed", type=float, default=3.0, help="conduction speed, mm/ms")
-    cmp_.add_argument("--dt", type=float, default=0.1, help="integration step, ms")
-    cmp_.add_argument("--length", type=float, default=1000.0, help="simulation length, ms")
+    cmp_.add_argument("--speed", type=_positive(float), default=3.0, help="conduction speed, mm/ms")
+    cmp_.add_argument("--dt", type=_positive(float), default=0.1, help="integration step, ms")
+    cmp_.add_argument("--length", type=_positive(float), default=1000.0, help="simulation length, ms")
     cmp_.add_argument("--coupling-a", type=float, default=0.02, help="Linear coupling a (global coupling)")
     cmp_.add_argument("--nsig", type=float, default=1e-4, help="Additive noise nsig (diffusion coefficient)")
     cmp_.add_argument("--seed", type=int, default=42, help="TVB noise_seed")
     cmp_.add_argument("--monitor", action="append", choices=["Raw", "SubSample", "TemporalAverage", "Bold"],
                       help="monitor(s) to compare (repeatable; default Raw)")
-    cmp_.add_argument("--period", type=float, default=720.0, help="monitor period, ms")
+    cmp_.add_argument("--period", type=_positive(float), default=720.0, help="monitor period, ms")
     cmp_.add_argument("--noise", default="tvb", choices=["tvb", "torch"])
     cmp_.add_argument("--float64", action="store_true", help="float64 fitting mode instead of TVB-exact mode")
     cmp_.set_defaults(func=_compare)
