@@ -14,15 +14,16 @@ PKG = "tvb_torchfit"
 LAYERS = {
     "errors": set(),
     "version": set(),
+    "files": set(),
     "stats": {"errors"},
     "simulator": {"errors"},
     "analyzers": {"simulator", "errors"},
-    "roundtrip": {"simulator", "stats", "errors"},
+    "roundtrip": {"simulator", "stats", "errors", "files"},
     "data": {"stats", "errors"},
-    "inference": {"simulator", "analyzers", "roundtrip", "stats", "errors", "version"},
-    "demo": {"simulator", "analyzers", "roundtrip", "inference", "stats", "data", "errors", "version"},
-    "cli": {"simulator", "analyzers", "roundtrip", "inference", "stats", "data", "errors", "version", "demo",
-            "__init__"},
+    "inference": {"simulator", "analyzers", "roundtrip", "stats", "errors", "version", "files"},
+    "demo": {"simulator", "analyzers", "roundtrip", "inference", "stats", "data", "errors", "version", "files"},
+    "cli": {"simulator", "analyzers", "roundtrip", "inference", "stats", "data", "errors", "version", "files",
+            "demo", "__init__"},
 }
 
 
