@@ -25,7 +25,7 @@ sim = simulator.Simulator(
 ).configure()
 
 # 1. the promise, measured: TVB and the twin from the same start, TVB's own random numbers
-print(tvb_torchfit.roundtrip.compare(sim, simulation_length=30e3, exact=True, noise="tvb"))
+print(tvb_torchfit.compare(sim, simulation_length=30e3, exact=True, noise="tvb"))
 
 # 2. the twin in the float64 fitting mode, 8 noise realisations at once, gradient of a BOLD statistic wrt G
 twin = tvb_torchfit.from_tvb(sim, noise="torch", batch=8)
