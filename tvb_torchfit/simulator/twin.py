@@ -29,7 +29,7 @@ import torch
 from . import monitors as _monitors
 from .adapter import SimulatorSpec
 from .coupling import DelayedLinearCoupling, gather_far, gather_far_node_major, max_block, near_padded
-from .registry import COUPLING_PREFIX, NOISE_NSIG, to_internal
+from .registry import COUPLING_PREFIX, NOISE_NSIG, resolve, to_internal
 from .history import HistoryRing
 from ..errors import ParameterError
 from .integrators import SCHEMES
@@ -518,9 +518,8 @@ class TorchSimulator:
 
     def set_param(self, name: str, value: TensorLike) -> None:
         """Set one parameter (a tensor may require grad); checks the name and the shape."""
-        if name not in self.params:               # canonical names only (aliases are for fit's params)
-            raise ParameterError(f"{name!r} is not a parameter of this simulator ({self.model.tvb_class.__name__} "
-                                 f"with {self.spec.coupling.__name__} coupling); known: {', '.join(self.params)}.")
+        name = resolve(name, self.params, f"this simulator ({self.model.tvb_class.__name__} with "
+                                          f"{self.spec.coupling.__name__} coupling)")
         value = self._as_tensor(name, value)
         self._internal(name, value)                 # validates the shape before anything is kept
         self.params[name] = value
