@@ -21,7 +21,9 @@ LAYERS = {
     "roundtrip": {"simulator", "stats", "errors", "files"},
     "data": {"stats", "errors"},
     "inference": {"simulator", "analyzers", "roundtrip", "stats", "errors", "version", "files"},
-    "demo": {"simulator", "analyzers", "roundtrip", "inference", "stats", "data", "errors", "version", "files"},
+    # the applications, written against the public API (the package root) like a user's script
+    "demo": {"simulator", "analyzers", "roundtrip", "inference", "stats", "data", "errors", "version", "files",
+             "__init__"},
     "cli": {"simulator", "analyzers", "roundtrip", "inference", "stats", "data", "errors", "version", "files",
             "demo", "__init__"},
 }
