@@ -93,7 +93,6 @@ Shapes: parameters (N or 1, B or 1), as in the model ports (``default_params`` b
 parameters take TVB's defaults. States are (nvar, N, B). Everything is float64.
 """
 import argparse
-import math
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -101,32 +100,33 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..simulator.coupling import Linear
 from ..simulator.models import ReducedWongWang, ReducedWongWangExcInh
+from .low_state import CHUNK, low_state, node_shape
+from .network import DTYPE, CouplingInput, FixedInput, Problem, as_float64, coupling_params, internal, parameters
+from .rootfind import FixedPoint, LocalSystem
 
-DTYPE = torch.float64
 Tensor = torch.Tensor
 Params = Mapping[str, Tensor]
 
-__all__ = ["default_params", "from_twin", "low_fixed_point", "jacobian_eigs", "lambda_eff", "bifurcation_penalty",
-           "bifurcation_curve", "FixedPoint", "Eigs", "Crossing", "BifurcationCurve", "MEAN_FIELD"]
+__all__ = ["default_params", "from_spec", "from_twin", "low_fixed_point", "jacobian_eigs", "lambda_eff",
+           "bifurcation_penalty", "bifurcation_curve", "FixedPoint", "Eigs", "Crossing", "BifurcationCurve",
+           "MEAN_FIELD"]
 
 MEAN_FIELD = "mean-field"
-_CHUNK = 16384
 SUPPORTED = (ReducedWongWangExcInh, ReducedWongWang)
 
 
 # --------------------------------------------------------------------------- parameters and inputs
 def _as_param(name: str, value) -> Tensor:
-    t = value if torch.is_tensor(value) else torch.as_tensor(np.array(value, dtype=np.float64))
-    if t.dtype != DTYPE:
-        t = t.to(DTYPE)
-    if t.dim() == 0:
-        t = t.reshape(1, 1)
-    elif t.dim() == 1:
-        t = t.reshape(-1, 1)                 # TVB layout (1,) or (N,): global or region-wise, one batch column
-    elif t.dim() != 2:
+    """A 2-D tensor is taken as the ports' internal layout (N or 1, B or 1); a number or TVB's (1,) / (N,)
+    goes through ``registry.to_internal`` (one batch column)."""
+    t = as_float64(name, value)
+    if t.dim() == 2:
+        return t
+    if t.dim() > 2:
         raise ValueError(f"parameter {name!r} has shape {tuple(t.shape)}; expected (N or 1, B or 1).")
-    return t
+    return internal(name, t, n_nodes=max(1, t.numel()))
 
 
 def default_params(model_port=ReducedWongWangExcInh, **overrides) -> Dict[str, Tensor]:
@@ -156,42 +156,18 @@ def _check_port(model_port):
 
 def _complete(model_port, params: Optional[Params]) -> Dict[str, Tensor]:
     """params with TVB defaults for the missing names (other keys, e.g. 'coupling.a', are ignored)."""
-    _check_port(model_port)
     params = dict(params or {})
-    full = default_params(model_port)
-    for name in model_port.parameter_names:
-        if name in params:
-            full[name] = _as_param(name, params[name])
-    return full
+    return default_params(model_port, **{k: v for k, v in params.items() if k in model_port.parameter_names})
 
 
-@dataclass
-class _Input:
-    """What the coupling delivers: a fixed c, or c = gain * S_e + offset (homogeneous mean-field closure)."""
-    c: Optional[Tensor] = None
-    gain: Optional[Tensor] = None
-    offset: Optional[Tensor] = None
-
-    def __call__(self, s_e: Tensor) -> Tensor:
-        if self.c is not None:
-            return self.c
-        return self.gain * s_e + self.offset
-
-    def tensors(self) -> List[Tensor]:
-        return [t for t in (self.c, self.gain, self.offset) if t is not None]
-
-    def detached(self) -> "_Input":
-        d = lambda t: None if t is None else t.detach()  # noqa: E731
-        return _Input(d(self.c), d(self.gain), d(self.offset))
-
-    def select(self, k: int) -> "_Input":
-        s = lambda t: None if t is None else (t[k:k + 1] if t.shape[0] > 1 else t)  # noqa: E731
-        return _Input(s(self.c), s(self.gain), s(self.offset))
-
-
-def _make_input(coupling_input, weights=None, coupling_a=None, coupling_b=None, params=None) -> _Input:
+def _make_input(coupling_input, weights=None, coupling_a=None, coupling_b=None, params=None):
     if coupling_input is None:
-        return _Input(c=torch.zeros(1, 1, dtype=DTYPE))
+        return FixedInput(torch.zeros(1, 1, dtype=DTYPE))
+    if isinstance(coupling_input, (CouplingInput, FixedInput)):
+        if not coupling_input.local:
+            raise ValueError("coupling_input: the network's coupling couples the nodes; use its mean-field "
+                             "closure (from_spec) or a fixed input.")
+        return coupling_input
     if isinstance(coupling_input, str):
         if coupling_input != MEAN_FIELD:
             raise ValueError(f"coupling_input={coupling_input!r}: expected None, a tensor (N or 1, B or 1) or "
@@ -205,282 +181,57 @@ def _make_input(coupling_input, weights=None, coupling_a=None, coupling_b=None, 
             coupling_b = params.get("coupling.b", params.get("coupling_b", 0.0))
         if coupling_a is None:
             raise ValueError("coupling_input='mean-field' needs coupling_a= (TVB Linear coupling's a).")
-        w = weights if torch.is_tensor(weights) else torch.as_tensor(np.asarray(weights, dtype=np.float64))
-        w = w.to(DTYPE)
+        w = as_float64("weights", weights)
         if w.dim() != 2:
             raise ValueError(f"weights has shape {tuple(w.shape)}; expected (N, N) (or (n, N): rows of the "
                              "nodes analysed).")
-        row_sum = w.sum(dim=1, keepdim=True)                         # (N, 1)
-        return _Input(gain=_as_param("coupling_a", coupling_a) * row_sum,
-                      offset=_as_param("coupling_b", coupling_b))
-    return _Input(c=_as_param("coupling_input", coupling_input))
+        return CouplingInput(Linear, (_as_param("coupling_a", coupling_a), _as_param("coupling_b", coupling_b)),
+                             w.sum(dim=1, keepdim=True), mean_field=True)
+    return FixedInput(_as_param("coupling_input", coupling_input))
 
 
-def _shape(params: Params, inp: _Input) -> Tuple[int, int]:
-    try:
-        shape = torch.broadcast_shapes(*[tuple(v.shape) for v in params.values()],
-                                       *[tuple(t.shape) for t in inp.tensors()])
-    except RuntimeError as err:
-        raise ValueError(f"parameters and coupling input do not broadcast to (N, B): {err}") from None
-    if len(shape) != 2:
-        raise ValueError(f"parameters broadcast to {shape}; expected (N, B).")
-    return shape
+def _problem(model_port, params, coupling_input, weights, coupling_a, coupling_b) -> Problem:
+    prob = Problem(model_port, _complete(model_port, params),
+                   _make_input(coupling_input, weights, coupling_a, coupling_b, params))
+    node_shape(prob)
+    return prob
 
 
-class _Problem:
-    """One model, its parameters and its coupling input: the node vector field F(state)."""
+def from_spec(spec_or_twin, params: Optional[Mapping[str, object]] = None,
+              coupling_input: Optional[str] = MEAN_FIELD) -> Dict[str, object]:
+    """Keyword arguments for this module's functions from a ``SimulatorSpec``
+    (``tvb_torchfit.simulator.read_simulator``) or a ``TorchSimulator``, with ``params`` overriding its values.
 
-    def __init__(self, model_port, params: Params, inp: _Input):
-        self.model = model_port
-        self.params = dict(params)
-        self.inp = inp
-        self.nvar = len(model_port.state_variables)
-        self.shape = _shape(self.params, inp)
+    ``params``: TVB names as in ``TorchSimulator.params``, in the public layout (1,), (N,), (B, 1), (B, N)
+    (tensors may require grad); the rest are TVB's configured values (spec) or the twin's current params.
+    ``coupling_input="mean-field"``: the simulator's coupling (port and parameters) in the homogeneous
+    mean-field closure of its weights; ``None``: isolated nodes.
 
-    def F(self, x: Tensor) -> Tensor:
-        """dfun at state x (nvar, ..., N, B); the coupling input follows x[0] in the mean-field closure."""
-        return self.model.dfun(x, self.inp(x[0]), self.params)
-
-    def detached(self) -> "_Problem":
-        return _Problem(self.model, {k: v.detach() for k, v in self.params.items()}, self.inp.detached())
-
-    def select_node(self, k: int) -> "_Problem":
-        return _Problem(self.model, {n: (v[k:k + 1] if v.shape[0] > 1 else v) for n, v in self.params.items()},
-                        self.inp.select(k))
-
-    def with_params(self, **values) -> "_Problem":
-        p = dict(self.params)
-        p.update({k: _as_param(k, v) for k, v in values.items()})
-        return _Problem(self.model, p, self.inp)
-
-
-def _problem(model_port, params, coupling_input, weights, coupling_a, coupling_b) -> _Problem:
-    full = _complete(model_port, params)
-    inp = _make_input(coupling_input, weights, coupling_a, coupling_b, params)
-    return _Problem(model_port, full, inp)
-
-
-def from_twin(twin, coupling_input: str = MEAN_FIELD) -> Dict[str, object]:
-    """Keyword arguments for this module's functions from a ``TorchSimulator`` (``tvb_torchfit.from_tvb``):
-    its model port, its current model parameters (differentiable if they require grad; public layout (1,),
-    (N,), (B, 1), (B, N) turned into (N or 1, B or 1), float64) and, for ``coupling_input="mean-field"``,
-    its weights and Linear coupling a, b. ``coupling_input=None`` gives isolated nodes instead.
-
-        penalty = bifurcation_penalty(**from_twin(twin), target=-0.003, width=0.002)
+        penalty = bifurcation_penalty(**from_spec(spec, {"w_p": w_p}), target=-0.003, width=0.002)
     """
-    def internal(v):
-        v = torch.as_tensor(v).to(DTYPE)
-        return v.reshape(-1, 1) if v.dim() <= 1 else v.transpose(0, 1)
-    out = {"model_port": twin.model,
-           "params": {k: internal(v) for k, v in twin.params.items() if k in twin.model.parameter_names}}
+    spec, p = parameters(spec_or_twin, params)
+    out = {"model_port": spec.model, "params": {k: p[k] for k in spec.model.parameter_names}}
     if coupling_input == MEAN_FIELD:
-        out.update(coupling_input=MEAN_FIELD, weights=torch.as_tensor(np.asarray(twin.spec.weights), dtype=DTYPE),
-                   coupling_a=internal(twin.params["coupling.a"]), coupling_b=internal(twin.params["coupling.b"]))
+        w = torch.as_tensor(np.asarray(spec.weights, dtype=np.float64), device=p[spec.model.parameter_names[0]].device)
+        out["coupling_input"] = CouplingInput(spec.coupling, coupling_params(spec, p), w.sum(dim=1, keepdim=True),
+                                              mean_field=True)
     elif coupling_input is not None:
         raise ValueError(f"coupling_input={coupling_input!r}: expected 'mean-field' or None.")
     return out
 
 
-# --------------------------------------------------------------------------- numerical building blocks
-def _jacobian(prob: _Problem, x: Tensor, create_graph: bool = False) -> Tensor:
-    """Local Jacobian J[i, j] = d F_i / d x_j, shape (nvar, nvar, ...). Nodes are independent (the
-    mean-field closure only uses the node's own S_e), so each row is one backward pass of a sum."""
-    with torch.enable_grad():
-        if not x.requires_grad:
-            x = x.detach().requires_grad_(True)
-        F = prob.F(x)
-        rows = [torch.autograd.grad(F[i].sum(), x, create_graph=create_graph, retain_graph=True)[0]
-                for i in range(prob.nvar)]
-    J = torch.stack(rows)
-    return J if create_graph else J.detach()
+def from_twin(twin, coupling_input: Optional[str] = MEAN_FIELD,
+              params: Optional[Mapping[str, object]] = None) -> Dict[str, object]:
+    """``from_spec`` for a ``TorchSimulator`` (``tvb_torchfit.from_tvb``): its model port, its current
+    parameters (differentiable if they require grad; public layout turned into (N or 1, B or 1), float64)
+    and, for ``coupling_input="mean-field"``, its coupling in the mean-field closure of its weights.
 
-
-def _solve(J: Tensor, F: Tensor) -> Tensor:
-    """J^{-1} F for the per-node (nvar x nvar) systems, nvar in (1, 2), in closed form."""
-    if J.shape[0] == 1:
-        return F / J[0, 0].unsqueeze(0)
-    det = J[0, 0] * J[1, 1] - J[0, 1] * J[1, 0]
-    return torch.stack(((J[1, 1] * F[0] - J[0, 1] * F[1]) / det, (J[0, 0] * F[1] - J[1, 0] * F[0]) / det))
-
-
-def _slaved(prob: _Problem, s_e: Tensor, start: Optional[Tensor] = None, iters: int = 100,
-            tol: float = 1e-12) -> Optional[Tensor]:
-    """S_i*(S_e): the unique root of dS_i/dt for given S_e (ExcInh), by Newton's method (no grad).
-
-    dS_i/dt is convex and decreasing in S_i and positive at S_i = 0, so Newton converges from any start:
-    monotonically from the left, and from the right after one step that lands left of the root."""
-    if prob.nvar == 1:
-        return None
-    s_e = s_e.detach()
-    s_i = torch.zeros_like(s_e) if start is None else start.detach().expand_as(s_e).clone()
-    for _ in range(iters):
-        with torch.enable_grad():
-            s = s_i.requires_grad_(True)
-            f = prob.F(torch.stack((s_e, s)))[1]
-            d, = torch.autograd.grad(f.sum(), s)
-        step = (f / d).detach()
-        s_i = (s - step).detach().clamp(0.0, 1.0)
-        if float(step.abs().max()) < tol:
-            break
-    return s_i
-
-
-def _state(prob: _Problem, s_e: Tensor, start: Optional[Tensor] = None) -> Tensor:
-    s_i = _slaved(prob, s_e, start)
-    return s_e.unsqueeze(0) if s_i is None else torch.stack((s_e, s_i))
-
-
-def _g(prob: _Problem, s_e: Tensor, start: Optional[Tensor] = None) -> Tensor:
-    """Reduced vector field g(S_e) = dS_e/dt on the S_i-nullcline (no grad)."""
-    return _g2(prob, s_e, start)[0]
-
-
-def _g2(prob: _Problem, s_e: Tensor, start: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
-    """(g(S_e), S_i*(S_e)); ``start``: a warm start for S_i."""
-    x = _state(prob, s_e, start)
-    with torch.no_grad():
-        return prob.F(x)[0], (x[1] if prob.nvar == 2 else None)
-
-
-def _newton_polish(prob: _Problem, x: Tensor, lo: Tensor, hi: Tensor, steps: int = 8) -> Tensor:
-    """Newton steps on the full system (no grad), each kept only if S_e stays in its bracket [lo, hi]
-    and the residual does not grow (damping: otherwise the step is halved, up to 4 times)."""
-    x = x.detach()
-    res = prob.F(x).detach().abs().amax(0)
-    for _ in range(steps):
-        J = _jacobian(prob, x)
-        dx = _solve(J, prob.F(x).detach())
-        t = torch.ones_like(res)
-        accepted = torch.zeros_like(res, dtype=torch.bool)
-        new = x
-        for _ in range(5):
-            cand = (x - t * dx).clamp(0.0, 1.0)
-            r = prob.F(cand).detach().abs().amax(0)
-            ok = (~accepted) & (cand[0] >= lo) & (cand[0] <= hi) & (r <= res)
-            new = torch.where(ok.unsqueeze(0), cand, new)
-            res = torch.where(ok, r, res)
-            accepted = accepted | ok
-            t = t / 2
-        x = new
-        if not bool(accepted.any()) or float(dx.abs().max()) < 1e-13:
-            break
-    return x
-
-
-@dataclass
-class FixedPoint:
-    """The low fixed point of each node (all shapes (N, B) unless stated).
-
-    state:     (nvar, N, B) the lowest fixed point (dfun ~ 0), clamped to [0, 1]; differentiable
-               (implicit differentiation). Where ``vanished`` it is the (only) higher fixed point.
-    vanished:  the low state has passed its saddle-node: a positive minimum of g (a "ghost",
-               bottleneck) lies below ``state``.
-    ghost:     (nvar, N, B) the ghost's location (equals ``state`` where not vanished); no grad.
-    g_min:     the ghost's height dS_e/dt > 0 (1/ms), differentiable; 0 where not vanished.
-    kappa:     g'' at the ghost (1/ms), no grad; 0 where not vanished.
-    residual:  max |dfun| at ``state``.
+        penalty = bifurcation_penalty(**from_twin(twin), target=-0.003, width=0.002)
     """
-    state: Tensor
-    vanished: Tensor
-    ghost: Tensor
-    g_min: Tensor
-    kappa: Tensor
-    residual: Tensor
+    return from_spec(twin, params, coupling_input)
 
 
-def _find_low(prob: _Problem, grid: int, bisections: int = 24) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """No-grad search: (low root state, vanished mask, ghost state, g_min, kappa)."""
-    N, B = prob.shape
-    dtype = DTYPE
-    S = torch.linspace(0.0, 1.0, grid, dtype=dtype).view(grid, 1, 1).expand(grid, N, B).contiguous()
-    step = max(1, _CHUNK // (N * B))        # chunks keep elementwise ops small (single-threaded, no contention)
-    g = torch.cat([_g(prob, S[i:i + step]) for i in range(0, grid, step)])   # (grid, N, B)
-    idx = torch.arange(grid).view(grid, 1, 1)
-    # first sign change + -> <= 0 (g(0) > 0 and g(1) < 0 for these models)
-    nonpos = g[1:] <= 0
-    i0 = torch.where(nonpos.any(0), nonpos.int().argmax(0), torch.full((N, B), grid - 2))     # (N, B)
-    # grid-local minima of g strictly before the first sign change (g > 0 there)
-    interior = (g[1:-1] <= g[:-2]) & (g[1:-1] < g[2:])                        # index j = 1..grid-2
-    j = idx[1:-1]
-    cand = interior & (j <= i0.unsqueeze(0)) & (g[1:-1] > 0)
-    has_min = cand.any(0)
-    gm = torch.where(cand, g[1:-1], torch.full_like(g[1:-1], math.inf))
-    jmin = gm.argmin(0) + 1                                                   # (N, B)
-    h = 1.0 / (grid - 1)
-    lo = i0.to(dtype) * h
-    hi = lo + h
-    vanished = torch.zeros(N, B, dtype=torch.bool)
-    s_ghost = torch.zeros(N, B, dtype=dtype)
-    g_min = torch.zeros(N, B, dtype=dtype)
-    if bool(has_min.any()):
-        a = (jmin - 1).to(dtype) * h
-        b = (jmin + 1).to(dtype) * h
-        s_m, g_m = _golden_min(prob, a, b)
-        dips = has_min & (g_m <= 0)            # the minimum reaches 0: low root in [a, s_m]
-        lo = torch.where(dips, a, lo)
-        hi = torch.where(dips, s_m, hi)
-        vanished = has_min & (g_m > 0)
-        s_ghost = torch.where(vanished, s_m, s_ghost)
-        g_min = torch.where(vanished, g_m, g_min)
-    # bisection (g(lo) > 0 >= g(hi)), then Newton polish on the full system inside the bracket
-    s_i = None
-    for _ in range(bisections):
-        mid = 0.5 * (lo + hi)
-        gm, s_i = _g2(prob, mid, s_i)
-        pos = gm > 0
-        lo = torch.where(pos, mid, lo)
-        hi = torch.where(pos, hi, mid)
-    x = _state(prob, 0.5 * (lo + hi), s_i)
-    x = _newton_polish(prob, x, lo, hi)
-    kappa = torch.zeros(N, B, dtype=dtype)
-    ghost = x.clone()
-    if bool(vanished.any()):
-        dh = 1e-4
-        kappa = (_g(prob, s_ghost + dh) - 2 * _g(prob, s_ghost) + _g(prob, s_ghost - dh)) / dh ** 2
-        kappa = torch.where(vanished, kappa.clamp_min(0.0), torch.zeros_like(kappa))
-        ghost = torch.where(vanished.unsqueeze(0), _state(prob, s_ghost), x)
-    return x, vanished, ghost, g_min, kappa
-
-
-def _golden_min(prob: _Problem, a: Tensor, b: Tensor, iters: int = 32) -> Tuple[Tensor, Tensor]:
-    """Vectorised golden-section minimisation of g on [a, b] (no grad)."""
-    r = (math.sqrt(5.0) - 1.0) / 2.0
-    c = b - r * (b - a)
-    d = a + r * (b - a)
-    gc, s_i = _g2(prob, c)
-    gd, s_i = _g2(prob, d, s_i)
-    for _ in range(iters):
-        left = gc < gd                     # minimum in [a, d]
-        a, b = torch.where(left, a, c), torch.where(left, d, b)
-        new = torch.where(left, b - r * (b - a), a + r * (b - a))
-        gn, s_i = _g2(prob, new, s_i)
-        c, d, gc, gd = (torch.where(left, new, d), torch.where(left, c, new),
-                        torch.where(left, gn, gd), torch.where(left, gc, gn))
-    s = torch.where(gc < gd, c, d)
-    return s, _g(prob, s)
-
-
-def _fixed_point(prob: _Problem, grid: int = 513, grad_steps: int = 1) -> FixedPoint:
-    x0, vanished, ghost, _, kappa = _find_low(prob.detached(), grid)
-    x = x0
-    for _ in range(grad_steps):             # implicit differentiation: chord Newton step(s) with grad
-        J = _jacobian(prob, x.detach())
-        x = x - _solve(J, prob.F(x))
-    x = x.clamp(0.0, 1.0)
-    # ghost height with grad (envelope theorem: g' = 0 there, so only the explicit dependence counts)
-    g_min = torch.zeros(prob.shape, dtype=DTYPE)
-    if bool(vanished.any()):
-        xg = ghost.detach()
-        if prob.nvar == 2:                  # S_i on its nullcline, differentiable (one chord step)
-            Jg = _jacobian(prob, xg)
-            s_i = xg[1] - prob.F(xg)[1] / Jg[1, 1]
-            xg = torch.stack((xg[0], s_i))
-        g_min = torch.where(vanished, prob.F(xg)[0], torch.zeros_like(g_min))
-    with torch.no_grad():
-        residual = prob.F(x).abs().amax(0)
-    return FixedPoint(state=x, vanished=vanished, ghost=ghost, g_min=g_min, kappa=kappa, residual=residual)
-
-
+# --------------------------------------------------------------------------- fixed point
 def low_fixed_point(model_port=ReducedWongWangExcInh, params: Optional[Params] = None, coupling_input=None, *,
                     weights=None, coupling_a=None, coupling_b=None, grid: int = 513,
                     grad_steps: int = 1) -> FixedPoint:
@@ -494,8 +245,8 @@ def low_fixed_point(model_port=ReducedWongWangExcInh, params: Optional[Params] =
     grad_steps:      Newton steps taken with gradients from the converged point (1 = implicit differentiation).
     Returns a ``FixedPoint`` (``.state`` is (nvar, N, B)).
     """
-    return _fixed_point(_problem(model_port, params, coupling_input, weights, coupling_a, coupling_b),
-                        grid, grad_steps)
+    return low_state(_problem(model_port, params, coupling_input, weights, coupling_a, coupling_b),
+                     grid, grad_steps)
 
 
 # --------------------------------------------------------------------------- eigenvalues
@@ -532,12 +283,8 @@ def _eigs_2x2(J: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     return l1, torch.stack((l1, l2)), torch.stack((im, -im)), tr, det
 
 
-def _needs_grad(prob: _Problem) -> bool:
-    return any(t.requires_grad for t in list(prob.params.values()) + prob.inp.tensors())
-
-
-def _eigs(prob: _Problem, fp: FixedPoint) -> Eigs:
-    J = _jacobian(prob, fp.state, create_graph=_needs_grad(prob) or fp.state.requires_grad)
+def _eigs(prob: Problem, fp: FixedPoint) -> Eigs:
+    J = LocalSystem(prob.F).jacobian(fp.state, create_graph=prob.needs_grad() or fp.state.requires_grad)
     lam, re, im, tr, det = _eigs_2x2(J)
     return Eigs(lam_max=lam, re=re, im=im, trace=tr, det=det, jacobian=J, fixed_point=fp)
 
@@ -552,22 +299,22 @@ def jacobian_eigs(model_port=ReducedWongWangExcInh, params: Optional[Params] = N
     real part tr/2 otherwise. ``.lam_max`` is the largest real part in 1/ms, differentiable.
     """
     prob = _problem(model_port, params, coupling_input, weights, coupling_a, coupling_b)
-    fp = fixed_point if fixed_point is not None else _fixed_point(prob, grid)
+    fp = fixed_point if fixed_point is not None else low_state(prob, grid)
     return _eigs(prob, fp)
 
 
-def _lambda_eff(prob: _Problem, grid: int = 513) -> Tuple[Tensor, Eigs]:
-    e = _eigs(prob, _fixed_point(prob, grid))
+def _lambda_eff(prob: Problem, grid: int = 513) -> Tuple[Tensor, Eigs]:
+    e = _eigs(prob, low_state(prob, grid))
     fp = e.fixed_point
     if not bool(fp.vanished.any()):
         return e.lam_max, e
     if prob.nvar == 2:                       # 2D scale of the reduced rate: lambda ~ g' * J_ii / tr J
-        Jg = _jacobian(prob, fp.ghost)
+        Jg = LocalSystem(prob.F).jacobian(fp.ghost.state)
         scale = (Jg[1, 1] / (Jg[0, 0] + Jg[1, 1])).detach()
     else:
-        scale = torch.ones_like(fp.kappa)
-    g = torch.where(fp.vanished, fp.g_min, torch.ones_like(fp.g_min)).clamp_min(1e-300)
-    rate = scale * torch.sqrt(2 * fp.kappa.clamp_min(1e-30) * g)
+        scale = torch.ones_like(fp.ghost.kappa)
+    g = torch.where(fp.vanished, fp.ghost.g_min, torch.ones_like(fp.ghost.g_min)).clamp_min(1e-300)
+    rate = scale * torch.sqrt(2 * fp.ghost.kappa.clamp_min(1e-30) * g)
     return torch.where(fp.vanished, rate, e.lam_max), e
 
 
@@ -646,7 +393,7 @@ class BifurcationCurve:
         return "\n".join(lines)
 
 
-def _lambda_eff_np(prob: _Problem, grid: int) -> Tuple[np.ndarray, Eigs]:
+def _lambda_eff_np(prob: Problem, grid: int) -> Tuple[np.ndarray, Eigs]:
     with torch.no_grad():
         lam, e = _lambda_eff(prob.detached(), grid)
     return lam.detach().numpy(), e
@@ -670,16 +417,16 @@ def bifurcation_curve(param_x: str = "w_p", xs: Sequence[float] = (0.6, 0.8, 1.0
     for name in (param_x, param_y):
         if name not in model_port.parameter_names:
             raise ValueError(f"{name!r} is not a parameter of {model_port.__name__}.")
-    if base.shape[1] != 1:
+    N, B = node_shape(base)
+    if B != 1:
         raise ValueError("bifurcation_curve needs parameters without a batch axis (B = 1).")
-    N = base.shape[0]
     ys = np.linspace(y_range[0], y_range[1], n_y)
     Y = np.full((len(xs), N), np.nan)
     peak = np.full((len(xs), N), np.nan)
     crossings: List[List[List[Crossing]]] = []
     for i, x in enumerate(xs):
         px = base.with_params(**{param_x: torch.tensor([[float(x)]], dtype=DTYPE)})
-        chunk = max(1, _CHUNK // (grid * N))          # one batch of y values per chunk
+        chunk = max(1, CHUNK // (grid * N))          # one batch of y values per chunk
         lam = np.concatenate([_lambda_eff_np(px.with_params(**{param_y: torch.tensor(ys[j:j + chunk], dtype=DTYPE)
                                                                    .view(1, -1)}), grid)[0]
                               for j in range(0, n_y, chunk)], axis=1)      # (N, n_y)
