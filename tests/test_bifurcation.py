@@ -32,9 +32,10 @@ def t(x):
 
 # ----------------------------------------------------------------------------------------------- helpers
 def tvb_model(port, params, n, b=0):
-    """A TVB model with the parameters of batch member b, region-wise arrays of length n."""
+    """A TVB model with the given parameters of batch member b (region-wise arrays of length n), TVB's
+    defaults for the others."""
     kw = {}
-    for name in port.parameter_names:
+    for name in params:
         v = params[name].detach().numpy()
         v = v[:, b if v.shape[1] > 1 else 0]
         kw[name] = np.broadcast_to(v, (n,)).astype(np.float64).copy()
@@ -145,13 +146,14 @@ def curve():
 # ----------------------------------------------------------------------------------------------- fixed point
 def test_fixed_point_is_a_root_batched_and_regionwise():
     N, B = 3, 2
-    p = bf.default_params(EI, w_p=t([[0.7], [1.4], [3.0]]), J_i=t([[1.0, 2.2]]), lamda=t([[0.2]]), G=t([[2.0]]))
+    given = dict(w_p=t([[0.7], [1.4], [3.0]]), J_i=t([[1.0, 2.2]]), lamda=t([[0.2]]), G=t([[2.0]]))
+    p = bf.default_params(EI, **given)
     c = t([[0.0, 0.05], [0.1, 0.0], [0.02, 0.03]])
     fp = bf.low_fixed_point(EI, p, c)
     assert fp.state.shape == (2, N, B) and fp.state.dtype == torch.float64
     full = p
-    for b in range(B):              # a root of TVB's own dfun, every node and batch member
-        m = tvb_model(EI, full, N, b=b)
+    for b in range(B):              # a root of TVB's own dfun (TVB's defaults), every node and batch member
+        m = tvb_model(EI, given, N, b=b)
         res = m._numpy_dfun(fp.state[:, :, b].numpy(), c[:, b].numpy()[None])
         assert np.abs(res).max() < 1e-12
     assert not fp.vanished.any()
@@ -166,7 +168,7 @@ def test_fixed_point_is_a_root_batched_and_regionwise():
     # TVB's dS_e/dt is positive everywhere below it
     from scipy.optimize import brentq
     n, b = 2, 1
-    m = tvb_model(EI, {k: v[n:n + 1] if v.shape[0] > 1 else v for k, v in full.items()}, 1, b=b)
+    m = tvb_model(EI, {k: v[n:n + 1] if v.shape[0] > 1 else v for k, v in given.items()}, 1, b=b)
     cc = np.array([[c[n, b].item()]])
     se = fp.state[0, n, b].item()
     for s in np.linspace(0.0, se * (1 - 1e-6), 30):
@@ -175,12 +177,12 @@ def test_fixed_point_is_a_root_batched_and_regionwise():
 
 
 def test_fixed_point_rww():
-    p = bf.default_params(ReducedWongWang, w=t([[0.6, 0.9]]), I_o=t([[0.33], [0.3]]))
-    fp = bf.low_fixed_point(ReducedWongWang, p, t([[0.0], [0.1]]))
+    given = dict(w=t([[0.6, 0.9]]), I_o=t([[0.33], [0.3]]))
+    fp = bf.low_fixed_point(ReducedWongWang, given, t([[0.0], [0.1]]))
     assert fp.state.shape == (1, 2, 2)
     c = np.array([[0.0, 0.1]])
     for b in range(2):
-        m = tvb_model(ReducedWongWang, p, 2, b=b)
+        m = tvb_model(ReducedWongWang, given, 2, b=b)
         assert np.abs(m._numpy_dfun(fp.state[:, :, b].numpy(), c)).max() < 1e-12
 
 
@@ -195,10 +197,10 @@ def test_eigenvalues_match_tvb_finite_difference_jacobian(port, over, c):
     p = bf.default_params(port, **{k: t(v) for k, v in over.items()})
     c = t(c)
     e = bf.jacobian_eigs(port, p, c)
-    full = p
     N = c.shape[0]
-    m = tvb_model(port, {k: v.expand(N, 1) for k, v in full.items()}, N)
+    m = tvb_model(port, {k: t(v).expand(N, 1) for k, v in over.items()}, N)     # TVB's defaults for the rest
     state = e.fixed_point.state[:, :, 0].detach().numpy()
+    assert np.abs(m._numpy_dfun(state, c[:, 0].numpy()[None, :])).max() < 1e-12
     J = tvb_fd_jacobian(m, state, c[:, 0].numpy()[None, :])
     assert np.abs(J - e.jacobian[..., 0].detach().numpy().transpose(2, 0, 1)).max() < 1e-7
     for n in range(N):
