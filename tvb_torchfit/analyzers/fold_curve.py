@@ -62,6 +62,54 @@ def _lambda_eff_np(prob: Problem, grid: int) -> Tuple[np.ndarray, Eigs]:
     return lam.detach().numpy(), e
 
 
+def _at(prob: Problem, name: str, y) -> Problem:
+    """``prob`` with parameter ``name`` = y (a number, or a row of values: one batch member each)."""
+    return prob.with_params(**{name: torch.tensor(y, dtype=DTYPE).view(1, -1)})
+
+
+def _scan(prob: Problem, param_y: str, ys: np.ndarray, grid: int) -> np.ndarray:
+    """lambda_eff (N, n_y) on the y grid, the y values as batch members, in chunks."""
+    N = node_shape(prob)[0]
+    chunk = max(1, CHUNK // (grid * N))
+    return np.concatenate([_lambda_eff_np(_at(prob, param_y, ys[j:j + chunk]), grid)[0]
+                           for j in range(0, len(ys), chunk)], axis=1)
+
+
+def _crossing(node: Problem, param_y: str, a: float, b: float, fa: float, grid: int, xtol: float,
+              continuity_tol: float) -> Optional[Crossing]:
+    """The continuous zero of lambda_eff(y) in [a, b] (lambda_eff(a) = fa, sign change), or None for a jump:
+    12 bisections first (a jump is dropped early), then ``brentq``; then its kind and direction."""
+    from scipy.optimize import brentq
+
+    def f(y):
+        return float(_lambda_eff_np(_at(node, param_y, [y]), grid)[0][0, 0])
+
+    for _ in range(12):
+        mid = 0.5 * (a + b)
+        fm = f(mid)
+        if fm * fa > 0:
+            a, fa = mid, fm
+        else:
+            b = mid
+    if max(abs(fa), abs(f(b))) > continuity_tol:
+        return None
+    r = brentq(f, a, b, xtol=xtol, rtol=4 * np.finfo(float).eps)
+    eps = max(10 * xtol, 1e-9 * abs(r))
+    below, above = f(r - eps), f(r + eps)
+    if max(abs(below), abs(above)) > continuity_tol or below * above > 0:
+        return None
+    _, e = _lambda_eff_np(_at(node, param_y, [r - eps if below < 0 else r + eps]), grid)        # stable side
+    _, e2 = _lambda_eff_np(_at(node, param_y, [r + eps if below < 0 else r - eps]), grid)       # unstable side
+    if bool(e2.fixed_point.vanished.all()):
+        kind = "saddle-node"
+    elif float(e.im.abs().max()) > 0:
+        kind = "hopf"
+    else:
+        kind = "real"
+    return Crossing(y=float(r), kind=kind, s_e=float(e.fixed_point.state[0, 0, 0]),
+                    direction=1 if above > below else -1)
+
+
 def bifurcation_curve(param_x: str = "w_p", xs: Sequence[float] = (0.6, 0.8, 1.0, 1.2, 1.4), param_y: str = "J_i",
                       y_range: Tuple[float, float] = (0.0, 3.0), *, model_port=ReducedWongWangExcInh,
                       params: Optional[Params] = None, coupling_input=None, weights=None, coupling_a=None,
@@ -74,8 +122,6 @@ def bifurcation_curve(param_x: str = "w_p", xs: Sequence[float] = (0.6, 0.8, 1.0
     (1/ms) of 0 on both sides of the root (a continuous crossing, not a jump where a ghost vanishes).
     With region-wise parameters or a mean-field input there is one curve per node.
     """
-    from scipy.optimize import brentq
-
     base = node_problem(model_port, params, coupling_input, weights, coupling_a, coupling_b).detached()
     for name in (param_x, param_y):
         if name not in model_port.parameter_names:
@@ -88,51 +134,16 @@ def bifurcation_curve(param_x: str = "w_p", xs: Sequence[float] = (0.6, 0.8, 1.0
     peak = np.full((len(xs), N), np.nan)
     crossings: List[List[List[Crossing]]] = []
     for i, x in enumerate(xs):
-        px = base.with_params(**{param_x: torch.tensor([[float(x)]], dtype=DTYPE)})
-        chunk = max(1, CHUNK // (grid * N))          # one batch of y values per chunk
-        lam = np.concatenate([_lambda_eff_np(px.with_params(**{param_y: torch.tensor(ys[j:j + chunk], dtype=DTYPE)
-                                                                   .view(1, -1)}), grid)[0]
-                              for j in range(0, n_y, chunk)], axis=1)      # (N, n_y)
+        px = _at(base, param_x, [float(x)])
+        lam = _scan(px, param_y, ys, grid)                                      # (N, n_y)
         peak[i] = lam.max(axis=1)
         row = []
         for k in range(N):
             node = px.select_node(k) if N > 1 else px
-
-            def f(y, node=node):
-                return float(_lambda_eff_np(node.with_params(**{param_y: torch.tensor([[y]], dtype=DTYPE)}),
-                                            grid)[0][0, 0])
-
-            found = []
             s = np.sign(lam[k])
-            for m in np.nonzero(s[:-1] * s[1:] < 0)[0]:
-                a, b, fa = ys[m], ys[m + 1], lam[k, m]
-                for _ in range(12):                 # bisect first: a jump (not a crossing) is dropped early
-                    mid = 0.5 * (a + b)
-                    fm = f(mid)
-                    if fm * fa > 0:
-                        a, fa = mid, fm
-                    else:
-                        b = mid
-                if max(abs(fa), abs(f(b))) > continuity_tol:
-                    continue
-                r = brentq(f, a, b, xtol=xtol, rtol=4 * np.finfo(float).eps)
-                eps = max(10 * xtol, 1e-9 * abs(r))
-                below, above = f(r - eps), f(r + eps)
-                if max(abs(below), abs(above)) > continuity_tol or below * above > 0:
-                    continue
-                y_stable = r - eps if below < 0 else r + eps
-                pn = node.with_params(**{param_y: torch.tensor([[y_stable]], dtype=DTYPE)})
-                _, e = _lambda_eff_np(pn, grid)
-                y_unst = r + eps if below < 0 else r - eps
-                _, e2 = _lambda_eff_np(node.with_params(**{param_y: torch.tensor([[y_unst]], dtype=DTYPE)}), grid)
-                if bool(e2.fixed_point.vanished.all()):
-                    kind = "saddle-node"
-                elif float(e.im.abs().max()) > 0:
-                    kind = "hopf"
-                else:
-                    kind = "real"
-                found.append(Crossing(y=float(r), kind=kind, s_e=float(e.fixed_point.state[0, 0, 0]),
-                                      direction=1 if above > below else -1))
+            found = [c for m in np.nonzero(s[:-1] * s[1:] < 0)[0]
+                     if (c := _crossing(node, param_y, ys[m], ys[m + 1], lam[k, m], grid, xtol,
+                                        continuity_tol)) is not None]
             row.append(found)
             if found:
                 Y[i, k] = found[0].y
