@@ -113,7 +113,8 @@ import torch
 from ..simulator.models import ReducedWongWangExcInh
 from .fold_curve import BifurcationCurve, Crossing, bifurcation_curve, main
 from .low_state import low_state
-from .network import CouplingInput, coupling_params, parameters
+from .network import CouplingInput
+from .values import coupling_values, simulator_values
 from .node_problem import MEAN_FIELD, Params, default_params, node_problem
 from .rootfind import FixedPoint
 from .stability import Eigs, node_eigs, stability_rate
@@ -137,11 +138,11 @@ def from_spec(spec_or_twin, params: Optional[Mapping[str, object]] = None,
 
         penalty = bifurcation_penalty(**from_spec(spec, {"w_p": w_p}), target=-0.003, width=0.002)
     """
-    spec, p = parameters(spec_or_twin, params)
+    spec, p = simulator_values(spec_or_twin, params)
     out = {"model_port": spec.model, "params": {k: p[k] for k in spec.model.parameter_names}}
     if coupling_input == MEAN_FIELD:
         w = torch.as_tensor(np.asarray(spec.weights, dtype=np.float64), device=p[spec.model.parameter_names[0]].device)
-        out["coupling_input"] = CouplingInput(spec.coupling, coupling_params(spec, p), w.sum(dim=1, keepdim=True),
+        out["coupling_input"] = CouplingInput(spec.coupling, coupling_values(spec, p), w.sum(dim=1, keepdim=True),
                                               mean_field=True)
     elif coupling_input is not None:
         raise ValueError(f"coupling_input={coupling_input!r}: expected 'mean-field' or None.")

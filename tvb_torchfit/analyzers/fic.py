@@ -31,7 +31,8 @@ from typing import Mapping, Optional, Tuple
 import torch
 
 from ..errors import ParameterError
-from .network import DTYPE, FixedInput, Problem, network
+from .network import FixedInput, Problem, network
+from .values import DTYPE
 from .rootfind import LocalSystem, implicit_step, newton
 
 Tensor = torch.Tensor

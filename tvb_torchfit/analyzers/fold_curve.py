@@ -16,9 +16,10 @@ import torch
 
 from ..simulator.models import ReducedWongWangExcInh
 from .low_state import CHUNK, node_shape
-from .network import DTYPE, Problem
+from .network import Problem
 from .node_problem import MEAN_FIELD, Params, node_problem
 from .stability import Eigs, stability_rate
+from .values import DTYPE
 
 __all__ = ["Crossing", "BifurcationCurve", "bifurcation_curve", "mean_row_sum", "main"]
 

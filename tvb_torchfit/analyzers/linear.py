@@ -62,7 +62,8 @@ import torch
 from ..errors import ParameterError
 from ..simulator.registry import NOISE_NSIG
 from .network import (FixedPointError, Network, NetworkSystem, UnstableFixedPointError, build_network, network_dfun,
-                      network_fixed_point, network_jacobian, parameters)
+                      network_fixed_point, network_jacobian)
+from .values import simulator_values
 from .rootfind import FixedPoint
 
 DTYPE = torch.float64
@@ -130,7 +131,7 @@ def linear_network(spec_or_twin, params: Optional[Mapping[str, object]] = None,
     ``variable``: the observed state variable by name; default the Bold monitor's (first) variable of
     interest, else the model's first one. A deterministic simulator gets unit noise (FC is scale-free).
     """
-    spec, p = parameters(spec_or_twin, params, batch=1)
+    spec, p = simulator_values(spec_or_twin, params, batch=1)
     net = build_network(spec, p)
     nsig = p.get(NOISE_NSIG)
     shape = (net.nvar, net.n_nodes)

@@ -19,8 +19,9 @@ from typing import Optional, Tuple
 
 import torch
 
-from .network import DTYPE, Problem
+from .network import Problem
 from .rootfind import FixedPoint, Ghost, LocalSystem, implicit_step, newton
+from .values import DTYPE
 
 Tensor = torch.Tensor
 CHUNK = 16384            # elementwise work per call, so that large grids stay cache-sized

@@ -13,10 +13,7 @@ mean-field closure (gx_k = (sum_j W_kj) x_0,k: every node assumes its afferents 
 nodes decouple), and ``FixedInput`` (a given c). ``Problem`` is a model port, its parameters and one of these
 inputs: F(x) = dfun(x, c(x_0), p) in 1/ms, on states (nvar, N, B) (or (nvar, ..., N, B)).
 
-Parameters. Callers give values in TVB's public layout ((1,), (N,), (B, 1), (B, N); ``noise.nsig`` also
-(nvar, 1), (nvar, N)), named as in ``TorchSimulator.params`` (``simulator.registry``); ``parameters``
-completes them from a ``SimulatorSpec`` (TVB's configured values) or a ``TorchSimulator`` (its current
-params) and converts them with ``registry.to_internal`` to the ports' internal layout (N or 1, B or 1).
+Parameters come from ``values.simulator_values`` (public layout in, ``registry.to_internal`` out).
 
 The network's fixed point (``network_fixed_point``) and Jacobian (``network_jacobian``, ``NetworkSystem``):
 A (nvar*N x nvar*N), rows/columns ordered (variable, node) variable-major,
@@ -32,14 +29,12 @@ import torch
 from ..errors import ParameterError
 from ..simulator.adapter import SimulatorSpec
 from ..simulator.integrators import euler_step
-from ..simulator.registry import COUPLING_PREFIX, NOISE_NSIG, canonical_name, to_internal
 from .rootfind import FixedPoint, implicit_step, newton
+from .values import DTYPE, coupling_values, simulator_values
 
-DTYPE = torch.float64
 Tensor = torch.Tensor
 
-__all__ = ["FixedPointError", "UnstableFixedPointError", "as_float64", "internal", "parameters", "CouplingInput",
-           "FixedInput", "Problem", "Network", "network", "build_network", "NetworkSystem", "network_dfun", "network_jacobian",
+__all__ = ["FixedPointError", "UnstableFixedPointError", "CouplingInput", "FixedInput", "Problem", "Network", "network", "build_network", "NetworkSystem", "network_dfun", "network_jacobian",
            "network_fixed_point"]
 
 
@@ -49,72 +44,6 @@ class FixedPointError(ParameterError):
 
 class UnstableFixedPointError(FixedPointError):
     """The fixed point reached is not linearly stable (max Re eigenvalue of the network Jacobian >= 0)."""
-
-
-# --------------------------------------------------------------------------- parameters
-def as_float64(name: str, value, device=None) -> Tensor:
-    """A number, array or tensor as a float64 tensor (a tensor keeps its graph); complex values are refused."""
-    if value.is_complex() if torch.is_tensor(value) else np.iscomplexobj(value):
-        raise ParameterError(f"parameter {name!r} must be real, got a complex value.")
-    t = value if torch.is_tensor(value) else torch.as_tensor(np.array(value, dtype=np.float64))
-    return t.to(device=device, dtype=DTYPE)
-
-
-def internal(name: str, value, *, n_nodes: int, batch: int = 1, nvar: int = 1, device=None) -> Tensor:
-    """A parameter in the public layout as float64 in the internal one (``registry.to_internal``):
-    (1,), (N,), (B, 1), (B, N) -> (N or 1, B or 1); ``noise.nsig`` -> (nvar or 1, N or 1, B or 1)."""
-    return to_internal(name, as_float64(name, value, device), n_nodes=n_nodes, batch=batch, nvar=nvar)
-
-
-def _spec_and_values(spec_or_twin) -> Tuple[SimulatorSpec, Dict[str, object]]:
-    if isinstance(spec_or_twin, SimulatorSpec):
-        spec = spec_or_twin
-        values = dict(spec.model_params)
-        values.update({COUPLING_PREFIX + k: v for k, v in spec.coupling_params.items()})
-        if spec.nsig is not None:
-            values[NOISE_NSIG] = spec.nsig
-        return spec, values
-    if hasattr(spec_or_twin, "spec") and hasattr(spec_or_twin, "params"):
-        return spec_or_twin.spec, dict(spec_or_twin.params)
-    raise TypeError(f"expected a SimulatorSpec (tvb_torchfit.simulator.read_simulator) or a TorchSimulator "
-                    f"(tvb_torchfit.from_tvb), got {type(spec_or_twin).__name__}.")
-
-
-def _batch_of(name: str, value) -> int:
-    shape = tuple(value.shape) if hasattr(value, "shape") else ()
-    batched = 3 if name == NOISE_NSIG else 2
-    return shape[0] if len(shape) == batched else 1
-
-
-def parameters(spec_or_twin, values: Optional[Mapping[str, object]] = None, *,
-               batch: Optional[int] = None) -> Tuple[SimulatorSpec, Dict[str, Tensor]]:
-    """(spec, every simulator parameter in the internal layout, float64), ``values`` overriding the spec's
-    configured values / the twin's current params.
-
-    ``values``: name -> number, array or tensor (may require grad) in the public layout; names as in
-    ``TorchSimulator.params`` (aliases accepted; ``noise.nsig`` also for a deterministic simulator).
-    ``batch``: the number of parameter sets; None: the leading axis of the batched values (1 without).
-    Tensors go to the device of the first tensor given.
-    """
-    spec, base = _spec_and_values(spec_or_twin)
-    given = {canonical_name(k): v for k, v in (values or {}).items()}
-    known = set(base) | set(spec.model.parameter_names) | {NOISE_NSIG}
-    known |= {COUPLING_PREFIX + k for k in spec.coupling.parameter_names}
-    unknown = set(given) - known
-    if unknown:
-        raise ParameterError(f"unknown parameter(s) {sorted(unknown)} for {spec.model.tvb_class.__name__} with "
-                             f"{spec.coupling.__name__} coupling; known: {', '.join(sorted(known))}.")
-    base.update(given)
-    if batch is None:
-        batch = max([_batch_of(k, v) for k, v in base.items()] + [1])
-    device = next((v.device for v in given.values() if torch.is_tensor(v)), torch.device("cpu"))
-    return spec, {k: internal(k, v, n_nodes=spec.n_nodes, batch=batch, nvar=spec.nvar, device=device)
-                  for k, v in base.items()}
-
-
-def coupling_params(spec: SimulatorSpec, params: Mapping[str, Tensor]) -> Tuple[Tensor, ...]:
-    """The coupling port's parameters from ``params`` (canonical names), in its ``parameter_names`` order."""
-    return tuple(params[COUPLING_PREFIX + name] for name in spec.coupling.parameter_names)
 
 
 # --------------------------------------------------------------------------- coupling inputs
@@ -242,14 +171,14 @@ def network(spec_or_twin, values: Optional[Mapping[str, object]] = None) -> Netw
         if values:
             raise ValueError("parameter values are given with the simulator, not with a built Network.")
         return spec_or_twin
-    return build_network(*parameters(spec_or_twin, values, batch=1))
+    return build_network(*simulator_values(spec_or_twin, values, batch=1))
 
 
 def build_network(spec: SimulatorSpec, p: Mapping[str, Tensor]) -> Network:
-    """The ``Network`` of ``spec`` with the parameters ``p`` (internal layout, one set: ``parameters``)."""
+    """The ``Network`` of ``spec`` with the parameters ``p`` (internal layout, one set: ``simulator_values``)."""
     device = p[spec.model.parameter_names[0]].device
     t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64), device=device)  # noqa: E731
-    inp = CouplingInput(spec.coupling, coupling_params(spec, p), t(spec.weights))
+    inp = CouplingInput(spec.coupling, coupling_values(spec, p), t(spec.weights))
     problem = Problem(spec.model, {k: p[k] for k in spec.model.parameter_names}, inp)
     return Network(problem=problem, lo=t(spec.lo).view(-1, 1, 1), hi=t(spec.hi).view(-1, 1, 1), params=dict(p))
 

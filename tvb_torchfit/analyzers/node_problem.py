@@ -14,7 +14,8 @@ import torch
 from ..simulator.coupling import Linear
 from ..simulator.models import ReducedWongWang, ReducedWongWangExcInh
 from .low_state import node_shape
-from .network import DTYPE, CouplingInput, FixedInput, Problem, as_float64, internal
+from .network import CouplingInput, FixedInput, Problem
+from .values import DTYPE, as_float64, internal
 
 Tensor = torch.Tensor
 Params = Mapping[str, Tensor]

@@ -111,27 +111,34 @@ def newton(system, x0: Tensor, *, tol: float = 0.0, step_tol: float = 0.0, max_s
             if not bool(torch.isfinite(x).all()):
                 return NewtonResult(x, res, steps, False)
         else:
-            t, accepted, new = 1.0, torch.zeros_like(res, dtype=torch.bool), x
-            for _ in range(line_search):
-                cand = x - t * dx if project is None else project(x - t * dx)
-                r = system.norm(system.residual(cand))
-                better = r < res if strict else r <= res
-                ok = active & ~accepted & torch.isfinite(r) & better
-                if admissible is not None:
-                    ok = ok & admissible(cand)
-                new = torch.where(ok, cand, new)
-                res = torch.where(ok, r, res)
-                accepted = accepted | ok
-                if bool((accepted | ~active).all()):
-                    break
-                t /= 2
-            x = new
+            x, res, accepted = _backtrack(system, x, dx, res, active, line_search, strict, project, admissible)
             if not bool(accepted.any()):
                 return NewtonResult(x, res, steps, False)
             steps += 1
         if step_tol > 0 and float(dx.abs().max()) <= step_tol * max(1.0, float(x.abs().max())):
             return NewtonResult(x, res, steps, True)
     return NewtonResult(x, res, steps, bool((res < tol).all()) if tol > 0 else False)
+
+
+def _backtrack(system, x: Tensor, dx: Tensor, res: Tensor, active: Tensor, tries: int, strict: bool,
+               project, admissible) -> Tuple[Tensor, Tensor, Tensor]:
+    """Per system, the first of x - t dx, t = 1, 1/2, ... (``tries`` lengths) that is admissible and lowers
+    (``strict``) or keeps the residual norm: (new x, new residual norm, accepted mask)."""
+    t, accepted, new = 1.0, torch.zeros_like(res, dtype=torch.bool), x
+    for _ in range(tries):
+        cand = x - t * dx if project is None else project(x - t * dx)
+        r = system.norm(system.residual(cand))
+        better = r < res if strict else r <= res
+        ok = active & ~accepted & torch.isfinite(r) & better
+        if admissible is not None:
+            ok = ok & admissible(cand)
+        new = torch.where(ok, cand, new)
+        res = torch.where(ok, r, res)
+        accepted = accepted | ok
+        if bool((accepted | ~active).all()):
+            break
+        t /= 2
+    return new, res, accepted
 
 
 def implicit_step(system, x_star: Tensor, J_star: Tensor) -> Tensor:
