@@ -8,7 +8,8 @@
 Shared by linear, fic and bifurcation (layers import downwards only):
 
 ``rootfind``      one Newton iteration, one implicit-function step, one ``FixedPoint`` (knows no model)
-``network``       a simulator's vector field without delays: parameters (``registry.to_internal``), the
-                  coupling port on the state, ``Problem``, the network Jacobian and fixed point
+``values``        parameter values of a simulator, public layout -> internal (``registry.to_internal``)
+``network``       a simulator's vector field without delays: the coupling port on the state, ``Problem``,
+                  the network Jacobian and fixed point
 ``low_state``, ``stability``, ``node_problem``, ``fold_curve``   the parts of the bifurcation analysis
 """
