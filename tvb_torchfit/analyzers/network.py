@@ -34,8 +34,8 @@ from .values import DTYPE, coupling_values, simulator_values
 
 Tensor = torch.Tensor
 
-__all__ = ["FixedPointError", "UnstableFixedPointError", "CouplingInput", "FixedInput", "Problem", "Network", "network", "build_network", "NetworkSystem", "network_dfun", "network_jacobian",
-           "network_fixed_point"]
+__all__ = ["FixedPointError", "UnstableFixedPointError", "CouplingInput", "FixedInput", "Problem", "Network",
+           "network", "build_network", "NetworkSystem", "network_dfun", "network_jacobian", "network_fixed_point"]
 
 
 class FixedPointError(ParameterError):

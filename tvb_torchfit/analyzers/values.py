@@ -56,7 +56,7 @@ def _batch_of(name: str, value) -> int:
 
 
 def simulator_values(spec_or_twin, values: Optional[Mapping[str, object]] = None, *,
-               batch: Optional[int] = None) -> Tuple[SimulatorSpec, Dict[str, Tensor]]:
+                     batch: Optional[int] = None) -> Tuple[SimulatorSpec, Dict[str, Tensor]]:
     """(spec, every simulator parameter in the internal layout, float64), ``values`` overriding the spec's
     configured values / the twin's current params.
 
