@@ -29,9 +29,10 @@ one-dimensional function ``g(S_e) = dS_e/dt(S_e, S_i*(S_e))`` (for RWW, g is dfu
 is bracketed on a grid of S_e in [0, 1] (first sign change), refined by bisection and polished by damped
 Newton steps on the full system (Jacobian from autograd on ``dfun``; ``low_state``, with the package's one
 Newton iteration ``rootfind.newton``); the result is clamped to the state bounds [0, 1]. A plain damped
-Newton iteration from a low start (S = 0.05) reaches the same point whenever the low state exists (checked on the cases in the tests), but it cannot tell when it has converged to a
-higher root instead: past the fold it silently lands on the high state (e.g. w_p = 2, J_i = 1, G = 0:
-S_e = 0.62 with lambda_max < 0), which would make the penalty blind to a vanished low state. The bracket
+Newton iteration from a low start (S = 0.05) reaches the same point whenever the low state exists
+(checked on the cases in the tests), but it cannot tell when it has converged to a higher root instead:
+past the fold it silently lands on the high state (e.g. w_p = 2, J_i = 1, G = 0: S_e = 0.62 with
+lambda_max < 0), which would make the penalty blind to a vanished low state. The bracket
 guarantees the *lowest* root and exposes the ghost (below).
 
 Since ``g'(S_e*) = det J / J_ii`` with ``J_ii = d(dS_i/dt)/dS_i < 0``, a zero eigenvalue of J is exactly a
