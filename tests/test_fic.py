@@ -3,7 +3,8 @@
 The check is independent of the code under test: the excitatory rate H_e is recomputed from TVB's
 ReducedWongWangExcInh equations (written out below from TVB's source, with the TVB model's own parameter
 values) at the network fixed point that ``linear.network_fixed_point`` reaches from the low start, and the
-fixed point itself is checked with TVB's numpy ``dfun``.
+fixed point itself is checked with TVB's numpy ``dfun``; the fixed point ``fic.fic_state`` returns is checked
+the same way.
 """
 import warnings
 
@@ -42,6 +43,20 @@ def test_fic_network_fixed_point_fires_at_target():
         sim.model.J_i = J_i.detach().numpy()
         assert np.abs(tvb_network_dfun(sim, x)).max() < 1e-10
         np.testing.assert_allclose(tvb_rate_e(sim, x), target, rtol=0, atol=1e-8)
+
+
+def test_fic_state_is_tvbs_fixed_point_at_the_target_rate():
+    """The (J_i, state) of ``fic_state``: a root of TVB's own dfun (with that J_i and TVB's Linear coupling on
+    the state) where H_e is the target, region-wise G and w_p included."""
+    sim = small_sim("ExcInh")
+    spec = read_simulator(sim)
+    G, w_p = np.array([0.3]), np.array([1.3, 1.4, 1.5, 1.4])
+    J_i, x = fic.fic_state(spec, {"G": G, "w_p": w_p}, target_rate=2.5)
+    assert x.shape == (2, spec.n_nodes)
+    sim.model.G, sim.model.w_p, sim.model.J_i = G, w_p, J_i.detach().numpy()
+    x = x.detach().numpy()
+    assert np.abs(tvb_network_dfun(sim, x)).max() < 1e-13
+    np.testing.assert_allclose(tvb_rate_e(sim, x), 2.5, rtol=0, atol=1e-10)
 
 
 def test_fic_on_connectivity_76_demo_regime():

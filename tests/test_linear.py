@@ -59,12 +59,16 @@ def test_fixed_point_is_a_root_and_is_where_tvb_settles(case):
     np.testing.assert_allclose(final, x, atol=1e-6)
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_network_jacobian_equals_finite_differences_of_tvb_dfun(case):
+@pytest.mark.parametrize("case,regionwise_coupling", [("ExcInh", False), ("RWW", False), ("ExcInh", True)])
+def test_network_jacobian_equals_finite_differences_of_tvb_dfun(case, regionwise_coupling):
     sim = small_sim(case)
     spec = read_simulator(sim)
-    x = linear.network_fixed_point(spec).state.detach().numpy() + 0.01   # also off the fixed point
-    A = linear.network_jacobian(spec, x=torch.tensor(x, **T64)).detach().numpy()
+    values = {}
+    if regionwise_coupling:         # the coupling's a and b region-wise, through the coupling port's post
+        values = {"coupling.a": np.array([0.6, 0.9, 1.2, 0.8]), "coupling.b": np.array([0.01, 0.0, 0.02, 0.005])}
+        sim.coupling.a, sim.coupling.b = values["coupling.a"], values["coupling.b"]
+    x = linear.network_fixed_point(spec, values).state.detach().numpy() + 0.01   # also off the fixed point
+    A = linear.network_jacobian(spec, values, x=torch.tensor(x, **T64)).detach().numpy()
     nvar, n = x.shape
     fd = np.zeros_like(A)
     h = 1e-6

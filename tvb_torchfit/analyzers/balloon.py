@@ -21,10 +21,11 @@ tau_o in s, and the step is ``dt_ms / 1000`` s, exactly as TVB sets ``integrator
 Defaults are TVB's: tau_s 1.54 s, tau_f 1.44 s, tau_o 0.98 s, alpha 0.32, TE 0.04 s, V0 4.0 (so y is
 scaled like a percentage), E0 0.4, epsilon 0.5, nu_0 40.3 Hz, r_0 25 Hz.
 
-Integration, as TVB: ``HeunDeterministic`` (default) or ``EulerDeterministic``, one step per input
-sample, the input held at the *new* sample for the whole step (TVB steps state[n-1] -> state[n] with
-neural_activity[n]). TVB starts at rest (s=0, f=v=q=1) at sample 0, so its output sample 0 is the rest
-BOLD (0) and its input sample 0 is never used. Here the rest state lies *before* the first sample fed:
+Integration, as TVB: ``HeunDeterministic`` (default) or ``EulerDeterministic`` (the simulator's own
+``integrators.heun_step`` / ``euler_step``, without noise or bounds), one step per input sample, the
+input held at the *new* sample for the whole step (TVB steps state[n-1] -> state[n] with neural_activity[n]).
+TVB starts at rest (s=0, f=v=q=1) at sample 0, so its output sample 0 is the rest BOLD (0) and its input
+sample 0 is never used. Here the rest state lies *before* the first sample fed:
 output k is the state after consuming input k. Hence TVB's ``evaluate()`` on x_0..x_{T-1} equals
 [0] followed by this model on x_1..x_{T-1}.
 
@@ -46,6 +47,7 @@ import numpy as np
 import torch
 
 from ..errors import ParameterError, UnsupportedTVBObject
+from ..simulator.integrators import euler_step, heun_step
 
 Number = Union[float, torch.Tensor]
 
@@ -205,15 +207,11 @@ class BalloonWindkessel:
                                  f"{self.state.shape[0]}, {self.state.shape[2]} nodes; call reset() first")
         p = {k: v.to(dtype=x.dtype, device=x.device) for k, v in self.params.items()}
         dt = 1.0 / (1000.0 / self.dt)                     # s, computed as TVB's integrator.dt = 1 / sample_rate
+        step = heun_step if self.integrator == "heun" else euler_step
         X, states = self.state, []
         for n in range(n_time):
             xn = x[:, n]
-            m_dx = self.dfun(X, xn, p)
-            if self.integrator == "heun":
-                inter = X + dt * m_dx
-                X = X + (m_dx + self.dfun(inter, xn, p)) * dt / 2.0
-            else:
-                X = X + dt * m_dx
+            X = step(X, lambda X: self.dfun(X, xn, p), dt, None, None, None)
             states.append(X)
         self.state = X
         first = self.step

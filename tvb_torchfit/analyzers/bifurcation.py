@@ -27,11 +27,12 @@ reached monotonically by Newton's method from S_i = 0. The fixed points of a nod
 one-dimensional function ``g(S_e) = dS_e/dt(S_e, S_i*(S_e))`` (for RWW, g is dfun itself), with
 ``g(0) > 0`` (H > 0) and ``g(1) = -1/tau_e < 0``. The *low fixed point* is the smallest root of g: it
 is bracketed on a grid of S_e in [0, 1] (first sign change), refined by bisection and polished by damped
-Newton steps on the full system (Jacobian from autograd on ``dfun``); the result is clamped to the state
-bounds [0, 1]. A plain damped Newton iteration from a low start (S = 0.05) reaches the same point whenever
-the low state exists (checked on the cases in the tests), but it cannot tell when it has converged to a
-higher root instead: past the fold it silently lands on the high state (e.g. w_p = 2, J_i = 1, G = 0:
-S_e = 0.62 with lambda_max < 0), which would make the penalty blind to a vanished low state. The bracket
+Newton steps on the full system (Jacobian from autograd on ``dfun``; ``low_state``, with the package's one
+Newton iteration ``rootfind.newton``); the result is clamped to the state bounds [0, 1]. A plain damped
+Newton iteration from a low start (S = 0.05) reaches the same point whenever the low state exists
+(checked on the cases in the tests), but it cannot tell when it has converged to a higher root instead:
+past the fold it silently lands on the high state (e.g. w_p = 2, J_i = 1, G = 0: S_e = 0.62 with
+lambda_max < 0), which would make the penalty blind to a vanished low state. The bracket
 guarantees the *lowest* root and exposes the ghost (below).
 
 Since ``g'(S_e*) = det J / J_ii`` with ``J_ii = d(dS_i/dt)/dS_i < 0``, a zero eigenvalue of J is exactly a
@@ -77,7 +78,17 @@ Coupling input
   closure c_k = a * (sum_j W_kj) * S_e,k + b, i.e. every node assumes its afferents sit in its own state.
   The fixed point is then self-consistent by construction, and the node's Jacobian includes the network
   feedback (d dfun/dc * a * sum_j W_kj in the S_e column). This is exact for the network's uniform mode when
-  parameters and row sums are uniform; for a heterogeneous connectome it is a per-node approximation.
+  parameters and row sums are uniform; for a heterogeneous connectome it is a per-node approximation;
+* a ``network.CouplingInput`` (mean-field) or ``network.FixedInput``: what ``from_spec`` builds from a
+  simulator, through its coupling port (``spec.coupling.post`` and ``parameter_names``).
+
+From a simulator
+----------------
+``from_spec(spec_or_twin, params)`` (a ``SimulatorSpec`` from ``simulator.read_simulator``, or a
+``TorchSimulator``; ``params`` in the public layout (1,), (N,), (B, 1), (B, N), converted by
+``registry.to_internal``) and ``from_twin(twin)`` return the keyword arguments of every function here:
+
+    bifurcation_penalty(**from_spec(spec, {"w_p": w_p, "J_i": J_i}), target=-0.003, width=0.002)
 
 Differentiability
 -----------------
@@ -91,396 +102,66 @@ input) through both the fixed point and the Jacobian. On the ghost branch the gr
 
 Shapes: parameters (N or 1, B or 1), as in the model ports (``default_params`` builds them); missing
 parameters take TVB's defaults. States are (nvar, N, B). Everything is float64.
+
+Modules: ``node_problem`` (these keyword arguments -> a node-local ``network.Problem``), ``low_state`` (the
+low fixed point and its ghost), ``stability`` (eigenvalues, lambda_eff), ``fold_curve`` (the curve, ``main``).
 """
-import argparse
-import math
-import time
-from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional
 
 import numpy as np
 import torch
 
-from ..simulator.models import ReducedWongWang, ReducedWongWangExcInh
+from ..simulator.models import ReducedWongWangExcInh
+from .fold_curve import BifurcationCurve, Crossing, bifurcation_curve, main
+from .low_state import low_state
+from .network import CouplingInput
+from .values import coupling_values, simulator_values
+from .node_problem import MEAN_FIELD, Params, default_params, node_problem
+from .rootfind import FixedPoint
+from .stability import Eigs, node_eigs, stability_rate
 
-DTYPE = torch.float64
 Tensor = torch.Tensor
-Params = Mapping[str, Tensor]
 
-__all__ = ["default_params", "from_twin", "low_fixed_point", "jacobian_eigs", "lambda_eff", "bifurcation_penalty",
-           "bifurcation_curve", "FixedPoint", "Eigs", "Crossing", "BifurcationCurve", "MEAN_FIELD"]
-
-MEAN_FIELD = "mean-field"
-_CHUNK = 16384
-SUPPORTED = (ReducedWongWangExcInh, ReducedWongWang)
+__all__ = ["default_params", "from_spec", "from_twin", "low_fixed_point", "jacobian_eigs", "lambda_eff",
+           "bifurcation_penalty", "bifurcation_curve", "main", "FixedPoint", "Eigs", "Crossing",
+           "BifurcationCurve", "MEAN_FIELD"]
 
 
-# --------------------------------------------------------------------------- parameters and inputs
-def _as_param(name: str, value) -> Tensor:
-    t = value if torch.is_tensor(value) else torch.as_tensor(np.array(value, dtype=np.float64))
-    if t.dtype != DTYPE:
-        t = t.to(DTYPE)
-    if t.dim() == 0:
-        t = t.reshape(1, 1)
-    elif t.dim() == 1:
-        t = t.reshape(-1, 1)                 # TVB layout (1,) or (N,): global or region-wise, one batch column
-    elif t.dim() != 2:
-        raise ValueError(f"parameter {name!r} has shape {tuple(t.shape)}; expected (N or 1, B or 1).")
-    return t
+def from_spec(spec_or_twin, params: Optional[Mapping[str, object]] = None,
+              coupling_input: Optional[str] = MEAN_FIELD) -> Dict[str, object]:
+    """Keyword arguments for this module's functions from a ``SimulatorSpec``
+    (``tvb_torchfit.simulator.read_simulator``) or a ``TorchSimulator``, with ``params`` overriding its values.
 
+    ``params``: TVB names as in ``TorchSimulator.params``, in the public layout (1,), (N,), (B, 1), (B, N)
+    (tensors may require grad); the rest are TVB's configured values (spec) or the twin's current params.
+    ``coupling_input="mean-field"``: the simulator's coupling (port and parameters) in the homogeneous
+    mean-field closure of its weights; ``None``: isolated nodes.
 
-def default_params(model_port=ReducedWongWangExcInh, **overrides) -> Dict[str, Tensor]:
-    """TVB's default parameters of ``model_port`` as float64 tensors (1, 1); ``overrides`` replace some.
-
-    An override may be a number, a TVB-shaped array (1,) or (N,) (becomes (N, 1)), or a tensor (N or 1,
-    B or 1) (kept as given, so it may require grad).
+        penalty = bifurcation_penalty(**from_spec(spec, {"w_p": w_p}), target=-0.003, width=0.002)
     """
-    _check_port(model_port)
-    unknown = set(overrides) - set(model_port.parameter_names)
-    if unknown:
-        raise ValueError(f"{model_port.__name__} has no parameter(s) {sorted(unknown)}; known: "
-                         f"{', '.join(model_port.parameter_names)}.")
-    tvb_model = model_port.tvb_class()
-    out = {}
-    for name in model_port.parameter_names:
-        value = overrides[name] if name in overrides else np.asarray(getattr(tvb_model, name), dtype=np.float64)
-        out[name] = _as_param(name, value)
-    return out
-
-
-def _check_port(model_port):
-    if model_port not in SUPPORTED:
-        raise TypeError(f"bifurcation analysis supports {', '.join(m.__name__ for m in SUPPORTED)}; "
-                        f"got {getattr(model_port, '__name__', model_port)!r}.")
-
-
-def _complete(model_port, params: Optional[Params]) -> Dict[str, Tensor]:
-    """params with TVB defaults for the missing names (other keys, e.g. 'coupling.a', are ignored)."""
-    _check_port(model_port)
-    params = dict(params or {})
-    full = default_params(model_port)
-    for name in model_port.parameter_names:
-        if name in params:
-            full[name] = _as_param(name, params[name])
-    return full
-
-
-@dataclass
-class _Input:
-    """What the coupling delivers: a fixed c, or c = gain * S_e + offset (homogeneous mean-field closure)."""
-    c: Optional[Tensor] = None
-    gain: Optional[Tensor] = None
-    offset: Optional[Tensor] = None
-
-    def __call__(self, s_e: Tensor) -> Tensor:
-        if self.c is not None:
-            return self.c
-        return self.gain * s_e + self.offset
-
-    def tensors(self) -> List[Tensor]:
-        return [t for t in (self.c, self.gain, self.offset) if t is not None]
-
-    def detached(self) -> "_Input":
-        d = lambda t: None if t is None else t.detach()  # noqa: E731
-        return _Input(d(self.c), d(self.gain), d(self.offset))
-
-    def select(self, k: int) -> "_Input":
-        s = lambda t: None if t is None else (t[k:k + 1] if t.shape[0] > 1 else t)  # noqa: E731
-        return _Input(s(self.c), s(self.gain), s(self.offset))
-
-
-def _make_input(coupling_input, weights=None, coupling_a=None, coupling_b=None, params=None) -> _Input:
-    if coupling_input is None:
-        return _Input(c=torch.zeros(1, 1, dtype=DTYPE))
-    if isinstance(coupling_input, str):
-        if coupling_input != MEAN_FIELD:
-            raise ValueError(f"coupling_input={coupling_input!r}: expected None, a tensor (N or 1, B or 1) or "
-                             f"{MEAN_FIELD!r}.")
-        if weights is None:
-            raise ValueError("coupling_input='mean-field' needs weights= (N, N), rows are targets, as TVB's.")
-        params = params or {}
-        if coupling_a is None:
-            coupling_a = params.get("coupling.a", params.get("coupling_a"))
-        if coupling_b is None:
-            coupling_b = params.get("coupling.b", params.get("coupling_b", 0.0))
-        if coupling_a is None:
-            raise ValueError("coupling_input='mean-field' needs coupling_a= (TVB Linear coupling's a).")
-        w = weights if torch.is_tensor(weights) else torch.as_tensor(np.asarray(weights, dtype=np.float64))
-        w = w.to(DTYPE)
-        if w.dim() != 2:
-            raise ValueError(f"weights has shape {tuple(w.shape)}; expected (N, N) (or (n, N): rows of the "
-                             "nodes analysed).")
-        row_sum = w.sum(dim=1, keepdim=True)                         # (N, 1)
-        return _Input(gain=_as_param("coupling_a", coupling_a) * row_sum,
-                      offset=_as_param("coupling_b", coupling_b))
-    return _Input(c=_as_param("coupling_input", coupling_input))
-
-
-def _shape(params: Params, inp: _Input) -> Tuple[int, int]:
-    try:
-        shape = torch.broadcast_shapes(*[tuple(v.shape) for v in params.values()],
-                                       *[tuple(t.shape) for t in inp.tensors()])
-    except RuntimeError as err:
-        raise ValueError(f"parameters and coupling input do not broadcast to (N, B): {err}") from None
-    if len(shape) != 2:
-        raise ValueError(f"parameters broadcast to {shape}; expected (N, B).")
-    return shape
-
-
-class _Problem:
-    """One model, its parameters and its coupling input: the node vector field F(state)."""
-
-    def __init__(self, model_port, params: Params, inp: _Input):
-        self.model = model_port
-        self.params = dict(params)
-        self.inp = inp
-        self.nvar = len(model_port.state_variables)
-        self.shape = _shape(self.params, inp)
-
-    def F(self, x: Tensor) -> Tensor:
-        """dfun at state x (nvar, ..., N, B); the coupling input follows x[0] in the mean-field closure."""
-        return self.model.dfun(x, self.inp(x[0]), self.params)
-
-    def detached(self) -> "_Problem":
-        return _Problem(self.model, {k: v.detach() for k, v in self.params.items()}, self.inp.detached())
-
-    def select_node(self, k: int) -> "_Problem":
-        return _Problem(self.model, {n: (v[k:k + 1] if v.shape[0] > 1 else v) for n, v in self.params.items()},
-                        self.inp.select(k))
-
-    def with_params(self, **values) -> "_Problem":
-        p = dict(self.params)
-        p.update({k: _as_param(k, v) for k, v in values.items()})
-        return _Problem(self.model, p, self.inp)
-
-
-def _problem(model_port, params, coupling_input, weights, coupling_a, coupling_b) -> _Problem:
-    full = _complete(model_port, params)
-    inp = _make_input(coupling_input, weights, coupling_a, coupling_b, params)
-    return _Problem(model_port, full, inp)
-
-
-def from_twin(twin, coupling_input: str = MEAN_FIELD) -> Dict[str, object]:
-    """Keyword arguments for this module's functions from a ``TorchSimulator`` (``tvb_torchfit.from_tvb``):
-    its model port, its current model parameters (differentiable if they require grad; public layout (1,),
-    (N,), (B, 1), (B, N) turned into (N or 1, B or 1), float64) and, for ``coupling_input="mean-field"``,
-    its weights and Linear coupling a, b. ``coupling_input=None`` gives isolated nodes instead.
-
-        penalty = bifurcation_penalty(**from_twin(twin), target=-0.003, width=0.002)
-    """
-    def internal(v):
-        v = torch.as_tensor(v).to(DTYPE)
-        return v.reshape(-1, 1) if v.dim() <= 1 else v.transpose(0, 1)
-    out = {"model_port": twin.model,
-           "params": {k: internal(v) for k, v in twin.params.items() if k in twin.model.parameter_names}}
+    spec, p = simulator_values(spec_or_twin, params)
+    out = {"model_port": spec.model, "params": {k: p[k] for k in spec.model.parameter_names}}
     if coupling_input == MEAN_FIELD:
-        out.update(coupling_input=MEAN_FIELD, weights=torch.as_tensor(np.asarray(twin.spec.weights), dtype=DTYPE),
-                   coupling_a=internal(twin.params["coupling.a"]), coupling_b=internal(twin.params["coupling.b"]))
+        w = torch.as_tensor(np.asarray(spec.weights, dtype=np.float64), device=p[spec.model.parameter_names[0]].device)
+        out["coupling_input"] = CouplingInput(spec.coupling, coupling_values(spec, p), w.sum(dim=1, keepdim=True),
+                                              mean_field=True)
     elif coupling_input is not None:
         raise ValueError(f"coupling_input={coupling_input!r}: expected 'mean-field' or None.")
     return out
 
 
-# --------------------------------------------------------------------------- numerical building blocks
-def _jacobian(prob: _Problem, x: Tensor, create_graph: bool = False) -> Tensor:
-    """Local Jacobian J[i, j] = d F_i / d x_j, shape (nvar, nvar, ...). Nodes are independent (the
-    mean-field closure only uses the node's own S_e), so each row is one backward pass of a sum."""
-    with torch.enable_grad():
-        if not x.requires_grad:
-            x = x.detach().requires_grad_(True)
-        F = prob.F(x)
-        rows = [torch.autograd.grad(F[i].sum(), x, create_graph=create_graph, retain_graph=True)[0]
-                for i in range(prob.nvar)]
-    J = torch.stack(rows)
-    return J if create_graph else J.detach()
+def from_twin(twin, coupling_input: Optional[str] = MEAN_FIELD,
+              params: Optional[Mapping[str, object]] = None) -> Dict[str, object]:
+    """``from_spec`` for a ``TorchSimulator`` (``tvb_torchfit.from_tvb``): its model port, its current
+    parameters (differentiable if they require grad; public layout turned into (N or 1, B or 1), float64)
+    and, for ``coupling_input="mean-field"``, its coupling in the mean-field closure of its weights.
 
-
-def _solve(J: Tensor, F: Tensor) -> Tensor:
-    """J^{-1} F for the per-node (nvar x nvar) systems, nvar in (1, 2), in closed form."""
-    if J.shape[0] == 1:
-        return F / J[0, 0].unsqueeze(0)
-    det = J[0, 0] * J[1, 1] - J[0, 1] * J[1, 0]
-    return torch.stack(((J[1, 1] * F[0] - J[0, 1] * F[1]) / det, (J[0, 0] * F[1] - J[1, 0] * F[0]) / det))
-
-
-def _slaved(prob: _Problem, s_e: Tensor, start: Optional[Tensor] = None, iters: int = 100,
-            tol: float = 1e-12) -> Optional[Tensor]:
-    """S_i*(S_e): the unique root of dS_i/dt for given S_e (ExcInh), by Newton's method (no grad).
-
-    dS_i/dt is convex and decreasing in S_i and positive at S_i = 0, so Newton converges from any start:
-    monotonically from the left, and from the right after one step that lands left of the root."""
-    if prob.nvar == 1:
-        return None
-    s_e = s_e.detach()
-    s_i = torch.zeros_like(s_e) if start is None else start.detach().expand_as(s_e).clone()
-    for _ in range(iters):
-        with torch.enable_grad():
-            s = s_i.requires_grad_(True)
-            f = prob.F(torch.stack((s_e, s)))[1]
-            d, = torch.autograd.grad(f.sum(), s)
-        step = (f / d).detach()
-        s_i = (s - step).detach().clamp(0.0, 1.0)
-        if float(step.abs().max()) < tol:
-            break
-    return s_i
-
-
-def _state(prob: _Problem, s_e: Tensor, start: Optional[Tensor] = None) -> Tensor:
-    s_i = _slaved(prob, s_e, start)
-    return s_e.unsqueeze(0) if s_i is None else torch.stack((s_e, s_i))
-
-
-def _g(prob: _Problem, s_e: Tensor, start: Optional[Tensor] = None) -> Tensor:
-    """Reduced vector field g(S_e) = dS_e/dt on the S_i-nullcline (no grad)."""
-    return _g2(prob, s_e, start)[0]
-
-
-def _g2(prob: _Problem, s_e: Tensor, start: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
-    """(g(S_e), S_i*(S_e)); ``start``: a warm start for S_i."""
-    x = _state(prob, s_e, start)
-    with torch.no_grad():
-        return prob.F(x)[0], (x[1] if prob.nvar == 2 else None)
-
-
-def _newton_polish(prob: _Problem, x: Tensor, lo: Tensor, hi: Tensor, steps: int = 8) -> Tensor:
-    """Newton steps on the full system (no grad), each kept only if S_e stays in its bracket [lo, hi]
-    and the residual does not grow (damping: otherwise the step is halved, up to 4 times)."""
-    x = x.detach()
-    res = prob.F(x).detach().abs().amax(0)
-    for _ in range(steps):
-        J = _jacobian(prob, x)
-        dx = _solve(J, prob.F(x).detach())
-        t = torch.ones_like(res)
-        accepted = torch.zeros_like(res, dtype=torch.bool)
-        new = x
-        for _ in range(5):
-            cand = (x - t * dx).clamp(0.0, 1.0)
-            r = prob.F(cand).detach().abs().amax(0)
-            ok = (~accepted) & (cand[0] >= lo) & (cand[0] <= hi) & (r <= res)
-            new = torch.where(ok.unsqueeze(0), cand, new)
-            res = torch.where(ok, r, res)
-            accepted = accepted | ok
-            t = t / 2
-        x = new
-        if not bool(accepted.any()) or float(dx.abs().max()) < 1e-13:
-            break
-    return x
-
-
-@dataclass
-class FixedPoint:
-    """The low fixed point of each node (all shapes (N, B) unless stated).
-
-    state:     (nvar, N, B) the lowest fixed point (dfun ~ 0), clamped to [0, 1]; differentiable
-               (implicit differentiation). Where ``vanished`` it is the (only) higher fixed point.
-    vanished:  the low state has passed its saddle-node: a positive minimum of g (a "ghost",
-               bottleneck) lies below ``state``.
-    ghost:     (nvar, N, B) the ghost's location (equals ``state`` where not vanished); no grad.
-    g_min:     the ghost's height dS_e/dt > 0 (1/ms), differentiable; 0 where not vanished.
-    kappa:     g'' at the ghost (1/ms), no grad; 0 where not vanished.
-    residual:  max |dfun| at ``state``.
+        penalty = bifurcation_penalty(**from_twin(twin), target=-0.003, width=0.002)
     """
-    state: Tensor
-    vanished: Tensor
-    ghost: Tensor
-    g_min: Tensor
-    kappa: Tensor
-    residual: Tensor
+    return from_spec(twin, params, coupling_input)
 
 
-def _find_low(prob: _Problem, grid: int, bisections: int = 24) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """No-grad search: (low root state, vanished mask, ghost state, g_min, kappa)."""
-    N, B = prob.shape
-    dtype = DTYPE
-    S = torch.linspace(0.0, 1.0, grid, dtype=dtype).view(grid, 1, 1).expand(grid, N, B).contiguous()
-    step = max(1, _CHUNK // (N * B))        # chunks keep elementwise ops small (single-threaded, no contention)
-    g = torch.cat([_g(prob, S[i:i + step]) for i in range(0, grid, step)])   # (grid, N, B)
-    idx = torch.arange(grid).view(grid, 1, 1)
-    # first sign change + -> <= 0 (g(0) > 0 and g(1) < 0 for these models)
-    nonpos = g[1:] <= 0
-    i0 = torch.where(nonpos.any(0), nonpos.int().argmax(0), torch.full((N, B), grid - 2))     # (N, B)
-    # grid-local minima of g strictly before the first sign change (g > 0 there)
-    interior = (g[1:-1] <= g[:-2]) & (g[1:-1] < g[2:])                        # index j = 1..grid-2
-    j = idx[1:-1]
-    cand = interior & (j <= i0.unsqueeze(0)) & (g[1:-1] > 0)
-    has_min = cand.any(0)
-    gm = torch.where(cand, g[1:-1], torch.full_like(g[1:-1], math.inf))
-    jmin = gm.argmin(0) + 1                                                   # (N, B)
-    h = 1.0 / (grid - 1)
-    lo = i0.to(dtype) * h
-    hi = lo + h
-    vanished = torch.zeros(N, B, dtype=torch.bool)
-    s_ghost = torch.zeros(N, B, dtype=dtype)
-    g_min = torch.zeros(N, B, dtype=dtype)
-    if bool(has_min.any()):
-        a = (jmin - 1).to(dtype) * h
-        b = (jmin + 1).to(dtype) * h
-        s_m, g_m = _golden_min(prob, a, b)
-        dips = has_min & (g_m <= 0)            # the minimum reaches 0: low root in [a, s_m]
-        lo = torch.where(dips, a, lo)
-        hi = torch.where(dips, s_m, hi)
-        vanished = has_min & (g_m > 0)
-        s_ghost = torch.where(vanished, s_m, s_ghost)
-        g_min = torch.where(vanished, g_m, g_min)
-    # bisection (g(lo) > 0 >= g(hi)), then Newton polish on the full system inside the bracket
-    s_i = None
-    for _ in range(bisections):
-        mid = 0.5 * (lo + hi)
-        gm, s_i = _g2(prob, mid, s_i)
-        pos = gm > 0
-        lo = torch.where(pos, mid, lo)
-        hi = torch.where(pos, hi, mid)
-    x = _state(prob, 0.5 * (lo + hi), s_i)
-    x = _newton_polish(prob, x, lo, hi)
-    kappa = torch.zeros(N, B, dtype=dtype)
-    ghost = x.clone()
-    if bool(vanished.any()):
-        dh = 1e-4
-        kappa = (_g(prob, s_ghost + dh) - 2 * _g(prob, s_ghost) + _g(prob, s_ghost - dh)) / dh ** 2
-        kappa = torch.where(vanished, kappa.clamp_min(0.0), torch.zeros_like(kappa))
-        ghost = torch.where(vanished.unsqueeze(0), _state(prob, s_ghost), x)
-    return x, vanished, ghost, g_min, kappa
-
-
-def _golden_min(prob: _Problem, a: Tensor, b: Tensor, iters: int = 32) -> Tuple[Tensor, Tensor]:
-    """Vectorised golden-section minimisation of g on [a, b] (no grad)."""
-    r = (math.sqrt(5.0) - 1.0) / 2.0
-    c = b - r * (b - a)
-    d = a + r * (b - a)
-    gc, s_i = _g2(prob, c)
-    gd, s_i = _g2(prob, d, s_i)
-    for _ in range(iters):
-        left = gc < gd                     # minimum in [a, d]
-        a, b = torch.where(left, a, c), torch.where(left, d, b)
-        new = torch.where(left, b - r * (b - a), a + r * (b - a))
-        gn, s_i = _g2(prob, new, s_i)
-        c, d, gc, gd = (torch.where(left, new, d), torch.where(left, c, new),
-                        torch.where(left, gn, gd), torch.where(left, gc, gn))
-    s = torch.where(gc < gd, c, d)
-    return s, _g(prob, s)
-
-
-def _fixed_point(prob: _Problem, grid: int = 513, grad_steps: int = 1) -> FixedPoint:
-    x0, vanished, ghost, _, kappa = _find_low(prob.detached(), grid)
-    x = x0
-    for _ in range(grad_steps):             # implicit differentiation: chord Newton step(s) with grad
-        J = _jacobian(prob, x.detach())
-        x = x - _solve(J, prob.F(x))
-    x = x.clamp(0.0, 1.0)
-    # ghost height with grad (envelope theorem: g' = 0 there, so only the explicit dependence counts)
-    g_min = torch.zeros(prob.shape, dtype=DTYPE)
-    if bool(vanished.any()):
-        xg = ghost.detach()
-        if prob.nvar == 2:                  # S_i on its nullcline, differentiable (one chord step)
-            Jg = _jacobian(prob, xg)
-            s_i = xg[1] - prob.F(xg)[1] / Jg[1, 1]
-            xg = torch.stack((xg[0], s_i))
-        g_min = torch.where(vanished, prob.F(xg)[0], torch.zeros_like(g_min))
-    with torch.no_grad():
-        residual = prob.F(x).abs().amax(0)
-    return FixedPoint(state=x, vanished=vanished, ghost=ghost, g_min=g_min, kappa=kappa, residual=residual)
-
-
+# --------------------------------------------------------------------------- fixed point, eigenvalues
 def low_fixed_point(model_port=ReducedWongWangExcInh, params: Optional[Params] = None, coupling_input=None, *,
                     weights=None, coupling_a=None, coupling_b=None, grid: int = 513,
                     grad_steps: int = 1) -> FixedPoint:
@@ -494,52 +175,8 @@ def low_fixed_point(model_port=ReducedWongWangExcInh, params: Optional[Params] =
     grad_steps:      Newton steps taken with gradients from the converged point (1 = implicit differentiation).
     Returns a ``FixedPoint`` (``.state`` is (nvar, N, B)).
     """
-    return _fixed_point(_problem(model_port, params, coupling_input, weights, coupling_a, coupling_b),
-                        grid, grad_steps)
-
-
-# --------------------------------------------------------------------------- eigenvalues
-@dataclass
-class Eigs:
-    """Eigenvalues (1/ms) of the local Jacobian at the low fixed point; shapes (N, B) unless stated.
-
-    lam_max:   largest real part (differentiable). re, im: (nvar, N, B), sorted by real part (descending).
-    trace, det: of the Jacobian. jacobian: (nvar, nvar, N, B). fixed_point: the ``FixedPoint`` used.
-    """
-    lam_max: Tensor
-    re: Tensor
-    im: Tensor
-    trace: Tensor
-    det: Tensor
-    jacobian: Tensor
-    fixed_point: FixedPoint
-
-
-def _eigs_2x2(J: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    if J.shape[0] == 1:
-        lam = J[0, 0]
-        return lam, lam.unsqueeze(0), torch.zeros_like(lam).unsqueeze(0), lam, lam
-    tr = J[0, 0] + J[1, 1]
-    det = J[0, 0] * J[1, 1] - J[0, 1] * J[1, 0]
-    disc = tr * tr / 4 - det
-    real = disc > 0
-    sq = torch.sqrt(torch.where(real, disc, torch.ones_like(disc)))
-    sq_im = torch.sqrt(torch.where(real, torch.ones_like(disc), -disc))
-    half = tr / 2
-    l1 = torch.where(real, half + sq, half)
-    l2 = torch.where(real, half - sq, half)
-    im = torch.where(real, torch.zeros_like(disc), sq_im)
-    return l1, torch.stack((l1, l2)), torch.stack((im, -im)), tr, det
-
-
-def _needs_grad(prob: _Problem) -> bool:
-    return any(t.requires_grad for t in list(prob.params.values()) + prob.inp.tensors())
-
-
-def _eigs(prob: _Problem, fp: FixedPoint) -> Eigs:
-    J = _jacobian(prob, fp.state, create_graph=_needs_grad(prob) or fp.state.requires_grad)
-    lam, re, im, tr, det = _eigs_2x2(J)
-    return Eigs(lam_max=lam, re=re, im=im, trace=tr, det=det, jacobian=J, fixed_point=fp)
+    return low_state(node_problem(model_port, params, coupling_input, weights, coupling_a, coupling_b),
+                     grid, grad_steps)
 
 
 def jacobian_eigs(model_port=ReducedWongWangExcInh, params: Optional[Params] = None, coupling_input=None, *,
@@ -551,32 +188,17 @@ def jacobian_eigs(model_port=ReducedWongWangExcInh, params: Optional[Params] = N
     form tr/2 +- sqrt(tr^2/4 - det) is used: real where the discriminant is positive, a complex pair with
     real part tr/2 otherwise. ``.lam_max`` is the largest real part in 1/ms, differentiable.
     """
-    prob = _problem(model_port, params, coupling_input, weights, coupling_a, coupling_b)
-    fp = fixed_point if fixed_point is not None else _fixed_point(prob, grid)
-    return _eigs(prob, fp)
-
-
-def _lambda_eff(prob: _Problem, grid: int = 513) -> Tuple[Tensor, Eigs]:
-    e = _eigs(prob, _fixed_point(prob, grid))
-    fp = e.fixed_point
-    if not bool(fp.vanished.any()):
-        return e.lam_max, e
-    if prob.nvar == 2:                       # 2D scale of the reduced rate: lambda ~ g' * J_ii / tr J
-        Jg = _jacobian(prob, fp.ghost)
-        scale = (Jg[1, 1] / (Jg[0, 0] + Jg[1, 1])).detach()
-    else:
-        scale = torch.ones_like(fp.kappa)
-    g = torch.where(fp.vanished, fp.g_min, torch.ones_like(fp.g_min)).clamp_min(1e-300)
-    rate = scale * torch.sqrt(2 * fp.kappa.clamp_min(1e-30) * g)
-    return torch.where(fp.vanished, rate, e.lam_max), e
+    prob = node_problem(model_port, params, coupling_input, weights, coupling_a, coupling_b)
+    fp = fixed_point if fixed_point is not None else low_state(prob, grid)
+    return node_eigs(prob, fp)
 
 
 def lambda_eff(model_port=ReducedWongWangExcInh, params: Optional[Params] = None, coupling_input=None, *,
                weights=None, coupling_a=None, coupling_b=None, grid: int = 513) -> Tensor:
     """Signed stability rate (N, B), 1/ms: ``lambda_max`` at the low fixed point where it exists, the
     saddle-node normal-form escape rate of the ghost (> 0) where the low state has vanished."""
-    prob = _problem(model_port, params, coupling_input, weights, coupling_a, coupling_b)
-    return _lambda_eff(prob, grid)[0]
+    prob = node_problem(model_port, params, coupling_input, weights, coupling_a, coupling_b)
+    return stability_rate(prob, grid)[0]
 
 
 # --------------------------------------------------------------------------- penalty
@@ -600,8 +222,8 @@ def bifurcation_penalty(model_port=ReducedWongWangExcInh, params: Optional[Param
     if hi >= 0:
         raise ValueError(f"band [{lo}, {hi}] must lie below 0 (the low state must stay stable): lower target or "
                          "width.")
-    prob = _problem(model_port, params, coupling_input, weights, coupling_a, coupling_b)
-    lam, _ = _lambda_eff(prob, grid)
+    prob = node_problem(model_port, params, coupling_input, weights, coupling_a, coupling_b)
+    lam, _ = stability_rate(prob, grid)
     pen = (torch.relu(lo - lam) ** 2 + torch.relu(lam - hi) ** 2) / width ** 2
     if reduction == "none":
         return pen
@@ -610,179 +232,6 @@ def bifurcation_penalty(model_port=ReducedWongWangExcInh, params: Optional[Param
     if reduction == "mean":
         return pen.mean()
     raise ValueError(f"reduction={reduction!r}: expected 'mean', 'sum' or 'none'.")
-
-
-# --------------------------------------------------------------------------- bifurcation curve
-@dataclass
-class Crossing:
-    """One zero crossing of lambda_eff along y: y, kind ('saddle-node', 'hopf' or 'real'), the low S_e on
-    the stable side, and the sign of d lambda_eff/dy (-1: the low state is stable above y)."""
-    y: float
-    kind: str
-    s_e: float
-    direction: int
-
-
-@dataclass
-class BifurcationCurve:
-    """``y[i, k]``: the first crossing for ``x[i]`` and node k (NaN where lambda_eff keeps one sign in
-    y_range); ``crossings[i][k]``: all continuous crossings; ``lam_max_peak[i, k]``: the largest
-    lambda_eff on the scanned y grid (how close to the bifurcation the scan came)."""
-    param_x: str
-    param_y: str
-    x: np.ndarray
-    y: np.ndarray
-    crossings: List[List[List[Crossing]]]
-    lam_max_peak: np.ndarray
-    y_range: Tuple[float, float]
-
-    def table(self) -> str:
-        lines = [f"{self.param_x:>8s}  critical {self.param_y} (node 0)  kind          max lambda on grid (1/ms)"]
-        for i, x in enumerate(self.x):
-            cs = self.crossings[i][0]
-            y = "none in [%g, %g]" % self.y_range if not cs else ", ".join(f"{c.y:.6f}" for c in cs)
-            kind = ", ".join(c.kind for c in cs) or "-"
-            lines.append(f"{x:8.3f}  {y:>26s}  {kind:12s}  {self.lam_max_peak[i, 0]:+.3e}")
-        return "\n".join(lines)
-
-
-def _lambda_eff_np(prob: _Problem, grid: int) -> Tuple[np.ndarray, Eigs]:
-    with torch.no_grad():
-        lam, e = _lambda_eff(prob.detached(), grid)
-    return lam.detach().numpy(), e
-
-
-def bifurcation_curve(param_x: str = "w_p", xs: Sequence[float] = (0.6, 0.8, 1.0, 1.2, 1.4), param_y: str = "J_i",
-                      y_range: Tuple[float, float] = (0.0, 3.0), *, model_port=ReducedWongWangExcInh,
-                      params: Optional[Params] = None, coupling_input=None, weights=None, coupling_a=None,
-                      coupling_b=None, n_y: int = 121, grid: int = 513, xtol: float = 1e-10,
-                      continuity_tol: float = 1e-3) -> BifurcationCurve:
-    """For each x in ``xs`` (other parameters fixed), the y in ``y_range`` where ``lambda_eff`` crosses 0.
-
-    ``lambda_eff`` is evaluated on ``n_y`` values of y at once (as a batch), every sign change is refined
-    with ``scipy.optimize.brentq`` (no grad), and kept only if lambda_eff is within ``continuity_tol``
-    (1/ms) of 0 on both sides of the root (a continuous crossing, not a jump where a ghost vanishes).
-    With region-wise parameters or a mean-field input there is one curve per node.
-    """
-    from scipy.optimize import brentq
-
-    base = _problem(model_port, params, coupling_input, weights, coupling_a, coupling_b).detached()
-    for name in (param_x, param_y):
-        if name not in model_port.parameter_names:
-            raise ValueError(f"{name!r} is not a parameter of {model_port.__name__}.")
-    if base.shape[1] != 1:
-        raise ValueError("bifurcation_curve needs parameters without a batch axis (B = 1).")
-    N = base.shape[0]
-    ys = np.linspace(y_range[0], y_range[1], n_y)
-    Y = np.full((len(xs), N), np.nan)
-    peak = np.full((len(xs), N), np.nan)
-    crossings: List[List[List[Crossing]]] = []
-    for i, x in enumerate(xs):
-        px = base.with_params(**{param_x: torch.tensor([[float(x)]], dtype=DTYPE)})
-        chunk = max(1, _CHUNK // (grid * N))          # one batch of y values per chunk
-        lam = np.concatenate([_lambda_eff_np(px.with_params(**{param_y: torch.tensor(ys[j:j + chunk], dtype=DTYPE)
-                                                                   .view(1, -1)}), grid)[0]
-                              for j in range(0, n_y, chunk)], axis=1)      # (N, n_y)
-        peak[i] = lam.max(axis=1)
-        row = []
-        for k in range(N):
-            node = px.select_node(k) if N > 1 else px
-
-            def f(y, node=node):
-                return float(_lambda_eff_np(node.with_params(**{param_y: torch.tensor([[y]], dtype=DTYPE)}),
-                                            grid)[0][0, 0])
-
-            found = []
-            s = np.sign(lam[k])
-            for m in np.nonzero(s[:-1] * s[1:] < 0)[0]:
-                a, b, fa = ys[m], ys[m + 1], lam[k, m]
-                for _ in range(12):                 # bisect first: a jump (not a crossing) is dropped early
-                    mid = 0.5 * (a + b)
-                    fm = f(mid)
-                    if fm * fa > 0:
-                        a, fa = mid, fm
-                    else:
-                        b = mid
-                if max(abs(fa), abs(f(b))) > continuity_tol:
-                    continue
-                r = brentq(f, a, b, xtol=xtol, rtol=4 * np.finfo(float).eps)
-                eps = max(10 * xtol, 1e-9 * abs(r))
-                below, above = f(r - eps), f(r + eps)
-                if max(abs(below), abs(above)) > continuity_tol or below * above > 0:
-                    continue
-                y_stable = r - eps if below < 0 else r + eps
-                pn = node.with_params(**{param_y: torch.tensor([[y_stable]], dtype=DTYPE)})
-                _, e = _lambda_eff_np(pn, grid)
-                y_unst = r + eps if below < 0 else r - eps
-                _, e2 = _lambda_eff_np(node.with_params(**{param_y: torch.tensor([[y_unst]], dtype=DTYPE)}), grid)
-                if bool(e2.fixed_point.vanished.all()):
-                    kind = "saddle-node"
-                elif float(e.im.abs().max()) > 0:
-                    kind = "hopf"
-                else:
-                    kind = "real"
-                found.append(Crossing(y=float(r), kind=kind, s_e=float(e.fixed_point.state[0, 0, 0]),
-                                      direction=1 if above > below else -1))
-            row.append(found)
-            if found:
-                Y[i, k] = found[0].y
-        crossings.append(row)
-    return BifurcationCurve(param_x=param_x, param_y=param_y, x=np.asarray(xs, dtype=float), y=Y,
-                            crossings=crossings, lam_max_peak=peak, y_range=tuple(y_range))
-
-
-# --------------------------------------------------------------------------- demo
-def _mean_row_sum(name: str = "connectivity_76.zip") -> float:
-    from tvb.datatypes.connectivity import Connectivity
-    w = np.asarray(Connectivity.from_file(name).weights, dtype=np.float64)
-    return float((w / w.max()).sum(axis=1).mean())
-
-
-def main(argv=None):
-    """Print the fold curve J_i*(w_p) of TVB's ExcInh at its defaults: isolated (G = 0), and with the
-    mean-field input of connectivity_76 (weights / max, Linear coupling a = 1, b = 0, mean row sum)."""
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("--w_p", type=float, nargs="+", default=[0.6, 0.8, 1.0, 1.2, 1.4, 2.6, 3.0, 3.5, 4.0])
-    ap.add_argument("--J_i", type=float, nargs=2, default=[0.0, 3.0], help="J_i range scanned")
-    ap.add_argument("--G", type=float, nargs="*", default=[0.1, 0.2], help="G values for the mean-field curves")
-    ap.add_argument("--n_y", type=int, default=61, help="J_i grid points scanned before brentq")
-    ap.add_argument("--plot", default=None, help="save a figure of the curves to this path (e.g. "
-                                                 "demos/out/bifurcation_curve.png)")
-    args = ap.parse_args(argv)
-    t0 = time.time()
-    curves = []
-    print("ReducedWongWangExcInh, TVB defaults, zero coupling input (G = 0): critical J_i (lambda_eff = 0; "
-          "the low state exists above it)")
-    c0 = bifurcation_curve("w_p", args.w_p, "J_i", tuple(args.J_i), n_y=args.n_y)
-    print(c0.table())
-    curves.append(("G = 0 (isolated node)", c0))
-    if args.G:
-        R = _mean_row_sum()
-        for G in args.G:
-            c = bifurcation_curve("w_p", args.w_p, "J_i", tuple(args.J_i), params={"G": G}, n_y=args.n_y,
-                                  coupling_input=MEAN_FIELD, weights=np.array([[R]]), coupling_a=1.0,
-                                  coupling_b=0.0)
-            print(f"\nmean-field input, connectivity_76 (weights / max, mean row sum {R:.2f}), a = 1, G = {G}:")
-            print(c.table())
-            curves.append((f"mean field, G = {G}, row sum {R:.1f}", c))
-    print(f"\n{time.time() - t0:.1f} s")
-    if args.plot:
-        import os
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(5.5, 4))
-        for label, c in curves:
-            ax.plot(c.x, c.y[:, 0], "o-", label=label)
-        ax.set_xlabel("w_p")
-        ax.set_ylabel("critical J_i")
-        ax.set_ylim(*args.J_i)
-        ax.legend(fontsize=8)
-        ax.set_title("ExcInh: low state exists above the curve", fontsize=10)
-        os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
-        fig.tight_layout()
-        fig.savefig(args.plot, dpi=120)
-        print("wrote", args.plot)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ irrelevant at a fixed point) the fixed point with H_e = r everywhere is known in
    S_e = 0.1613).
 2. The long-range input c = a * (W @ S_e) + b (TVB's Linear coupling, weights as TVB froze them).
 3. S_i from the port's own inhibitory equation dS_i/dt(S_e, S_i, c) = 0 (it does not contain J_i),
-   by Newton's method in S_i from 0: dS_i/dt is strictly decreasing and convex in S_i, so Newton converges
-   monotonically (``tvb_torchfit.analyzers.bifurcation`` uses the same fact).
+   by Newton's method in S_i from 0 (``rootfind.newton``): dS_i/dt is strictly decreasing and convex in S_i, so
+   Newton converges monotonically (``tvb_torchfit.analyzers.low_state`` uses the same fact).
 4. J_i from the port's own excitatory equation dS_e/dt(S_e, S_i, c; J_i) = 0: it is strictly decreasing
    and convex in J_i (J_i * S_i enters H_e's argument with a minus sign), so Newton converges from any
    start (after at most one step it approaches from the left).
@@ -22,80 +22,77 @@ parameter (a_e, b_e, d_e, W_e, I_o, G, lamda, ...) comes from ``params`` as the 
 re-typed. Only step 1 writes the leak/gain structure of dS_e/dt, with the parameters tau_e and gamma_e.
 
 Gradients: both Newton solves run without a graph; then one Newton step each is taken with gradients
-from the converged root with the derivative held constant (implicit function theorem: exact first
-derivatives w.r.t. G, w_p, the coupling a, W-independent parameters, and the target rate).
+from the converged root with the derivative held constant (``rootfind.implicit_step``, the implicit
+function theorem: exact first derivatives w.r.t. G, w_p, the coupling a, W-independent parameters, and
+the target rate).
 """
-from typing import Callable, Mapping, Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
 import torch
 
 from ..errors import ParameterError
-from .linear import DTYPE, linear_network
+from .network import FixedInput, Problem, network
+from .values import DTYPE
+from .rootfind import LocalSystem, implicit_step, newton
 
 Tensor = torch.Tensor
 
 __all__ = ["fic_J_i", "fic_state"]
 
 
-def _newton(f: Callable[[Tensor], Tensor], x0: Tensor, what: str, iters: int = 100,
-            tol: float = 1e-12) -> Tuple[Tensor, Tensor]:
-    """Root of a node-wise (N,) -> (N,) function by Newton's method without a graph; returns (root, f')."""
-    x = x0.detach().clone()
-    for _ in range(iters):
-        with torch.enable_grad():
-            xv = x.requires_grad_(True)
-            fx = f(xv)
-            d, = torch.autograd.grad(fx.sum(), xv)
-        step = (fx / d).detach()
-        x = (x - step).detach()
-        if not torch.isfinite(x).all():
-            break
-        if float(step.abs().max()) <= tol * max(1.0, float(x.abs().max())):
-            return x, d.detach()
-    raise ParameterError(f"FIC: Newton's method for {what} did not converge (last step {float(step.abs().max()):.3g}); "
-                         "check the model parameters.")
+def _root(system: LocalSystem, graph: LocalSystem, x0: Tensor, what: str) -> Tensor:
+    """The root of a node-wise scalar equation (x (1, N, 1)) by plain Newton (no graph), then
+    ``implicit_step`` with ``graph`` (the same equation with the parameters' graph)."""
+    result = newton(system, x0, step_tol=1e-12, max_steps=100)
+    if not result.converged:
+        raise ParameterError(f"FIC: Newton's method for {what} did not converge; check the model parameters.")
+    return implicit_step(graph, result.x, system.jacobian(result.x))
+
+
+def _s_i_equation(prob: Problem, s_e: Tensor) -> LocalSystem:
+    """dS_i/dt(S_e, S_i = x) = 0, x (1, N, 1)."""
+    return LocalSystem(lambda x: prob.F(torch.stack((s_e, x[0])))[1:])
+
+
+def _j_i_equation(prob: Problem, s_e: Tensor, s_i: Tensor) -> LocalSystem:
+    """dS_e/dt(S_e, S_i; J_i = x) = 0, x (1, N, 1)."""
+    return LocalSystem(lambda x: prob.with_params(J_i=x[0]).F(torch.stack((s_e, s_i)))[:1])
 
 
 def fic_state(spec_or_twin, params: Optional[Mapping[str, object]] = None,
               target_rate=3.0) -> Tuple[Tensor, Tensor]:
     """(J_i (N,), fixed point (2, N)) with H_e = ``target_rate`` (Hz) at every node; see ``fic_J_i``."""
-    net = linear_network(spec_or_twin, params)
-    if "J_i" not in net.model.parameter_names or net.model.state_variables != ("S_e", "S_i"):
+    net = network(spec_or_twin, params)
+    model = net.model
+    if "J_i" not in model.parameter_names or model.state_variables != ("S_e", "S_i"):
         raise ParameterError(f"feedback inhibition control sets J_i of ReducedWongWangExcInh; "
-                             f"{net.model.tvb_class.__name__} has no J_i.")
-    device = net.weights.device
+                             f"{model.tvb_class.__name__} has no J_i.")
+    n, device = net.n_nodes, net.lo.device
     r = target_rate if torch.is_tensor(target_rate) else torch.as_tensor(target_rate, dtype=DTYPE)
     r = r.to(device=device, dtype=DTYPE).reshape(-1)
-    if r.numel() not in (1, net.n_nodes) or not bool(torch.isfinite(r).all()) or bool((r <= 0).any()):
+    if r.numel() not in (1, n) or not bool(torch.isfinite(r).all()) or bool((r <= 0).any()):
         raise ParameterError(f"target_rate={target_rate!r}: expected positive, finite firing rate(s) in Hz, "
-                             f"one global value or one per node ({net.n_nodes}).")
-    n = net.n_nodes
-    p = net.params
+                             f"one global value or one per node ({n}).")
+    p = net.problem.params
     # 1. S_e from H_e = r at dS_e/dt = 0
-    k = r * p["gamma_e"][:, 0] * p["tau_e"][:, 0]
-    s_e = torch.broadcast_to(k / (1.0 + k), (n,))
-    # 2. long-range input (TVB Linear coupling on S_e)
-    c = net.a * (net.weights @ s_e) + net.b
+    k = r.unsqueeze(1) * p["gamma_e"] * p["tau_e"]
+    s_e = torch.broadcast_to(k / (1.0 + k), (n, 1))
+    # 2. long-range input: the simulator's coupling on S_e (delays ignored)
+    c = net.problem.inp(s_e)
 
-    def dfun(s_i: Tensor, j_i: Optional[Tensor], graph: bool) -> Tensor:
-        pp = dict(p) if graph else {name: v.detach() for name, v in p.items()}
-        if j_i is not None:
-            pp["J_i"] = j_i.unsqueeze(1)
-        x = torch.stack((s_e if graph else s_e.detach(), s_i))
-        return net.model.dfun(x.unsqueeze(-1), (c if graph else c.detach()).unsqueeze(-1), pp)[..., 0]
-
-    # 3. S_i: root of dS_i/dt (J_i does not enter it); one graph-carrying Newton step for the gradient
-    s_i, d_i = _newton(lambda s: dfun(s, None, False)[1], torch.zeros(n, dtype=DTYPE, device=device), "S_i")
-    s_i = s_i - dfun(s_i, None, True)[1] / d_i
-    # 4. J_i: root of dS_e/dt in J_i
-    j_i, d_j = _newton(lambda j: dfun(s_i.detach(), j, False)[0], torch.ones(n, dtype=DTYPE, device=device), "J_i")
-    j_i = j_i - dfun(s_i, j_i, True)[0] / d_j
+    graph = Problem(model, p, FixedInput(c))
+    plain = graph.detached()
+    # 3. S_i: root of dS_i/dt (J_i does not enter it); 4. J_i: root of dS_e/dt in J_i
+    zeros, ones = (torch.full((1, n, 1), v, dtype=DTYPE, device=device) for v in (0.0, 1.0))
+    s_i = _root(_s_i_equation(plain, s_e.detach()), _s_i_equation(graph, s_e), zeros, "S_i")[0]
+    j_i = _root(_j_i_equation(plain, s_e.detach(), s_i.detach()), _j_i_equation(graph, s_e, s_i), ones, "J_i")
+    j_i = j_i[0, :, 0]
     if bool((j_i.detach() < 0).any()):
         bad = torch.nonzero(j_i.detach() < 0).flatten().tolist()
         raise ParameterError(f"FIC: target_rate {r.tolist()} Hz needs negative J_i at node(s) {bad[:10]}: their "
                              "rate without local inhibition is already below the target; lower the target or "
                              "raise the excitation (G, w_p).")
-    return j_i, torch.stack((s_e, s_i))
+    return j_i, torch.stack((s_e, s_i))[..., 0]
 
 
 def fic_J_i(spec_or_twin, params: Optional[Mapping[str, object]] = None, target_rate=3.0) -> Tensor:
