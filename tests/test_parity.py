@@ -30,7 +30,7 @@ DETERMINISTIC = [
 @pytest.mark.parametrize("exact,tol", [(True, 1e-7), (False, 1e-5)], ids=["exact", "float64"])
 def test_deterministic_raw_1s_connectivity_76(model_cls, integ_cls, exact, tol):
     sim = build(model_cls(), integ_cls(dt=0.1), (monitors.Raw(),), b=0.001)
-    report = tvb_torchfit.roundtrip.compare(sim, 1000.0, exact=exact)
+    report = tvb_torchfit.compare(sim, 1000.0, exact=exact)
     m, = report.monitors
     assert m.samples_tvb == m.samples_torch == 10000 and m.times_equal
     assert m.max_abs <= tol, str(report)
@@ -38,7 +38,7 @@ def test_deterministic_raw_1s_connectivity_76(model_cls, integ_cls, exact, tol):
 
 def test_regionwise_parameters_lamda_iext_coupling_b():
     sim = build(_exc_inh_regionwise(), integrators.HeunDeterministic(dt=0.1), (monitors.Raw(),), b=0.002)
-    report = tvb_torchfit.roundtrip.compare(sim, 1000.0, exact=True)
+    report = tvb_torchfit.compare(sim, 1000.0, exact=True)
     assert report.max_abs <= 1e-7, str(report)
     assert report.monitors[0].times_equal
 
@@ -48,7 +48,7 @@ def test_regionwise_parameters_lamda_iext_coupling_b():
 def test_heun_stochastic_tvb_noise_10s(nsig):
     sim = build(_exc_inh_regionwise(), heun_stochastic(dt=0.5, nsig=nsig, seed=7),
                 (monitors.TemporalAverage(period=5.0),))
-    report = tvb_torchfit.roundtrip.compare(sim, 10000.0, exact=True, noise="tvb")
+    report = tvb_torchfit.compare(sim, 10000.0, exact=True, noise="tvb")
     m, = report.monitors
     assert m.samples_tvb == m.samples_torch == 2000 and m.times_equal
     assert m.max_abs <= 1e-5, str(report)
@@ -58,7 +58,7 @@ def test_euler_stochastic_rww_regionwise_nsig():
     sim = build(models.ReducedWongWang(w=np.array([0.9]), I_o=np.array([0.3])),
                 integrators.EulerStochastic(dt=0.1, noise=heun_stochastic(nsig=np.full(N76, 1e-5)).noise),
                 (monitors.Raw(),), a=0.1)
-    report = tvb_torchfit.roundtrip.compare(sim, 500.0, exact=True, noise="tvb")
+    report = tvb_torchfit.compare(sim, 500.0, exact=True, noise="tvb")
     assert report.max_abs <= 1e-7, str(report)
 
 
@@ -68,7 +68,7 @@ def test_bold_and_temporal_average_30s(exact):
                 heun_stochastic(dt=0.5, nsig=1e-4, seed=3),
                 (monitors.Bold(period=720.0), monitors.TemporalAverage(period=10.0)), a=1.0 / 3.0)
     # the float64 fitting mode through the compiled blocks users run (and 30 s of eager steps saved)
-    report = tvb_torchfit.roundtrip.compare(sim, 30000.0, exact=exact, noise="tvb", compile=not exact)
+    report = tvb_torchfit.compare(sim, 30000.0, exact=exact, noise="tvb", compile=not exact)
     bold, tavg = report.monitors
     assert bold.samples_tvb == bold.samples_torch == 41 and bold.times_equal
     assert tavg.samples_tvb == tavg.samples_torch == 3000 and tavg.times_equal
@@ -80,7 +80,7 @@ def test_bold_period_not_multiple_of_interim_and_voi():
     sim = build(models.ReducedWongWangExcInh(), heun_stochastic(dt=0.3, nsig=1e-5),
                 (monitors.Bold(period=2001.0, variables_of_interest=np.array([1])),
                  monitors.SubSample(period=3.0)), conn=connectivity("connectivity_66.zip"))
-    report = tvb_torchfit.roundtrip.compare(sim, 12500.0, exact=True, noise="tvb")
+    report = tvb_torchfit.compare(sim, 12500.0, exact=True, noise="tvb")
     for m in report.monitors:
         assert m.samples_tvb == m.samples_torch > 0 and m.times_equal
         assert m.max_rel <= 1e-9, str(report)
@@ -118,5 +118,5 @@ def test_other_connectome_speed_and_seed():
     """Parity is not tuned to connectivity_76: 192 regions, 6 mm/ms, another seed and period."""
     sim = build(models.ReducedWongWangExcInh(G=np.array([0.8])), heun_stochastic(dt=0.2, nsig=3e-5, seed=123),
                 (monitors.TemporalAverage(period=1.0),), conn=connectivity("connectivity_192.zip", speed=6.0), a=0.05)
-    report = tvb_torchfit.roundtrip.compare(sim, 300.0, exact=True, noise="tvb")
+    report = tvb_torchfit.compare(sim, 300.0, exact=True, noise="tvb")
     assert report.max_abs <= 1e-7, str(report)

@@ -5,6 +5,7 @@ import torch
 from tvb.simulator import integrators, models, monitors
 
 import tvb_torchfit
+from tvb_torchfit.simulator.adjoint import CheckpointOptions, segment_blocks
 from tvb_builders import build, heun_stochastic, small_connectivity
 
 
@@ -205,7 +206,7 @@ def test_compiled_checkpointed_backward_equals_eager_autograd():
 
 def test_failed_compilation_falls_back_to_eager_with_a_warning():
     from torch._inductor.exc import CppCompileError
-    from tvb_torchfit.simulator.twin import _CompiledOrEager
+    from tvb_torchfit.simulator.compiled import CompiledOrEager
 
     def broken(*args):
         raise CppCompileError(["g++"], "internal compiler error")
@@ -213,12 +214,13 @@ def test_failed_compilation_falls_back_to_eager_with_a_warning():
                 conn=small_connectivity(5), a=0.2)
     (_, eager), = tvb_torchfit.from_tvb(sim, block=4, seed=3).run(n_steps=41)
     twin = tvb_torchfit.from_tvb(sim, block=4, seed=3, compile=True)
-    assert isinstance(twin._compiled_block, _CompiledOrEager)
-    twin._compiled_block.compiled = broken
+    block = twin.paths.free.compiled_block
+    assert isinstance(block, CompiledOrEager) and twin.compiled_calls() == {"forward block": block}
+    block.compiled = broken
     with pytest.warns(RuntimeWarning, match="torch.compile failed"):
         (_, x), = twin.run(n_steps=41)
     torch.testing.assert_close(x, eager, rtol=0, atol=1e-12)
-    assert twin._compiled_block.error is not None
+    assert block.error is not None
 
 
 def _subset_grads(grad_names, **kw):
@@ -255,7 +257,8 @@ def test_checkpointed_backward_with_a_subset_of_parameters_requiring_grad(grad_n
     ref_out, ref_grads, _ = _subset_grads(grad_names, checkpoint=False)
     out, grads, twin = _subset_grads(grad_names, checkpoint=True, compile=compile)
     if compile:                                    # the compiled block vjp ran (no eager fallback)
-        assert twin._compiled_vjps and all(f.error is None for f in twin._compiled_vjps.values())
+        vjps = twin.paths.graph.compiled_vjps
+        assert vjps and all(f.error is None for f in vjps.values())
     for x, y in zip(out, ref_out):
         torch.testing.assert_close(x, y, rtol=0, atol=1e-12 if compile else 0)
     for name, g, r in zip(grad_names, grads, ref_grads):
@@ -266,7 +269,7 @@ def test_checkpointed_backward_with_a_subset_of_parameters_requiring_grad(grad_n
 
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
 def test_checkpointed_backward_chunks_independent_of_forward_blocks(compile):
-    """The checkpointed backward recomputes chunks of ``_bwd_block`` steps that need not coincide with the
+    """The checkpointed backward recomputes chunks of ``backward_block`` steps that need not coincide with the
     forward blocks (here blocks of 6, chunks of 4, runs of 41 and 30 steps: remainders on both sides)."""
     def grads(**kw):
         sim = _stoch_sim()
@@ -279,9 +282,10 @@ def test_checkpointed_backward_chunks_independent_of_forward_blocks(compile):
         return [x.detach() for out in outs for _, x in out], (G.grad, nsig.grad), twin
     ref_out, ref_grads, _ = grads(checkpoint=False)
     out, got, twin = grads(checkpoint=True, compile=compile)
-    assert twin.block == 6 and twin._bwd_block == 4
+    assert twin.block == 6 and twin.paths.graph.backward_block == 4
     if compile:
-        assert twin._compiled_vjps and all(f.error is None for f in twin._compiled_vjps.values())
+        vjps = twin.paths.graph.compiled_vjps
+        assert vjps and all(f.error is None for f in vjps.values())
     for x, y in zip(out, ref_out):
         torch.testing.assert_close(x, y, rtol=0, atol=1e-12 if compile else 0)
     for g, r in zip(got, ref_grads):
@@ -289,12 +293,11 @@ def test_checkpointed_backward_chunks_independent_of_forward_blocks(compile):
 
 
 @pytest.mark.parametrize("noise", ["torch", "tvb"])
-def test_checkpointed_backward_replays_the_noise_per_segment(noise, monkeypatch):
+def test_checkpointed_backward_replays_the_noise_per_segment(noise):
     """The checkpointed backward redraws the noise segment by segment from stream snapshots (not kept from the
     forward): with segments of a few blocks (several per run), gradients equal plain autograd's, for both
     noise sources, and the simulator's own stream continues as without checkpointing."""
-    import tvb_torchfit.simulator.twin as simulator
-    monkeypatch.setattr(simulator, "_SEGMENT_STEPS", 8)      # blocks of 6, chunks of 4: segments of 2 blocks
+    short = CheckpointOptions(segment_steps=8)            # blocks of 6, chunks of 4: segments of 2 blocks
 
     def grads(**kw):
         sim = _stoch_sim()
@@ -307,10 +310,11 @@ def test_checkpointed_backward_replays_the_noise_per_segment(noise, monkeypatch)
         loss.backward()
         with torch.no_grad():
             after = twin.run(n_steps=20)[0][1]                # the stream continues where the runs left it
-        return [x.detach() for out in outs for _, x in out] + [after], (G.grad, nsig.grad)
-    assert simulator._segment_blocks(6, 4) == 2
-    ref_out, ref_grads = grads(checkpoint=False)
-    out, got = grads(checkpoint=True)
+        return [x.detach() for out in outs for _, x in out] + [after], (G.grad, nsig.grad), twin
+    assert segment_blocks(6, 4, 8) == 2
+    ref_out, ref_grads, _ = grads(checkpoint=False)
+    out, got, twin = grads(checkpoint=short)
+    assert twin.checkpoint and twin.paths.graph.segment_blocks == 2
     for x, y in zip(out, ref_out):
         assert torch.equal(x, y)
     for g, r in zip(got, ref_grads):
@@ -319,13 +323,12 @@ def test_checkpointed_backward_replays_the_noise_per_segment(noise, monkeypatch)
 
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
 def test_checkpointed_run_in_several_autograd_groups_equals_autograd(compile):
-    """A checkpointed run is a chain of autograd nodes of ``_group_steps`` steps (here 12: runs of 41 and 30
+    """A checkpointed run is a chain of autograd nodes of ``group_steps`` steps (here 12: runs of 41 and 30
     steps in 4 and 3 groups, blocks of 6 straddling no group, chunks of 4): same outputs, same gradients,
     through the state and history handed from group to group and from run to run."""
     def grads(**kw):
         sim = _stoch_sim()
         twin = tvb_torchfit.TorchSimulator(tvb_torchfit.simulator.adapter.read_simulator(sim), batch=2, seed=3, block=6, **kw)
-        twin._group_steps = 12
         nsig = torch.tensor([1e-4], dtype=torch.float64, requires_grad=True)
         w_p = torch.full((5,), 1.3, dtype=torch.float64, requires_grad=True)
         twin.set_param("noise.nsig", nsig)
@@ -335,8 +338,8 @@ def test_checkpointed_run_in_several_autograd_groups_equals_autograd(compile):
         loss.backward()
         return [x.detach() for out in outs for _, x in out], (G.grad, nsig.grad, w_p.grad), twin
     ref_out, ref_grads, _ = grads(checkpoint=False)
-    out, got, twin = grads(checkpoint=True, compile=compile)
-    assert twin.checkpoint and twin._group_steps < 41
+    out, got, twin = grads(checkpoint=CheckpointOptions(group_steps=12), compile=compile)
+    assert twin.checkpoint and twin.paths.graph.group_steps == 12
     for x, y in zip(out, ref_out):
         torch.testing.assert_close(x, y, rtol=0, atol=1e-12 if compile else 0)
     for g, r in zip(got, ref_grads):
