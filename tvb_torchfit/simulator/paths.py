@@ -28,7 +28,7 @@ from .compiled import CompiledOrEager
 from .coupling import DelayedLinearCoupling
 from .history import DelayHistory, HistoryRing
 from .monitors import Recording
-from .noise import scaled_increment
+from .noise import additive_increment
 
 
 @dataclass
@@ -58,9 +58,12 @@ class BlockLoop:
 
     def step_block(self, X: torch.Tensor, normal: Optional[torch.Tensor], params: BlockParams,
                    K: int) -> torch.Tensor:
-        """K steps from X (nvar, N, B) with the draws ``normal`` (K, nvar, N, B) or None; updates the history.
-        Returns the K new states (K, nvar, N, B)."""
+        """K steps from X (nvar, N, B) with the draws ``normal`` (K, nvar, N, B) or None. Returns the K new
+        states (K, nvar, N, B)."""
         raise NotImplementedError
+
+    def push_history(self, states: torch.Tensor) -> None:
+        """Take the block's coupling variable ``states[:, 0]`` into the history, unless ``step_block`` did."""
 
     def run(self, sim, n_steps: int, params: BlockParams, recording: Recording) -> None:
         """``n_steps`` steps from ``sim.state``, advancing ``sim.state`` and ``sim.current_step`` per block."""
@@ -71,6 +74,7 @@ class BlockLoop:
             normal = self.noise.draw(K) if self.noise is not None else None
             states = self.step_block(sim.state, normal, params, K)
             sim.state = states[-1]
+            self.push_history(states)           # after the state: autograd then sums gradients in a fixed order
             sim.current_step += K
             done += K
             recording.add(states)
@@ -157,15 +161,17 @@ class GraphPath(BlockLoop):
 
     def step_block(self, X, normal, params, K):
         h = self.history
-        states = self.block_fn(K)(h.graph.view(h.horizon * h.n_nodes, h.batch), None, X, normal,
-                                  params.noise_scale, params.packed)
-        h.push(states[:, 0])
-        return states
+        return self.block_fn(K)(h.graph.view(h.horizon * h.n_nodes, h.batch), None, X, normal,
+                                params.noise_scale, params.packed)
+
+    def push_history(self, states):
+        self.history.push(states[:, 0])
 
 
 class ExactPath(BlockLoop):
     """TVB-exact mode: the far-edge sums in numpy's float32 order from the float32 history
-    (``DelayedLinearCoupling.far_sums``), the increments ``noise.scaled_increment``, then the steps
+    (``DelayedLinearCoupling.far_sums``), the increments ``noise.additive_increment`` (per block, as the exact
+    mode always did: the gradient of nsig is then summed in the same order), then the steps
     (``blocks.integrate_block``, compiled for full blocks when ``compiled_block`` is given). ``graph``: the
     history as a graph tensor (autograd records) instead of the time-major in-place ring."""
 
@@ -186,14 +192,15 @@ class ExactPath(BlockLoop):
             self.ring.make_room(K)
         window = self.history.window()                                      # (L, N, B), oldest first
         far = self.coupling.far_sums(window.reshape(-1), K).to(torch.float64)
-        z = scaled_increment(normal, self.dynamics.dt, params.noise_scale) if normal is not None else None
+        z = additive_increment(normal, self.dynamics.dt, params.nsig) if normal is not None else None
         fn = self.compiled_block if (self.compiled_block is not None and K == self.block) else self.eager_block
-        states = fn(X, far, z, params.coupling, params.model)              # (K, nvar, N, B)
+        return fn(X, far, z, params.coupling, params.model)                 # (K, nvar, N, B)
+
+    def push_history(self, states):
         if self.graph:
             self.history.push(states[:, 0])
         else:
             self.ring.append(states[:, 0])
-        return states
 
 
 class CheckpointedPath:

@@ -186,9 +186,10 @@ class TorchSimulator:
         nsig = p.pop(NOISE_NSIG, None)
         if nsig is not None and (nsig < 0).any():
             raise ParameterError("parameter 'noise.nsig' must be >= 0 (it is a diffusion coefficient).")
+        scale = diffusion_scale(nsig) if nsig is not None else None
         packed = None if self.exact else torch.stack(torch.broadcast_tensors(*(p[n] for n in self.packed_names)))
         coupling, model = split_coupling(p, self.dynamics.coupling_names)
-        return BlockParams(model, coupling, nsig, diffusion_scale(nsig) if nsig is not None else None, packed)
+        return BlockParams(model, coupling, nsig, scale, packed)
 
     # ------------------------------------------------------------------ integration
     def run(self, simulation_length: Optional[float] = None, n_steps: Optional[int] = None) -> Output:
