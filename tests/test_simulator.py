@@ -5,7 +5,7 @@ import torch
 from tvb.simulator import integrators, models, monitors
 
 import tvb_torchfit
-from tvb_torchfit.simulator.adjoint import CheckpointOptions, segment_blocks
+from tvb_torchfit.simulator.adjoint import CheckpointOptions, backward_chunks, segment_blocks
 from tvb_builders import build, heun_stochastic, small_connectivity
 
 
@@ -319,6 +319,18 @@ def test_checkpointed_backward_replays_the_noise_per_segment(noise):
         assert torch.equal(x, y)
     for g, r in zip(got, ref_grads):
         torch.testing.assert_close(g, r, rtol=1e-12, atol=0)
+
+
+def test_backward_chunks_cover_every_step_once_last_first():
+    """The backward's partition: segments of ``seg`` blocks, last first, each cut into chunks of at most
+    ``backward_block`` steps from its end; together every step exactly once, in reverse order."""
+    blocks = (6, 6, 6, 6, 6, 5)
+    order = [(j, start, chunks) for j, start, chunks in backward_chunks(blocks, 2, 4)]
+    assert [(j, start) for j, start, _ in order] == [(4, 24), (2, 12), (0, 0)]
+    assert order[0][2] == [(31, 4), (27, 4), (24, 3)]                  # 11 steps: 4 + 4 + a first 3
+    steps = [t for _, _, chunks in order for s, K in chunks for t in reversed(range(s, s + K))]
+    assert steps == list(reversed(range(sum(blocks))))
+    assert all(K <= 4 for _, _, chunks in order for _, K in chunks)
 
 
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])

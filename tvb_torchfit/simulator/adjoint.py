@@ -8,7 +8,7 @@ runs and differentiates come from the ``stepper`` it is given (``paths.Checkpoin
 import copy
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -60,6 +60,36 @@ def without_grad(fn: Callable) -> Callable:
         with torch.no_grad():
             return fn(*detached(args))
     return call
+
+
+def backward_chunks(blocks: Sequence[int], seg: int, backward_block: int):
+    """The checkpointed backward's partition of a run of ``blocks``, in the order it runs: for each noise-replay
+    segment of ``seg`` blocks (last first), its first block's index, its first step and its chunks
+    ``(start step, length)`` of ``backward_block`` steps taken from the segment's end (a shorter first one if
+    the segment's length is no multiple of it)."""
+    starts = np.concatenate(([0], np.cumsum(blocks)))                     # step of each block's start
+    for j in reversed(range(0, len(blocks), seg)):
+        seg_start, s = int(starts[j]), int(starts[min(j + seg, len(blocks))])
+        chunks = []
+        while s > seg_start:
+            K = min(backward_block, s - seg_start)
+            s -= K
+            chunks.append((s, K))
+        yield j, seg_start, chunks
+
+
+def handed_on_rows(zero: torch.Tensor, g_hist: Optional[torch.Tensor], s: int, T: int) -> torch.Tensor:
+    """The gradient arriving directly on the rows a chunk of ``zero.shape[0]`` steps from step ``s`` wrote into
+    the history a run of T steps hands on (its last L = ``g_hist.shape[0]`` steps, T - L .. T - 1): (K, N, B),
+    ``zero`` itself where the chunk wrote none of them."""
+    K = zero.shape[0]
+    if g_hist is None or s + K <= T - g_hist.shape[0]:
+        return zero
+    first = T - g_hist.shape[0]
+    lo = max(s, first)
+    rows = zero.clone()
+    rows[lo - s:] = g_hist[lo - first:s + K - first]
+    return rows
 
 
 class CheckpointedRun(torch.autograd.Function):
@@ -135,35 +165,21 @@ class CheckpointedRun(torch.autograd.Function):
         g_scale = torch.zeros_like(scale) if scale_grad else None
         gX = torch.zeros_like(X0)
         replay = copy.deepcopy(stepper.noise) if stepper.noise is not None else None   # the stream left alone
-        starts = np.concatenate(([0], np.cumsum(blocks)))                 # step of each block's start
-        kb = stepper.backward_block
-        fns = {}                                  # chunk length -> vjp function
-        zero_rows = {}
-        for j in reversed(range(0, len(blocks), seg)):                    # segments, last first
-            seg_start, seg_end = int(starts[j]), int(starts[min(j + seg, len(blocks))])
+        fns, zero_rows = {}, {}                   # by chunk length: vjp function, zero history-gradient rows
+        for j, seg_start, chunks in backward_chunks(blocks, seg, stepper.backward_block):
             normals = None
             if replay is not None:
                 replay.load_state_dict(ctx.snapshots[j // seg])
                 normals = torch.cat([replay.draw(K) for K in blocks[j:j + seg]])
-            s = seg_end
-            while s > seg_start:
-                K = min(kb, s - seg_start)       # full chunks from the segment's end; a shorter first one if any
-                s -= K
+            for s, K in chunks:
                 if K not in fns:
                     fns[K] = stepper.vjp_fn(K, var_idx, scale_grad)
                     zero_rows[K] = buf.new_zeros((K, N, B))
-                X_start = X0 if s == 0 else traj[s - 1]
-                # the gradient arriving on the history handed on (rows T .. T + L - 1 of buf: steps T - L ..)
-                rows = zero_rows[K]
-                if g_hist is not None and s + K > T - L:
-                    lo = max(s, T - L)
-                    rows = rows.clone()
-                    rows[lo - s:] = g_hist[lo - (T - L):s + K - (T - L)]
                 g_far, gX, g_sc, g_p = fns[K](
-                    buf[s:s + L].view(L * N, B), X_start,
+                    buf[s:s + L].view(L * N, B), X0 if s == 0 else traj[s - 1],
                     None if normals is None else normals[s - seg_start:s - seg_start + K],
-                    scale, packed_var, packed_const, g_traj[s:s + K], rows, gX,
-                    gfar[L + s:L + s + K + L].view((K + L) * N, B))
+                    scale, packed_var, packed_const, g_traj[s:s + K], handed_on_rows(zero_rows[K], g_hist, s, T),
+                    gX, gfar[L + s:L + s + K + L].view((K + L) * N, B))
                 gfar[L + s:L + s + K] = g_far
                 if g_pv is not None:
                     g_pv += g_p
