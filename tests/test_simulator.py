@@ -358,6 +358,24 @@ def test_checkpointed_run_in_several_autograd_groups_equals_autograd(compile):
         torch.testing.assert_close(g, r, rtol=1e-9 if compile else 1e-12, atol=0)
 
 
+def test_public_block_seams_step_as_run_does():
+    """What benchmarks/profile_block.py drives: ``block_params()``, ``history_ring`` and
+    ``paths.free.forward_block`` step the twin exactly as ``run`` does (same state, same history)."""
+    sim = _stoch_sim()
+    ref, twin = (tvb_torchfit.from_tvb(sim, block=4, seed=2) for _ in range(2))
+    with torch.no_grad():
+        ref.run(n_steps=40)
+        ref.run(n_steps=4)
+        twin.run(n_steps=40)
+    params, ring = twin.block_params(), twin.history_ring
+    ring.make_room(4)
+    states = twin.paths.free.forward_block(ring, twin.state, twin.noise.draw(4), params.noise_scale,
+                                           params.packed, 4)
+    assert torch.equal(states[-1], ref.state)
+    assert torch.equal(ring.window().reshape(-1), ref.history)
+    assert params.packed.shape[0] == len(twin.packed_names) == len(twin.params) - 1
+
+
 # ---------------------------------------------------------------- layering
 def _private_imports(root):
     """(file, line, what) for every underscore-prefixed name of a tvb_torchfit module used from another module:
