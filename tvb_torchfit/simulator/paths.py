@@ -23,7 +23,7 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 
 from .adjoint import CheckpointedRun, CheckpointOptions, detached, segment_blocks, without_grad
-from .blocks import Dynamics, Params, block_vjp, fused_block, integrate_block, packed_block, ring_block, unpack
+from .blocks import Dynamics, Params, block_vjp, fused_block, integrate_block, packed_block
 from .compiled import CompiledOrEager
 from .coupling import DelayedLinearCoupling
 from .history import DelayHistory, HistoryRing
