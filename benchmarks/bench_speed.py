@@ -111,16 +111,9 @@ def make_twin(sim, batch: int, dtype: torch.dtype, compile: bool = False, checkp
 
 
 def eager_fallbacks(twin) -> List[str]:
-    """Compiled calls of ``twin`` that failed to compile and now run eagerly (``_CompiledOrEager.error``): a
-    compiled row that fell back measures eager code, so the table says so."""
-    out = []
-    fns = [("forward block", twin._compiled_block)] + [
-        (f"backward chunk {key}", f) for key, f in getattr(twin, "_compiled_vjps", {}).items()]
-    for name, f in fns:
-        err = getattr(f, "error", None)
-        if err is not None:
-            out.append(f"{name}: {type(err).__name__}")
-    return out
+    """Compiled calls of ``twin`` that failed to compile and now run eagerly (``CompiledOrEager.error``, from
+    ``TorchSimulator.compiled_calls()``): a compiled row that fell back measures eager code, so the table says so."""
+    return [f"{name}: {type(f.error).__name__}" for name, f in twin.compiled_calls().items() if f.error is not None]
 
 
 def warm_up_twin(twin, n_steps: int) -> float:

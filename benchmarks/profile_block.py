@@ -9,8 +9,10 @@
 
 Same set-up as bench_speed.py (ReducedWongWangExcInh, connectivity_76, 3 mm/ms, HeunStochastic dt 0.1 ms,
 Bold 720 ms), ``compile=True``, one torch thread. Timed in isolation, each many times: the compiled block call
-alone, the noise draw, ``_forward_block`` (the call with its detaching and no_grad), ``run()`` per block, and
-the Bold monitor per block. Internal methods are called directly: this is a profiling aid, not a test.
+alone (``twin.paths.free.compiled_block.compiled``), the noise draw, ``RingPath.forward_block`` (the call with
+its detaching and no_grad), ``run()`` per block, and the Bold monitor per block; for the backward, the calls of
+the functions ``CheckpointedPath.vjp_fn`` makes. Only public seams of the twin are used (``paths``,
+``history_ring``, ``block_params()``): this is a profiling aid, not a test.
 """
 import argparse
 import os
@@ -60,24 +62,23 @@ def main(argv=None) -> int:
             while time.time() - t < args.loop:
                 twin.run(n_steps=K * 500)
             return 0
-        ring, X = twin._ring, twin.state
+        ring, X, path = twin.history_ring, twin.state, twin.paths.free
         normal = twin.noise.draw(K)
-        packed = torch.stack(torch.broadcast_tensors(*(twin._internal(n, twin.params[n])
-                                                       for n in twin._packed_names)))
-        scale = torch.sqrt(2.0 * twin._internal("noise.nsig", twin.params["noise.nsig"]))
+        params = twin.block_params()
+        packed, scale = params.packed, params.noise_scale
 
         def call():
             ring.make_room(K)
-            twin._compiled_block.compiled(ring.flat, ring.offset_tensor, X, normal, scale, packed)
+            path.compiled_block.compiled(ring.flat, ring.offset_tensor, X, normal, scale, packed)
             ring.advance(K)
 
         def forward_block():
             ring.make_room(K)
-            twin._forward_block(ring, X, normal, scale, packed, K)
+            path.forward_block(ring, X, normal, scale, packed, K)
 
         rows = [("compiled block call", timed(call, 300)),
                 ("noise draw", timed(lambda: twin.noise.draw(K), 300)),
-                ("_forward_block (call + detach + no_grad)", timed(forward_block, 300)),
+                ("forward_block (call + detach + no_grad)", timed(forward_block, 300)),
                 ("run() per block (500 blocks per run)",
                  tuple(x / 500 for x in timed(lambda: twin.run(n_steps=K * 500), 1, 7)))]
         states = torch.rand(K * 60, *X.shape, dtype=X.dtype) * 0.1   # monitor fed on its own, last
@@ -98,7 +99,8 @@ def main(argv=None) -> int:
 def backward_split(twin, n_steps: int = 5000) -> int:
     """The checkpointed backward's time, and the part of it spent inside the compiled chunk calls."""
     spent = {"s": 0.0}
-    make = twin._vjp_fn
+    path = twin.paths.graph                          # the CheckpointedPath (compile=True checkpoints)
+    make = path.vjp_fn
 
     def timed_vjp(*a, **k):
         fn = make(*a, **k)
@@ -109,7 +111,7 @@ def backward_split(twin, n_steps: int = 5000) -> int:
             spent["s"] += time.perf_counter() - t
             return out
         return call
-    twin._vjp_fn = timed_vjp
+    path.vjp_fn = timed_vjp                          # the backward asks the path for its chunk functions
     G = torch.tensor([0.5], dtype=twin.dtype, requires_grad=True)
 
     def once():

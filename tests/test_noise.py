@@ -1,10 +1,15 @@
-"""Noise sources: TVB's own stream in TVB's order, and seeded torch generators per batch member."""
+"""Noise: TVB's own stream in TVB's order, seeded torch generators per batch member, and the increment
+z = sqrt(dt) * N(0, 1) * sqrt(2 nsig) the twin adds (TVB's ``noise.Additive``)."""
+import copy
+
 import numpy as np
+import pytest
 import torch
-from tvb.simulator import models, monitors
+from tvb.simulator import integrators, models, monitors
+from tvb.simulator import noise as tvb_noise
 
 import tvb_torchfit
-from tvb_torchfit.simulator.noise import TorchStream, TVBStream
+from tvb_torchfit.simulator.noise import TorchStream, TVBStream, additive_increment, diffusion_scale
 from tvb_builders import build, heun_stochastic, small_connectivity
 
 
@@ -40,12 +45,60 @@ def test_batch_member_zero_reproduces_tvb_with_tvb_noise():
     assert (x[1] - x[0]).abs().max() > 1e-4 and (x[2] - x[1]).abs().max() > 1e-4
 
 
-def test_torch_noise_statistics_match_tvb_convention():
-    """Increment std = sqrt(2 nsig dt): a free S with bounds far away diffuses as TVB's would."""
-    sim = _stochastic_sim()
-    twin = tvb_torchfit.from_tvb(sim, noise="torch", batch=256)
-    z = twin.noise.draw(200)
-    assert abs(z.std().item() - 1.0) < 0.01 and abs(z.mean().item()) < 0.01
+def _euler_stochastic_sim(nsig, n=5):
+    return build(models.ReducedWongWangExcInh(),
+                 integrators.EulerStochastic(dt=0.1, noise=tvb_noise.Additive(nsig=nsig, noise_seed=42)),
+                 (monitors.Raw(),), conn=small_connectivity(n), a=0.2)
+
+
+def _twin_increment(sim, **kw) -> torch.Tensor:
+    """The increment z the twin adds in one EulerStochastic step, (nvar, N, B): the step from a state far from
+    the bounds (S = 0.5) minus the same step with nsig = 0 (X' = X + dt f(X) + z, so the difference is z up to
+    the rounding of X + dt f, ~1e-16)."""
+    def step(nsig=None):
+        twin = tvb_torchfit.from_tvb(sim, **kw)
+        if nsig is not None:
+            twin.set_param("noise.nsig", nsig)
+        twin.state = torch.full_like(twin.state, 0.5)
+        twin.run(n_steps=1)
+        return twin.state
+    return step() - step(0.0)
+
+
+@pytest.mark.parametrize("nsig", [np.array([1e-4]), np.stack([np.linspace(1e-5, 1e-4, 5)] * 2)],
+                         ids=["global", "regionwise"])
+def test_increment_is_tvb_additive_generate_times_gfun(nsig):
+    """The increment the twin adds is TVB's own: ``Additive.generate`` (sqrt(dt) * N(0, 1) from its stream) times
+    ``Additive.gfun`` (sqrt(2 nsig)), computed here by a copy of the TVB noise object of the same simulator.
+    A wrong factor (e.g. sqrt(nsig dt)) is off by 30 % of z, ~1e-3 here."""
+    sim = _euler_stochastic_sim(nsig)
+    tvb = copy.deepcopy(sim.integrator.noise)                       # the stream the twin copies, same state
+    tvb.configure_white(sim.integrator.dt)                          # (a deep copy loses the configured dt)
+    z_tvb = tvb.generate(sim.current_state.shape) * tvb.gfun(sim.current_state)     # (nvar, N, 1)
+    z = _twin_increment(sim, noise="tvb", exact=True)
+    np.testing.assert_allclose(z.numpy(), z_tvb, rtol=0, atol=1e-15)
+    assert np.abs(z_tvb).max() > 1e-3
+
+
+def test_increment_variance_is_2_nsig_dt():
+    """Torch noise: the twin's increments have mean 0 and variance 2 nsig dt (nsig a diffusion coefficient, as
+    TVB's), over 1024 batch members x 2 state variables x 5 nodes; the estimate's own error is ~1.4 %
+    (sqrt(2 / 10240)), sqrt(nsig dt) would give a ratio of 0.5."""
+    nsig, dt = 1e-4, 0.1
+    z = _twin_increment(_euler_stochastic_sim(np.array([nsig])), noise="torch", batch=1024, seed=0)
+    ratio = (z.var() / (2 * nsig * dt)).item()
+    assert abs(ratio - 1) < 0.05, ratio
+    assert abs(z.mean().item()) < 0.05 * np.sqrt(2 * nsig * dt)
+
+
+def test_scaling_functions_are_tvb_gfun():
+    """``noise.diffusion_scale`` is ``Additive.gfun`` and ``additive_increment`` its product with sqrt(dt) N(0,1)."""
+    nsig = np.array([[1e-5], [3e-4]])
+    tvb = tvb_noise.Additive(nsig=nsig)
+    normal = torch.as_tensor(np.random.RandomState(3).normal(size=(2, 4)))
+    np.testing.assert_array_equal(diffusion_scale(torch.as_tensor(nsig)).numpy(), tvb.gfun(None))
+    np.testing.assert_array_equal(additive_increment(normal, 0.1, torch.as_tensor(nsig)).numpy(),
+                                  np.sqrt(0.1) * normal.numpy() * tvb.gfun(None))
 
 
 def test_seed_reproducible_and_seed_changes_run():

@@ -5,6 +5,7 @@ import torch
 from tvb.simulator import integrators, models, monitors
 
 import tvb_torchfit
+from tvb_torchfit.simulator.adjoint import CheckpointOptions, backward_chunks, segment_blocks
 from tvb_builders import build, heun_stochastic, small_connectivity
 
 
@@ -205,7 +206,7 @@ def test_compiled_checkpointed_backward_equals_eager_autograd():
 
 def test_failed_compilation_falls_back_to_eager_with_a_warning():
     from torch._inductor.exc import CppCompileError
-    from tvb_torchfit.simulator.twin import _CompiledOrEager
+    from tvb_torchfit.simulator.compiled import CompiledOrEager
 
     def broken(*args):
         raise CppCompileError(["g++"], "internal compiler error")
@@ -213,12 +214,13 @@ def test_failed_compilation_falls_back_to_eager_with_a_warning():
                 conn=small_connectivity(5), a=0.2)
     (_, eager), = tvb_torchfit.from_tvb(sim, block=4, seed=3).run(n_steps=41)
     twin = tvb_torchfit.from_tvb(sim, block=4, seed=3, compile=True)
-    assert isinstance(twin._compiled_block, _CompiledOrEager)
-    twin._compiled_block.compiled = broken
+    block = twin.paths.free.compiled_block
+    assert isinstance(block, CompiledOrEager) and twin.compiled_calls() == {"forward block": block}
+    block.compiled = broken
     with pytest.warns(RuntimeWarning, match="torch.compile failed"):
         (_, x), = twin.run(n_steps=41)
     torch.testing.assert_close(x, eager, rtol=0, atol=1e-12)
-    assert twin._compiled_block.error is not None
+    assert block.error is not None
 
 
 def _subset_grads(grad_names, **kw):
@@ -255,7 +257,8 @@ def test_checkpointed_backward_with_a_subset_of_parameters_requiring_grad(grad_n
     ref_out, ref_grads, _ = _subset_grads(grad_names, checkpoint=False)
     out, grads, twin = _subset_grads(grad_names, checkpoint=True, compile=compile)
     if compile:                                    # the compiled block vjp ran (no eager fallback)
-        assert twin._compiled_vjps and all(f.error is None for f in twin._compiled_vjps.values())
+        vjps = twin.paths.graph.compiled_vjps
+        assert vjps and all(f.error is None for f in vjps.values())
     for x, y in zip(out, ref_out):
         torch.testing.assert_close(x, y, rtol=0, atol=1e-12 if compile else 0)
     for name, g, r in zip(grad_names, grads, ref_grads):
@@ -266,7 +269,7 @@ def test_checkpointed_backward_with_a_subset_of_parameters_requiring_grad(grad_n
 
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
 def test_checkpointed_backward_chunks_independent_of_forward_blocks(compile):
-    """The checkpointed backward recomputes chunks of ``_bwd_block`` steps that need not coincide with the
+    """The checkpointed backward recomputes chunks of ``backward_block`` steps that need not coincide with the
     forward blocks (here blocks of 6, chunks of 4, runs of 41 and 30 steps: remainders on both sides)."""
     def grads(**kw):
         sim = _stoch_sim()
@@ -279,9 +282,10 @@ def test_checkpointed_backward_chunks_independent_of_forward_blocks(compile):
         return [x.detach() for out in outs for _, x in out], (G.grad, nsig.grad), twin
     ref_out, ref_grads, _ = grads(checkpoint=False)
     out, got, twin = grads(checkpoint=True, compile=compile)
-    assert twin.block == 6 and twin._bwd_block == 4
+    assert twin.block == 6 and twin.paths.graph.backward_block == 4
     if compile:
-        assert twin._compiled_vjps and all(f.error is None for f in twin._compiled_vjps.values())
+        vjps = twin.paths.graph.compiled_vjps
+        assert vjps and all(f.error is None for f in vjps.values())
     for x, y in zip(out, ref_out):
         torch.testing.assert_close(x, y, rtol=0, atol=1e-12 if compile else 0)
     for g, r in zip(got, ref_grads):
@@ -289,12 +293,11 @@ def test_checkpointed_backward_chunks_independent_of_forward_blocks(compile):
 
 
 @pytest.mark.parametrize("noise", ["torch", "tvb"])
-def test_checkpointed_backward_replays_the_noise_per_segment(noise, monkeypatch):
+def test_checkpointed_backward_replays_the_noise_per_segment(noise):
     """The checkpointed backward redraws the noise segment by segment from stream snapshots (not kept from the
     forward): with segments of a few blocks (several per run), gradients equal plain autograd's, for both
     noise sources, and the simulator's own stream continues as without checkpointing."""
-    import tvb_torchfit.simulator.twin as simulator
-    monkeypatch.setattr(simulator, "_SEGMENT_STEPS", 8)      # blocks of 6, chunks of 4: segments of 2 blocks
+    short = CheckpointOptions(segment_steps=8)            # blocks of 6, chunks of 4: segments of 2 blocks
 
     def grads(**kw):
         sim = _stoch_sim()
@@ -307,25 +310,37 @@ def test_checkpointed_backward_replays_the_noise_per_segment(noise, monkeypatch)
         loss.backward()
         with torch.no_grad():
             after = twin.run(n_steps=20)[0][1]                # the stream continues where the runs left it
-        return [x.detach() for out in outs for _, x in out] + [after], (G.grad, nsig.grad)
-    assert simulator._segment_blocks(6, 4) == 2
-    ref_out, ref_grads = grads(checkpoint=False)
-    out, got = grads(checkpoint=True)
+        return [x.detach() for out in outs for _, x in out] + [after], (G.grad, nsig.grad), twin
+    assert segment_blocks(6, 4, 8) == 2
+    ref_out, ref_grads, _ = grads(checkpoint=False)
+    out, got, twin = grads(checkpoint=short)
+    assert twin.checkpoint and twin.paths.graph.segment_blocks == 2
     for x, y in zip(out, ref_out):
         assert torch.equal(x, y)
     for g, r in zip(got, ref_grads):
         torch.testing.assert_close(g, r, rtol=1e-12, atol=0)
 
 
+def test_backward_chunks_cover_every_step_once_last_first():
+    """The backward's partition: segments of ``seg`` blocks, last first, each cut into chunks of at most
+    ``backward_block`` steps from its end; together every step exactly once, in reverse order."""
+    blocks = (6, 6, 6, 6, 6, 5)
+    order = [(j, start, chunks) for j, start, chunks in backward_chunks(blocks, 2, 4)]
+    assert [(j, start) for j, start, _ in order] == [(4, 24), (2, 12), (0, 0)]
+    assert order[0][2] == [(31, 4), (27, 4), (24, 3)]                  # 11 steps: 4 + 4 + a first 3
+    steps = [t for _, _, chunks in order for s, K in chunks for t in reversed(range(s, s + K))]
+    assert steps == list(reversed(range(sum(blocks))))
+    assert all(K <= 4 for _, _, chunks in order for _, K in chunks)
+
+
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
 def test_checkpointed_run_in_several_autograd_groups_equals_autograd(compile):
-    """A checkpointed run is a chain of autograd nodes of ``_group_steps`` steps (here 12: runs of 41 and 30
+    """A checkpointed run is a chain of autograd nodes of ``group_steps`` steps (here 12: runs of 41 and 30
     steps in 4 and 3 groups, blocks of 6 straddling no group, chunks of 4): same outputs, same gradients,
     through the state and history handed from group to group and from run to run."""
     def grads(**kw):
         sim = _stoch_sim()
         twin = tvb_torchfit.TorchSimulator(tvb_torchfit.simulator.adapter.read_simulator(sim), batch=2, seed=3, block=6, **kw)
-        twin._group_steps = 12
         nsig = torch.tensor([1e-4], dtype=torch.float64, requires_grad=True)
         w_p = torch.full((5,), 1.3, dtype=torch.float64, requires_grad=True)
         twin.set_param("noise.nsig", nsig)
@@ -335,9 +350,59 @@ def test_checkpointed_run_in_several_autograd_groups_equals_autograd(compile):
         loss.backward()
         return [x.detach() for out in outs for _, x in out], (G.grad, nsig.grad, w_p.grad), twin
     ref_out, ref_grads, _ = grads(checkpoint=False)
-    out, got, twin = grads(checkpoint=True, compile=compile)
-    assert twin.checkpoint and twin._group_steps < 41
+    out, got, twin = grads(checkpoint=CheckpointOptions(group_steps=12), compile=compile)
+    assert twin.checkpoint and twin.paths.graph.group_steps == 12
     for x, y in zip(out, ref_out):
         torch.testing.assert_close(x, y, rtol=0, atol=1e-12 if compile else 0)
     for g, r in zip(got, ref_grads):
         torch.testing.assert_close(g, r, rtol=1e-9 if compile else 1e-12, atol=0)
+
+
+def test_public_block_seams_step_as_run_does():
+    """What benchmarks/profile_block.py drives: ``block_params()``, ``history_ring`` and
+    ``paths.free.forward_block`` step the twin exactly as ``run`` does (same state, same history)."""
+    sim = _stoch_sim()
+    ref, twin = (tvb_torchfit.from_tvb(sim, block=4, seed=2) for _ in range(2))
+    with torch.no_grad():
+        ref.run(n_steps=40)
+        ref.run(n_steps=4)
+        twin.run(n_steps=40)
+    params, ring = twin.block_params(), twin.history_ring
+    ring.make_room(4)
+    states = twin.paths.free.forward_block(ring, twin.state, twin.noise.draw(4), params.noise_scale,
+                                           params.packed, 4)
+    assert torch.equal(states[-1], ref.state)
+    assert torch.equal(ring.window().reshape(-1), ref.history)
+    assert params.packed.shape[0] == len(twin.packed_names) == len(twin.params) - 1
+
+
+# ---------------------------------------------------------------- layering
+def _private_imports(root):
+    """(file, line, what) for every underscore-prefixed name of a tvb_torchfit module used from another module:
+    ``from .x import _y`` / ``from tvb_torchfit.x import _y`` and ``x._y`` with x an imported tvb_torchfit module."""
+    import ast
+    import pathlib
+    found = []
+    for path in sorted(pathlib.Path(root).rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        modules = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("tvb_torchfit")):
+                for alias in node.names:
+                    if alias.name.startswith("_") and not alias.name.startswith("__"):
+                        found.append((path.name, node.lineno, f"import {alias.name}"))
+                    modules.add(alias.asname or alias.name)       # may be a module (from . import monitors)
+            elif isinstance(node, ast.Import):
+                modules.update(a.asname or a.name for a in node.names if a.name.startswith("tvb_torchfit"))
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
+                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+                found.append((path.name, node.lineno, f"{node.value.id}.{node.attr}"))
+    return found
+
+
+def test_simulator_modules_use_no_private_names_of_other_modules():
+    """Shared things have public names: no module of ``tvb_torchfit.simulator`` reaches into another's privates."""
+    import pathlib
+    root = pathlib.Path(tvb_torchfit.simulator.__file__).parent
+    assert _private_imports(root) == []

@@ -26,14 +26,28 @@ def small_connectivity(n: int = 5, seed: int = 0, speed: float = 3.0) -> Connect
     return conn
 
 
-def build(model=None, integrator=None, mons=None, conn=None, a=0.02, b=0.0, configure=True):
+def build(model=None, integrator=None, mons=None, conn=None, a=0.02, b=0.0, configure=True, history_seed=None):
+    """A TVB Simulator, configured unless ``configure=False``.
+
+    ``history_seed``: TVB draws the random initial history of a *deterministic* integrator from numpy's global
+    RNG (a stochastic one uses its noise stream, seeded by ``noise_seed``); with a seed that draw is
+    reproducible (the global RNG's state is restored afterwards)."""
     sim = simulator.Simulator(
         model=model if model is not None else models.ReducedWongWangExcInh(),
         connectivity=conn if conn is not None else connectivity(),
         coupling=coupling.Linear(a=np.array([a]), b=np.array([b])),
         integrator=integrator if integrator is not None else integrators.HeunDeterministic(dt=0.1),
         monitors=mons if mons is not None else (monitors.Raw(),))
-    return sim.configure() if configure else sim
+    if not configure:
+        return sim
+    if history_seed is None:
+        return sim.configure()
+    saved = np.random.get_state()
+    np.random.seed(history_seed)
+    try:
+        return sim.configure()
+    finally:
+        np.random.set_state(saved)
 
 
 def heun_stochastic(dt=0.1, nsig=1e-4, seed=42):

@@ -2,7 +2,11 @@
 
 ``adapter`` reads a configured TVB ``Simulator`` into plain specs (the only reader of TVB's simulator
 objects); ``models/`` (equations), ``coupling``, ``history``, ``integrators``, ``noise`` and ``monitors`` mirror
-TVB's modules of the same names; ``twin`` holds ``TorchSimulator``, which steps them.
+TVB's modules of the same names; ``registry`` names every parameter; ``twin`` holds ``TorchSimulator``, which
+steps them. How it steps them, after diffrax's split: ``blocks`` (what is integrated: ``Dynamics`` and the pure
+block functions), ``paths`` (how a run is stepped: in place, graph, checkpointed or TVB-exact, one path chosen
+per run), ``monitors.Recording`` (what is saved), ``adjoint`` (how the gradient of a checkpointed run is
+taken) and ``compiled`` (``torch.compile`` with an eager fallback).
 """
 from typing import Optional, Union
 

@@ -107,3 +107,60 @@ class HistoryRing:
         else:
             self.buffer[o + L:o + L + K].copy_(rows)
         self.offset = o + K
+
+
+class DelayHistory:
+    """The twin's delay history (the last ``horizon`` steps of the coupling variable) in one of two forms.
+
+    * ``graph``: a time-major (horizon, N, B) tensor, rebuilt per block by concatenation (``push``), through
+      which autograd can follow (used while a run records a graph without checkpointing, and as the
+      checkpointed run's input and output);
+    * ``ring``: a ``HistoryRing`` written in place (no graph; node-major, time-major in the TVB-exact mode).
+
+    ``as_graph()`` / ``as_ring()`` move the values into the form a run needs; ``window()`` reads them in either.
+    """
+
+    def __init__(self, start: torch.Tensor, block: int, node_major: bool):
+        self.horizon, self.n_nodes, self.batch = start.shape
+        self.block, self.node_major = int(block), bool(node_major)
+        self.dtype, self.device = start.dtype, start.device
+        self.graph: "torch.Tensor | None" = start
+        self.ring: "HistoryRing | None" = None
+
+    @property
+    def requires_grad(self) -> bool:
+        """Whether the history carries an autograd graph (only the graph form can)."""
+        return self.graph is not None and self.graph.requires_grad
+
+    def as_ring(self) -> HistoryRing:
+        """The history in the in-place buffer (values moved there, detached, if they were a graph tensor)."""
+        if self.graph is not None:
+            if self.ring is None:
+                self.ring = HistoryRing(self.horizon, self.n_nodes, self.batch, self.block, self.dtype,
+                                        self.device, node_major=self.node_major)
+            self.ring.load(self.graph.detach())
+            self.graph = None
+        return self.ring
+
+    def as_graph(self) -> torch.Tensor:
+        """The history as a time-major (horizon, N, B) tensor autograd can follow (copied out of the ring)."""
+        if self.graph is None:
+            self.graph = self.ring.window().clone(memory_format=torch.contiguous_format)
+        return self.graph
+
+    def push(self, rows: torch.Tensor) -> None:
+        """Graph form: the K newest steps (K, N, B) in, the K oldest out (a new tensor, graph kept)."""
+        self.graph = torch.cat((self.graph[rows.shape[0]:], rows.to(self.dtype)))
+
+    def window(self) -> torch.Tensor:
+        """The last ``horizon`` steps, time-major (horizon, N, B), oldest first (possibly a view)."""
+        return self.graph if self.graph is not None else self.ring.window()
+
+    def set(self, value: torch.Tensor) -> None:
+        """Replace the values (any shape holding horizon * N * B values, time-major): graph form from now on."""
+        self.graph = value.reshape(self.horizon, self.n_nodes, self.batch)
+
+    def detach_(self) -> None:
+        """Cut the graph through the history (the ring never carries one)."""
+        if self.graph is not None:
+            self.graph = self.graph.detach()

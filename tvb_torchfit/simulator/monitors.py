@@ -20,7 +20,7 @@ TVB conventions reproduced here:
   with the kernel through ``numpy.roll``; in time order this gives the newest sample the weight
   G_rev[0] and the sample k blocks older the weight G(k-1 blocks), which is what is applied here.
 """
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -206,3 +206,87 @@ def time_ordered_stock(stock: np.ndarray, current_step: int, interim_istep: int)
     n = stock.shape[0]
     newest_slot = (current_step // interim_istep % n) - 1
     return np.roll(stock, -(newest_slot + 1), axis=0)
+
+
+MONITOR_CHUNK = 1024        # most steps handed to the monitors at once
+
+
+def chunk_steps(block: int, values_per_step: int) -> int:
+    """Steps handed to the monitors at once: up to ``MONITOR_CHUNK``, fewer for large batches (about 2**20
+    state values per chunk keeps the chunk's concatenation and averaging in cache), at least one block."""
+    return max(block, min(MONITOR_CHUNK, (1 << 20) // values_per_step))
+
+
+def build_monitor(spec, dt: float, batch: int, dtype: torch.dtype, device: torch.device, current_step: int,
+                  n_voi: int) -> Monitor:
+    """The monitor of an ``adapter.MonitorSpec`` (TVB's buffers copied to every batch member); ``n_voi`` the
+    model's number of variables of interest (what Raw records)."""
+    def as_batched(a):
+        a = np.asarray(a)
+        return torch.as_tensor(a[..., 0], dtype=dtype, device=device).unsqueeze(-1).expand(
+            *a.shape[:-1], batch).contiguous()
+    if spec.kind == "Raw":
+        return Raw(np.arange(n_voi), dt)
+    if spec.kind == "SubSample":
+        return SubSample(spec.voi, dt, spec.istep)
+    if spec.kind == "TemporalAverage":
+        return TemporalAverage(spec.voi, dt, spec.istep, as_batched(spec.stock))
+    return Bold(spec.voi, dt, spec.istep, spec.interim_istep, spec.hrf_reversed, spec.k1_V0,
+                as_batched(spec.stock), as_batched(spec.bold_stock), current_step // spec.interim_istep)
+
+
+class Recording:
+    """What one ``run`` saves: the states of its steps handed to the monitors in chunks of about ``chunk``
+    steps, and the samples collected per monitor, returned in TVB's layout by ``result()``.
+
+    ``voi`` (a tensor of state-variable indices, or None for all of them in order) selects the observed
+    variables; ``first_step`` is the number of the run's first step (the twin's ``current_step + 1``).
+    """
+
+    def __init__(self, monitors: Sequence[Monitor], voi: Optional[torch.Tensor], chunk: int, first_step: int,
+                 batch: int):
+        self.monitors, self.voi, self.chunk, self.batch = list(monitors), voi, int(chunk), int(batch)
+        self.next_step = int(first_step)                 # step number of the next state not yet fed
+        self.pending: List[torch.Tensor] = []
+        self.n_pending = 0
+        self.samples = [([], []) for _ in self.monitors]
+
+    def add(self, states: torch.Tensor) -> None:
+        """Keep a block of states (K, nvar, N, B); feed the monitors once ``chunk`` steps are pending."""
+        self.pending.append(states)
+        self.n_pending += states.shape[0]
+        if self.n_pending >= self.chunk:
+            self.flush()
+
+    def add_trajectory(self, traj: torch.Tensor) -> None:
+        """Feed a long trajectory (T, nvar, N, B) now, in chunks (after anything pending). ``split``, not
+        slices: one SplitBackward assembles the gradient of ``traj`` once, where each slice's SliceBackward
+        would allocate (and accumulate) a zero-filled tensor of its size."""
+        self.flush()
+        for part in traj.split(self.chunk):
+            self._feed(part)
+
+    def flush(self) -> None:
+        """Feed whatever is pending."""
+        if self.pending:
+            self._feed(torch.cat(self.pending) if len(self.pending) > 1 else self.pending[0])
+            self.pending, self.n_pending = [], 0
+
+    def _feed(self, states: torch.Tensor) -> None:
+        obs = states if self.voi is None else states.index_select(1, self.voi)
+        for mon, (ts, xs) in zip(self.monitors, self.samples):
+            t, x = mon.consume(obs, self.next_step)
+            ts.append(t)
+            xs.append(x)
+        self.next_step += states.shape[0]
+
+    def result(self) -> List[Sample]:
+        """One (times, data) pair per monitor: times in ms, data (time, voi, N, 1) as TVB's, or
+        (batch, time, voi, N, 1) when batch > 1 (the batch axis sits where TVB keeps its modes)."""
+        self.flush()
+        out = []
+        for ts, xs in self.samples:
+            times = torch.cat(ts) if ts else torch.zeros(0, dtype=torch.float64)
+            data = torch.cat(xs)                                             # (T, voi, N, B)
+            out.append((times, data) if self.batch == 1 else (times, data.permute(3, 0, 1, 2).unsqueeze(-1)))
+        return out

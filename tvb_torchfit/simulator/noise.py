@@ -22,9 +22,22 @@ import numpy as np
 import torch
 
 
+def diffusion_scale(nsig: torch.Tensor) -> torch.Tensor:
+    """g = sqrt(2 nsig): TVB's ``noise.Additive.gfun`` (nsig a diffusion coefficient, state**2 / ms)."""
+    return torch.sqrt(2.0 * nsig)
+
+
+def scaled_increment(normal: torch.Tensor, dt: float, scale: torch.Tensor) -> torch.Tensor:
+    """z = (sqrt(dt) * N(0,1)) * g, g = ``diffusion_scale(nsig)``, dt in ms: the increment every stochastic
+    step adds, in TVB's order of operations (``Additive.generate`` -> ``white``: sqrt(dt) * N(0,1); then the
+    integrator multiplies by ``gfun``). The one place this scaling is written."""
+    return normal * math.sqrt(dt) * scale
+
+
 def additive_increment(normal: torch.Tensor, dt: float, nsig: torch.Tensor) -> torch.Tensor:
-    """z = sqrt(dt) * N(0,1) * sqrt(2 nsig), in TVB's order of operations (``Additive.gfun``)."""
-    return normal * math.sqrt(dt) * torch.sqrt(2.0 * nsig)
+    """z = sqrt(dt) * N(0,1) * sqrt(2 nsig): ``scaled_increment`` with ``diffusion_scale(nsig)``; variance
+    2 * nsig * dt per step."""
+    return scaled_increment(normal, dt, diffusion_scale(nsig))
 
 
 class TVBStream:

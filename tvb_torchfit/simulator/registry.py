@@ -56,10 +56,15 @@ def parse(name: str) -> ParameterName:
     return ParameterName(full, MODEL, full)
 
 
+def coupling_parameter_names(coupling_port) -> Tuple[str, ...]:
+    """The canonical names of a coupling port's parameters, in its ``parameter_names`` order
+    (``("coupling.a", "coupling.b")`` for ``coupling.Linear``)."""
+    return tuple(COUPLING_PREFIX + a for a in coupling_port.parameter_names)
+
+
 def simulator_parameter_names(model_port, coupling_port, stochastic: bool) -> Tuple[str, ...]:
     """Every parameter of a simulator built from these ports, in the twin's order: model, coupling, noise."""
-    names = tuple(model_port.parameter_names)
-    names += tuple(COUPLING_PREFIX + a for a in coupling_port.parameter_names)
+    names = tuple(model_port.parameter_names) + coupling_parameter_names(coupling_port)
     return names + ((NOISE_NSIG,) if stochastic else ())
 
 
