@@ -374,35 +374,3 @@ def test_public_block_seams_step_as_run_does():
     assert torch.equal(states[-1], ref.state)
     assert torch.equal(ring.window().reshape(-1), ref.history)
     assert params.packed.shape[0] == len(twin.packed_names) == len(twin.params) - 1
-
-
-# ---------------------------------------------------------------- layering
-def _private_imports(root):
-    """(file, line, what) for every underscore-prefixed name of a tvb_torchfit module used from another module:
-    ``from .x import _y`` / ``from tvb_torchfit.x import _y`` and ``x._y`` with x an imported tvb_torchfit module."""
-    import ast
-    import pathlib
-    found = []
-    for path in sorted(pathlib.Path(root).rglob("*.py")):
-        tree = ast.parse(path.read_text())
-        modules = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("tvb_torchfit")):
-                for alias in node.names:
-                    if alias.name.startswith("_") and not alias.name.startswith("__"):
-                        found.append((path.name, node.lineno, f"import {alias.name}"))
-                    modules.add(alias.asname or alias.name)       # may be a module (from . import monitors)
-            elif isinstance(node, ast.Import):
-                modules.update(a.asname or a.name for a in node.names if a.name.startswith("tvb_torchfit"))
-        for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
-                    and node.attr.startswith("_") and not node.attr.startswith("__")):
-                found.append((path.name, node.lineno, f"{node.value.id}.{node.attr}"))
-    return found
-
-
-def test_simulator_modules_use_no_private_names_of_other_modules():
-    """Shared things have public names: no module of ``tvb_torchfit.simulator`` reaches into another's privates."""
-    import pathlib
-    root = pathlib.Path(tvb_torchfit.simulator.__file__).parent
-    assert _private_imports(root) == []
