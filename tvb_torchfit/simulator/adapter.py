@@ -105,31 +105,28 @@ def _read_model(sim):
     if list(sim.model.cvar) != [0]:
         raise UnsupportedTVBObject(f"model {type(sim.model).__name__} with coupling variables "
                                    f"{list(sim.model.cvar)}; the port couples state variable 0 only.")
-    n = sim.connectivity.number_of_regions
-    params = {}
-    for name in port.parameter_names:
-        value = np.array(getattr(sim.model, name), dtype=np.float64).reshape(-1)
-        if value.size not in (1, n):
-            raise UnsupportedTVBObject(f"model parameter {type(sim.model).__name__}.{name} has {value.size} values; "
-                                       f"expected 1 (global) or {n} (one per region).")
-        params[name] = value
+    params = _read_params("model", sim.model, port.parameter_names, sim.connectivity.number_of_regions)
     voi = np.array([port.state_variables.index(v) for v in sim.model.variables_of_interest], dtype=np.int64)
     return port, params, voi
+
+
+def _read_params(what: str, obj, names, n: int) -> Dict[str, np.ndarray]:
+    """The named parameters of a TVB model or coupling, flattened to (1,) global or (n,) region-wise."""
+    params = {}
+    for name in names:
+        value = np.array(getattr(obj, name), dtype=np.float64).reshape(-1)
+        if value.size not in (1, n):
+            raise UnsupportedTVBObject(f"{what} parameter {type(obj).__name__}.{name} has {value.size} values; "
+                                       f"expected 1 or {n} (global, or one per region).")
+        params[name] = value
+    return params
 
 
 def _read_coupling(sim):
     port = COUPLINGS.get(type(sim.coupling))
     if port is None:
         raise _unsupported("coupling", sim.coupling, [cls.__name__ for cls in COUPLINGS])
-    n = sim.connectivity.number_of_regions
-    params = {}
-    for name in port.parameter_names:
-        value = np.array(getattr(sim.coupling, name), dtype=np.float64).reshape(-1)
-        if value.size not in (1, n):
-            raise UnsupportedTVBObject(f"coupling parameter {type(sim.coupling).__name__}.{name} has {value.size} "
-                                       f"values; expected 1 or {n}.")
-        params[name] = value
-    return port, params
+    return port, _read_params("coupling", sim.coupling, port.parameter_names, sim.connectivity.number_of_regions)
 
 
 def _read_integrator(sim, nvar: int):
