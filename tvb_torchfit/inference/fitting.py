@@ -55,7 +55,7 @@ from ..errors import ParameterError
 from ..version import __version__
 from .parameters import ParamSpec, ParameterSet
 from ..simulator.twin import TorchSimulator
-from ..roundtrip.validation import _find_bold
+from ..roundtrip.writeback import find_bold
 from ..roundtrip.writeback import apply_params, clone_simulator, low_state_initial_conditions
 
 FC_LOSSES = {"log_corr": losses.loss_log_corr, "neg_corr": losses.loss_neg_corr, "rmse": losses.loss_rmse}
@@ -281,7 +281,7 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
     cfg = FitConfig(**settings)
     _check_config(cfg)
     read_simulator(sim)                                   # clear errors for unsupported / unconfigured
-    bold_index = _find_bold(sim)
+    bold_index = find_bold(sim)
     tr_steps = _bold_period_steps(sim, bold_index)
     n = sim.connectivity.number_of_regions
     target = losses.check_target_fc(target_fc, n)

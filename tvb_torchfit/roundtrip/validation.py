@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from tvb.simulator import monitors as tvb_monitors
 
+from .. import stats
 from ..errors import ParameterError
-from .writeback import _check_simulator, _clone, _is_stochastic, _n_regions
+from .writeback import check_simulator, clone_simulator, find_bold, is_stochastic, monitor_list, n_regions
 
 FIGURE_NAME = "validation.png"
 
@@ -52,11 +52,6 @@ def _bold_nodes(bold) -> np.ndarray:
                          "or a (time, nodes) array.")
 
 
-def _corrcoef_nodes(ts: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.corrcoef(ts, rowvar=False)
-
-
 def bold_fc(bold: np.ndarray, discard: int) -> np.ndarray:
     """FC (``numpy.corrcoef`` over nodes) of a TVB Bold output (time, voi, N, modes), voi 0, after dropping
     the first ``discard`` samples. A (time, N) array is accepted too. Constant nodes give NaN rows."""
@@ -66,39 +61,15 @@ def bold_fc(bold: np.ndarray, discard: int) -> np.ndarray:
     if ts.shape[0] - discard < 2:
         raise ParameterError(f"only {ts.shape[0]} BOLD samples, {discard} to discard: at least 2 must remain "
                              "to compute an FC; simulate longer or discard less.")
-    return _corrcoef_nodes(ts[discard:])
+    return stats.corrcoef_fc(ts[discard:])
 
 
-def _upper(m: np.ndarray) -> np.ndarray:
-    return m[np.triu_indices(m.shape[0], k=1)]
-
-
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 2:
-        return float("nan")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return float(np.corrcoef(x[ok], y[ok])[0, 1])
-
-
-def fcd_values(ts: np.ndarray, window: int, step: int) -> Optional[np.ndarray]:
-    """Upper-triangle values of the FCD matrix of a (time, N) series (windows in samples), or None when
-    fewer than 3 windows fit."""
-    T = ts.shape[0]
-    starts = range(0, T - window + 1, step)
-    if len(starts) < 3:
+def fcd_distribution(ts: np.ndarray, window: int, step: int, min_windows: int = 3) -> Optional[np.ndarray]:
+    """FCD values (``stats.fcd_values``) of a (time, N) series, windows in samples, as a numpy array; None when
+    fewer than ``min_windows`` windows fit (a KS statistic over one FCD value means nothing)."""
+    if stats.n_windows(ts.shape[0], window, step) < min_windows:
         return None
-    vecs = np.stack([_upper(_corrcoef_nodes(ts[s:s + window])) for s in starts])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fcd = np.corrcoef(vecs)
-    vals = _upper(fcd)
-    vals = vals[np.isfinite(vals)]
-    return vals if vals.size else None
-
-
-def _ks(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import ks_2samp
-    return float(ks_2samp(a, b).statistic)
+    return stats.fcd_values(ts, window, step).numpy()
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -190,16 +161,6 @@ def _check_square(name: str, value, n: int) -> np.ndarray:
     return m
 
 
-def _find_bold(sim) -> int:
-    mons = sim.monitors if isinstance(sim.monitors, (list, tuple)) else [sim.monitors]
-    for i, m in enumerate(mons):
-        if isinstance(m, tvb_monitors.Bold):
-            return i
-    names = ", ".join(type(m).__name__ for m in mons) or "none"
-    raise ParameterError(f"the Simulator has no Bold monitor (monitors: {names}); validate compares BOLD FC: "
-                         "add e.g. monitors.Bold(period=720.0).")
-
-
 # ---------------------------------------------------------------------------------------------- validate
 def _run_bold(clone, simulation_length: float) -> np.ndarray:
     (_, bold), = clone.run(simulation_length=float(simulation_length))
@@ -227,10 +188,10 @@ def run_tvb_bold(sim, *, simulation_length: float, seeds: Sequence[Optional[int]
     start method is not available (Windows, macOS defaults aside) the runs are serial.
     """
     if bold_index is None:
-        bold_index = _find_bold(sim)
+        bold_index = find_bold(sim)
     if not (isinstance(processes, (int, np.integer)) and not isinstance(processes, bool) and processes >= 1):
         raise ParameterError(f"processes={processes!r}: expected a positive integer.")
-    clones = [_clone(sim, noise_seed=seed, initial_conditions=initial_conditions, monitor_indices=[bold_index])
+    clones = [clone_simulator(sim, noise_seed=seed, initial_conditions=initial_conditions, monitor_indices=[bold_index])
               for seed in seeds]                       # configured here: bad input is refused before any run
     if processes == 1 or len(clones) == 1 or "fork" not in multiprocessing.get_all_start_methods():
         return [_run_bold(clone, simulation_length) for clone in clones]
@@ -279,8 +240,8 @@ def validate(sim, target_fc, *, simulation_length: float, seeds: Sequence[int] =
     ``validation.png`` there (FC matrices on one colour scale, FC scatter, and — with ``history``
     ``{'loss': [...], 'params': {name: [...]}}`` — the fit's loss and parameter trajectories).
     """
-    _check_simulator(sim)
-    n = _n_regions(sim)
+    check_simulator(sim)
+    n = n_regions(sim)
     target = _check_square("target_fc", target_fc, n)
     torch_m = None if torch_fc is None else _check_square("torch_fc", torch_fc, n)
     tbold = None
@@ -294,8 +255,8 @@ def validate(sim, target_fc, *, simulation_length: float, seeds: Sequence[int] =
         raise ParameterError(f"simulation_length={simulation_length!r}: expected a positive length in ms.")
     if not discard_ms >= 0:
         raise ParameterError(f"discard_ms={discard_ms!r}: expected >= 0 ms.")
-    bold_index = _find_bold(sim)
-    mon = (sim.monitors if isinstance(sim.monitors, (list, tuple)) else [sim.monitors])[bold_index]
+    bold_index = find_bold(sim)
+    mon = monitor_list(sim)[bold_index]
     period = float(mon.period)
     discard = int(math.ceil(discard_ms / period - 1e-9))
     n_expected = int(math.ceil(simulation_length / sim.integrator.dt - 1e-9) * sim.integrator.dt // period)
@@ -304,7 +265,7 @@ def validate(sim, target_fc, *, simulation_length: float, seeds: Sequence[int] =
                              f"(period {period:g} ms), {discard} of them discarded (discard_ms={discard_ms:g}): "
                              "at least 3 must remain; simulate longer or discard less.")
     notes: List[str] = []
-    stochastic = _is_stochastic(sim)
+    stochastic = is_stochastic(sim)
     if stochastic:
         seeds = [int(s) for s in seeds]
         if not seeds:
@@ -326,34 +287,34 @@ def validate(sim, target_fc, *, simulation_length: float, seeds: Sequence[int] =
         notes.append("some TVB FC entries are NaN (a node's BOLD is constant or non-finite): those entries are "
                      "left out of the correlations.")
     mean_fc = np.mean(fcs, axis=0)
-    tu = _upper(target)
+    tu = stats.upper(target)
 
-    per_seed_r = [_pearson(_upper(f), tu) for f in fcs]
-    per_seed_rmse = [float(np.sqrt(np.nanmean((_upper(f) - tu) ** 2))) for f in fcs]
+    per_seed_r = [stats.pearson_r(stats.upper(f), tu) for f in fcs]
+    per_seed_rmse = [float(np.sqrt(np.nanmean((stats.upper(f) - tu) ** 2))) for f in fcs]
     pairs = [(i, j) for i in range(len(fcs)) for j in range(i + 1, len(fcs))]
-    s2s = float(np.mean([_pearson(_upper(fcs[i]), _upper(fcs[j])) for i, j in pairs])) if pairs else None
+    s2s = float(np.mean([stats.pearson_r(stats.upper(fcs[i]), stats.upper(fcs[j])) for i, j in pairs])) if pairs else None
 
     # ---- FCD
     window = max(2, int(round(fcd_window_ms / period)))
     step = max(1, int(round(fcd_step_ms / period)))
-    fcd_runs = [fcd_values(ts, window, step) for ts in series]
+    fcd_runs = [fcd_distribution(ts, window, step) for ts in series]
     fcd_ks = fcd_ks_per_seed = fcd_s2s = None
     if any(v is None for v in fcd_runs):
         notes.append(f"FCD not computed: fewer than 3 windows of {window} samples (fcd_window_ms={fcd_window_ms:g}) "
                      f"fit into {series[0].shape[0]} BOLD samples; simulate longer or shorten the window.")
     else:
         if tbold is not None:
-            fcd_target = fcd_values(tbold, window, step)
+            fcd_target = fcd_distribution(tbold, window, step)
             if fcd_target is None:
                 notes.append(f"FCD of target_bold not computed: fewer than 3 windows of {window} samples fit "
                              f"into its {tbold.shape[0]} samples.")
             else:
-                fcd_ks_per_seed = [_ks(v, fcd_target) for v in fcd_runs]
+                fcd_ks_per_seed = [stats.ks_statistic(v, fcd_target) for v in fcd_runs]
                 fcd_ks = float(np.mean(fcd_ks_per_seed))
         else:
             notes.append("fcd_ks is None: the target is an FC only (give target_bold for an FCD comparison).")
         if pairs:
-            fcd_s2s = float(np.mean([_ks(fcd_runs[i], fcd_runs[j]) for i, j in pairs]))
+            fcd_s2s = float(np.mean([stats.ks_statistic(fcd_runs[i], fcd_runs[j]) for i, j in pairs]))
 
     report = ValidationReport(
         fc_corr=float(np.nanmean(per_seed_r)) if np.isfinite(per_seed_r).any() else float("nan"),
@@ -361,13 +322,13 @@ def validate(sim, target_fc, *, simulation_length: float, seeds: Sequence[int] =
         fc_rmse=float(np.mean(per_seed_rmse)),
         fcd_ks=fcd_ks,
         seed_to_seed_fc_corr=s2s,
-        torch_tvb_fc_corr=None if torch_m is None else _pearson(_upper(torch_m), _upper(mean_fc)),
-        mean_fc=float(np.nanmean(_upper(mean_fc))),
+        torch_tvb_fc_corr=None if torch_m is None else stats.pearson_r(stats.upper(torch_m), stats.upper(mean_fc)),
+        mean_fc=float(np.nanmean(stats.upper(mean_fc))),
         target_mean_fc=float(np.mean(tu)),
         fc_rmse_per_seed=per_seed_rmse,
         fcd_ks_per_seed=fcd_ks_per_seed,
         fcd_ks_seed_to_seed=fcd_s2s,
-        torch_target_fc_corr=None if torch_m is None else _pearson(_upper(torch_m), tu),
+        torch_target_fc_corr=None if torch_m is None else stats.pearson_r(stats.upper(torch_m), tu),
         seeds=list(seeds), simulation_length=float(simulation_length), bold_period=period,
         discard_samples=discard, bold_samples=int(series[0].shape[0]), tvb_wall_s=wall, notes=notes,
         tvb_fc=mean_fc, tvb_fc_per_seed=fcs)
@@ -398,7 +359,7 @@ def plot_validation(report: ValidationReport, target: np.ndarray, torch_fc: Opti
     mats = [("target FC", target), (f"TVB FC (mean of {len(report.fc_corr_per_seed)} run(s))", report.tvb_fc)]
     if torch_fc is not None:
         mats.append(("torch FC", torch_fc))
-    off = np.concatenate([_upper(m) for _, m in mats] + [m[np.tril_indices(m.shape[0], -1)] for _, m in mats])
+    off = np.concatenate([stats.upper(m) for _, m in mats] + [m[np.tril_indices(m.shape[0], -1)] for _, m in mats])
     off = off[np.isfinite(off)]
     vmax = float(np.max(np.abs(off))) if off.size else 1.0
     vmax = vmax if vmax > 0 else 1.0
@@ -431,11 +392,11 @@ def plot_validation(report: ValidationReport, target: np.ndarray, torch_fc: Opti
     fig.colorbar(im, ax=axes, shrink=0.8, label="FC")
 
     ax = fig.add_subplot(gs[0, len(mats)])
-    tu, vu = _upper(target), _upper(report.tvb_fc)
-    r_mean = _pearson(vu, tu)
+    tu, vu = stats.upper(target), stats.upper(report.tvb_fc)
+    r_mean = stats.pearson_r(vu, tu)
     ax.scatter(tu, vu, s=10, alpha=0.7, label="TVB (mean FC)")
     if torch_fc is not None:
-        ax.scatter(tu, _upper(torch_fc), s=10, alpha=0.5, marker="x", label="torch")
+        ax.scatter(tu, stats.upper(torch_fc), s=10, alpha=0.5, marker="x", label="torch")
     lim = [np.nanmin(np.r_[tu, vu, -0.05]), np.nanmax(np.r_[tu, vu, 0.05])]
     ax.plot(lim, lim, color="0.5", lw=0.8, ls="--")
     ax.set_xlabel("target FC")
