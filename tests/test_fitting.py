@@ -5,7 +5,7 @@ import torch
 from tvb.simulator import integrators, models, monitors
 
 import tvb_torchfit
-from tvb_torchfit.inference import fitting
+from tvb_torchfit.inference import estimators
 from tvb_torchfit.errors import ParameterError
 from tvb_builders import build, heun_stochastic, small_connectivity
 
@@ -47,14 +47,14 @@ def test_parameters_move_and_stay_in_bounds(sim, target):
 
 def _interrupting(monkeypatch, at_call, exc):
     calls = {"n": 0}
-    original = fitting._set_params
+    original = estimators.set_params
 
     def flaky(twin, values):
         calls["n"] += 1
         if calls["n"] == at_call:
             raise exc
         return original(twin, values)
-    monkeypatch.setattr(fitting, "_set_params", flaky)
+    monkeypatch.setattr(estimators, "set_params", flaky)
 
 
 @pytest.mark.parametrize("exc", [KeyboardInterrupt(), RuntimeError("killed")], ids=["ctrl-c", "crash"])
@@ -260,9 +260,9 @@ def test_bad_method_settings(sim, target, settings, match):
 
 
 def test_window_level_carries_no_gradient():
-    """_cut_level_gradient: same values; a shift of the window's mean level gets no gradient, fluctuations do."""
+    """cut_level_gradient: same values; a shift of the window's mean level gets no gradient, fluctuations do."""
     x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
-    y = fitting._cut_level_gradient(x)
+    y = estimators.cut_level_gradient(x)
     assert torch.allclose(y, x, rtol=0, atol=1e-14)                   # the same values, up to rounding
     (g_level,) = torch.autograd.grad(y.sum(), x)                      # d(sum)/dx acts only through the level
     assert torch.allclose(g_level, torch.zeros_like(x), atol=1e-12)

@@ -80,6 +80,8 @@ def check_config(cfg: FitConfig) -> None:
         raise ParameterError(f"window_trs={cfg.window_trs} is longer than the data ({cfg.data_trs} TRs).")
     if cfg.loss not in FC_LOSSES:
         raise ParameterError(f"loss={cfg.loss!r}: expected one of {', '.join(FC_LOSSES)}.")
+    if cfg.dtype not in ("float64", "float32"):
+        raise ParameterError(f"dtype={cfg.dtype!r}: expected 'float64' or 'float32'.")
     if not hasattr(torch.optim, cfg.optimizer):
         raise ParameterError(f"optimizer={cfg.optimizer!r} is not in torch.optim.")
     if cfg.schedule not in (None, "cosine"):

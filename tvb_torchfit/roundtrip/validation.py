@@ -20,7 +20,7 @@ import os
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -240,101 +240,121 @@ def validate(sim, target_fc, *, simulation_length: float, seeds: Sequence[int] =
     ``validation.png`` there (FC matrices on one colour scale, FC scatter, and — with ``history``
     ``{'loss': [...], 'params': {name: [...]}}`` — the fit's loss and parameter trajectories).
     """
-    check_simulator(sim)
-    n = n_regions(sim)
-    target = _check_square("target_fc", target_fc, n)
-    torch_m = None if torch_fc is None else _check_square("torch_fc", torch_fc, n)
-    tbold = None
-    if target_bold is not None:
-        tbold = _as_numpy("target_bold", target_bold)
-        if tbold.ndim != 2 or tbold.shape[1] != n:
-            raise ParameterError(f"target_bold has shape {tbold.shape}; expected (time, {n}).")
-        if not np.isfinite(tbold).all():
-            raise ParameterError("target_bold has non-finite values (NaN or inf).")
-    if not (isinstance(simulation_length, (int, float, np.number)) and simulation_length > 0):
-        raise ParameterError(f"simulation_length={simulation_length!r}: expected a positive length in ms.")
-    if not discard_ms >= 0:
-        raise ParameterError(f"discard_ms={discard_ms!r}: expected >= 0 ms.")
-    bold_index = find_bold(sim)
-    mon = monitor_list(sim)[bold_index]
-    period = float(mon.period)
-    discard = int(math.ceil(discard_ms / period - 1e-9))
-    n_expected = int(math.ceil(simulation_length / sim.integrator.dt - 1e-9) * sim.integrator.dt // period)
-    if n_expected - discard < 3:
-        raise ParameterError(f"simulation_length={simulation_length:g} ms gives about {n_expected} BOLD samples "
-                             f"(period {period:g} ms), {discard} of them discarded (discard_ms={discard_ms:g}): "
-                             "at least 3 must remain; simulate longer or discard less.")
-    notes: List[str] = []
-    stochastic = is_stochastic(sim)
-    if stochastic:
-        seeds = [int(s) for s in seeds]
-        if not seeds:
-            raise ParameterError("seeds is empty: give at least one noise seed.")
-    else:
-        seeds = []
-        notes.append("deterministic integrator: one run, seeds ignored, no seed-to-seed noise ceiling.")
-
-    # ---- TVB runs
-    fcs, series = [], []
+    inp = _Inputs.check(sim, target_fc, torch_fc, target_bold, simulation_length, discard_ms)
+    seeds, notes = _seeds(sim, seeds)
     t0 = time.perf_counter()
-    for ts in run_tvb_bold(sim, simulation_length=simulation_length, seeds=seeds or [None],
-                           initial_conditions=initial_conditions, processes=processes, bold_index=bold_index):
-        fcs.append(bold_fc(ts, discard))
-        series.append(ts[discard:])
+    runs = run_tvb_bold(sim, simulation_length=simulation_length, seeds=seeds or [None],
+                        initial_conditions=initial_conditions, processes=processes, bold_index=inp.bold_index)
     wall = time.perf_counter() - t0
-    fcs = np.stack(fcs)
+    fcs = np.stack([bold_fc(ts, inp.discard) for ts in runs])
+    series = [ts[inp.discard:] for ts in runs]
+    window = max(2, int(round(fcd_window_ms / inp.period)))
+    step = max(1, int(round(fcd_step_ms / inp.period)))
+    report = ValidationReport(
+        **fc_metrics(fcs, inp.target, inp.torch_fc, notes), **fcd_metrics(series, inp.target_bold, window, step, notes),
+        seeds=list(seeds), simulation_length=float(simulation_length), bold_period=inp.period,
+        discard_samples=inp.discard, bold_samples=int(series[0].shape[0]), tvb_wall_s=wall, notes=notes)
+    if out_dir is not None:
+        report.figure = plot_validation(report, inp.target, inp.torch_fc, history, out_dir)
+    return report
+
+
+@dataclass
+class _Inputs:
+    """validate's inputs, checked: target and torch FC, target BOLD, the Bold monitor, samples to discard."""
+    target: np.ndarray
+    torch_fc: Optional[np.ndarray]
+    target_bold: Optional[np.ndarray]
+    bold_index: int
+    period: float
+    discard: int
+
+    @classmethod
+    def check(cls, sim, target_fc, torch_fc, target_bold, simulation_length, discard_ms) -> "_Inputs":
+        check_simulator(sim)
+        n = n_regions(sim)
+        target = _check_square("target_fc", target_fc, n)
+        torch_m = None if torch_fc is None else _check_square("torch_fc", torch_fc, n)
+        tbold = None
+        if target_bold is not None:
+            tbold = _as_numpy("target_bold", target_bold)
+            if tbold.ndim != 2 or tbold.shape[1] != n:
+                raise ParameterError(f"target_bold has shape {tbold.shape}; expected (time, {n}).")
+            if not np.isfinite(tbold).all():
+                raise ParameterError("target_bold has non-finite values (NaN or inf).")
+        if not (isinstance(simulation_length, (int, float, np.number)) and simulation_length > 0):
+            raise ParameterError(f"simulation_length={simulation_length!r}: expected a positive length in ms.")
+        if not discard_ms >= 0:
+            raise ParameterError(f"discard_ms={discard_ms!r}: expected >= 0 ms.")
+        bold_index = find_bold(sim)
+        period = float(monitor_list(sim)[bold_index].period)
+        discard = int(math.ceil(discard_ms / period - 1e-9))
+        n_expected = int(math.ceil(simulation_length / sim.integrator.dt - 1e-9) * sim.integrator.dt // period)
+        if n_expected - discard < 3:
+            raise ParameterError(f"simulation_length={simulation_length:g} ms gives about {n_expected} BOLD samples "
+                                 f"(period {period:g} ms), {discard} of them discarded (discard_ms={discard_ms:g}): "
+                                 "at least 3 must remain; simulate longer or discard less.")
+        return cls(target, torch_m, tbold, bold_index, period, discard)
+
+
+def _seeds(sim, seeds) -> Tuple[List[int], List[str]]:
+    """The noise seeds to run (none for a deterministic integrator: one run) and the notes that says so."""
+    if not is_stochastic(sim):
+        return [], ["deterministic integrator: one run, seeds ignored, no seed-to-seed noise ceiling."]
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ParameterError("seeds is empty: give at least one noise seed.")
+    return seeds, []
+
+
+def _pairs(k: int) -> List[Tuple[int, int]]:
+    return [(i, j) for i in range(k) for j in range(i + 1, k)]
+
+
+def fc_metrics(fcs: np.ndarray, target: np.ndarray, torch_fc: Optional[np.ndarray], notes: List[str]) -> Dict:
+    """The FC fields of a ``ValidationReport`` from the runs' FCs (runs, N, N): Pearson r (``stats.pearson_r``,
+    NaN entries left out) and RMSE of the upper triangles against the target, between runs, and of the twin's."""
     if not np.isfinite(fcs).all():
         notes.append("some TVB FC entries are NaN (a node's BOLD is constant or non-finite): those entries are "
                      "left out of the correlations.")
-    mean_fc = np.mean(fcs, axis=0)
-    tu = stats.upper(target)
-
-    per_seed_r = [stats.pearson_r(stats.upper(f), tu) for f in fcs]
-    per_seed_rmse = [float(np.sqrt(np.nanmean((stats.upper(f) - tu) ** 2))) for f in fcs]
-    pairs = [(i, j) for i in range(len(fcs)) for j in range(i + 1, len(fcs))]
-    s2s = float(np.mean([stats.pearson_r(stats.upper(fcs[i]), stats.upper(fcs[j])) for i, j in pairs])) if pairs else None
-
-    # ---- FCD
-    window = max(2, int(round(fcd_window_ms / period)))
-    step = max(1, int(round(fcd_step_ms / period)))
-    fcd_runs = [fcd_distribution(ts, window, step) for ts in series]
-    fcd_ks = fcd_ks_per_seed = fcd_s2s = None
-    if any(v is None for v in fcd_runs):
-        notes.append(f"FCD not computed: fewer than 3 windows of {window} samples (fcd_window_ms={fcd_window_ms:g}) "
-                     f"fit into {series[0].shape[0]} BOLD samples; simulate longer or shorten the window.")
-    else:
-        if tbold is not None:
-            fcd_target = fcd_distribution(tbold, window, step)
-            if fcd_target is None:
-                notes.append(f"FCD of target_bold not computed: fewer than 3 windows of {window} samples fit "
-                             f"into its {tbold.shape[0]} samples.")
-            else:
-                fcd_ks_per_seed = [stats.ks_statistic(v, fcd_target) for v in fcd_runs]
-                fcd_ks = float(np.mean(fcd_ks_per_seed))
-        else:
-            notes.append("fcd_ks is None: the target is an FC only (give target_bold for an FCD comparison).")
-        if pairs:
-            fcd_s2s = float(np.mean([stats.ks_statistic(fcd_runs[i], fcd_runs[j]) for i, j in pairs]))
-
-    report = ValidationReport(
+    up, mean_fc, tu = stats.upper, np.mean(fcs, axis=0), stats.upper(target)
+    per_seed_r = [stats.pearson_r(up(f), tu) for f in fcs]
+    per_seed_rmse = [float(np.sqrt(np.nanmean((up(f) - tu) ** 2))) for f in fcs]
+    pairs = _pairs(len(fcs))
+    return dict(
         fc_corr=float(np.nanmean(per_seed_r)) if np.isfinite(per_seed_r).any() else float("nan"),
-        fc_corr_per_seed=per_seed_r,
-        fc_rmse=float(np.mean(per_seed_rmse)),
-        fcd_ks=fcd_ks,
-        seed_to_seed_fc_corr=s2s,
-        torch_tvb_fc_corr=None if torch_m is None else stats.pearson_r(stats.upper(torch_m), stats.upper(mean_fc)),
-        mean_fc=float(np.nanmean(stats.upper(mean_fc))),
-        target_mean_fc=float(np.mean(tu)),
-        fc_rmse_per_seed=per_seed_rmse,
-        fcd_ks_per_seed=fcd_ks_per_seed,
-        fcd_ks_seed_to_seed=fcd_s2s,
-        torch_target_fc_corr=None if torch_m is None else stats.pearson_r(stats.upper(torch_m), tu),
-        seeds=list(seeds), simulation_length=float(simulation_length), bold_period=period,
-        discard_samples=discard, bold_samples=int(series[0].shape[0]), tvb_wall_s=wall, notes=notes,
-        tvb_fc=mean_fc, tvb_fc_per_seed=fcs)
-    if out_dir is not None:
-        report.figure = plot_validation(report, target, torch_m, history, out_dir)
-    return report
+        fc_corr_per_seed=per_seed_r, fc_rmse=float(np.mean(per_seed_rmse)), fc_rmse_per_seed=per_seed_rmse,
+        seed_to_seed_fc_corr=float(np.mean([stats.pearson_r(up(fcs[i]), up(fcs[j])) for i, j in pairs]))
+        if pairs else None,
+        torch_tvb_fc_corr=None if torch_fc is None else stats.pearson_r(up(torch_fc), up(mean_fc)),
+        torch_target_fc_corr=None if torch_fc is None else stats.pearson_r(up(torch_fc), tu),
+        mean_fc=float(np.nanmean(up(mean_fc))), target_mean_fc=float(np.mean(tu)), tvb_fc=mean_fc, tvb_fc_per_seed=fcs)
+
+
+def fcd_metrics(series: List[np.ndarray], target_bold: Optional[np.ndarray], window: int, step: int,
+                notes: List[str]) -> Dict:
+    """The FCD fields of a ``ValidationReport``: KS statistics between the FCD value distributions of the runs
+    (time, N) and of ``target_bold``, and between runs; None (with a note) where they cannot be computed."""
+    out = dict(fcd_ks=None, fcd_ks_per_seed=None, fcd_ks_seed_to_seed=None)
+    fcd_runs = [fcd_distribution(ts, window, step) for ts in series]
+    if any(v is None for v in fcd_runs):
+        notes.append(f"FCD not computed: fewer than 3 windows of {window} samples fit into {series[0].shape[0]} "
+                     "BOLD samples; simulate longer or shorten the window (fcd_window_ms).")
+        return out
+    if target_bold is None:
+        notes.append("fcd_ks is None: the target is an FC only (give target_bold for an FCD comparison).")
+    else:
+        fcd_target = fcd_distribution(target_bold, window, step)
+        if fcd_target is None:
+            notes.append(f"FCD of target_bold not computed: fewer than 3 windows of {window} samples fit "
+                         f"into its {target_bold.shape[0]} samples.")
+        else:
+            out["fcd_ks_per_seed"] = [stats.ks_statistic(v, fcd_target) for v in fcd_runs]
+            out["fcd_ks"] = float(np.mean(out["fcd_ks_per_seed"]))
+    pairs = _pairs(len(fcd_runs))
+    if pairs:
+        out["fcd_ks_seed_to_seed"] = float(np.mean([stats.ks_statistic(fcd_runs[i], fcd_runs[j]) for i, j in pairs]))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- figure
