@@ -97,11 +97,13 @@ HADAMARD = np.array([[1, 1, 1, 1, 1, 1, 1, 1], [1, -1, 1, -1, 1, -1, 1, -1], [1,
 NC, EPS = 5, 0.1                                               # 5 nodes: 10 upper-triangle entries
 
 
-def pattern(k):
+def pattern(k, angle=None):
     """FC matrix whose upper triangle is EPS * h_k (h_k: Hadamard row k on entries 0..7, zeros on 8, 9): the h_k,
-    k = 1..4, sum to zero and are mutually orthogonal, so Pearson r between any two of them is exactly 0."""
+    k = 1..4, sum to zero and are mutually orthogonal, so Pearson r between any two of them is exactly 0.
+    With ``angle`` (degrees): EPS * (cos(angle) h_1 + sin(angle) h_2), whose r with another angle's is cos(difference)."""
     u = np.zeros(NC * (NC - 1) // 2)
-    u[:8] = EPS * HADAMARD[k]
+    a = None if angle is None else np.radians(angle)
+    u[:8] = EPS * (HADAMARD[k] if a is None else np.cos(a) * HADAMARD[1] + np.sin(a) * HADAMARD[2])
     C = np.eye(NC)
     C[np.triu_indices(NC, 1)] = u
     return np.triu(C, 1) + np.triu(C, 1).T + np.eye(NC)
@@ -122,30 +124,35 @@ def test_ks_statistic_of_two_known_samples():
     assert stats.ks_statistic(np.array([0.2, 0.4, 0.4]), np.array([0.4, 0.2, 0.4])) == 0.0
 
 
-def series(patterns, w=10, junk=7):
+def series(patterns, w=10, junk=7, angles=False):
     """``junk`` samples to be discarded, then one exact window of w samples per pattern (node mean 0, variance 1
-    in each window: the FC of the whole series is the mean of the windows' FCs)."""
-    return np.vstack([np.full((junk, NC), 3.0)] + [exact_window(pattern(k), w, seed=k + 10 * i)
-                                                    for i, k in enumerate(patterns)])
+    in each window: the FC of the whole series is the mean of the windows' FCs); ``angles``: patterns are angles."""
+    mats = [pattern(1, angle=k) if angles else pattern(k) for k in patterns]
+    return np.vstack([np.full((junk, NC), 3.0)] + [exact_window(m, w, seed=11 * j) for j, m in enumerate(mats)])
 
 
 def test_fcd_of_windows_with_known_fc():
     same, orthogonal = series([1, 1, 1, 1])[7:], series([1, 2, 3, 4])[7:]
     np.testing.assert_allclose(fcd_distribution(same, 10, 10), 1.0, atol=1e-6)        # 6 pairs, all r = 1
     np.testing.assert_allclose(fcd_distribution(orthogonal, 10, 10), 0.0, atol=1e-6)  # 6 pairs, all r = 0
+    rotating = series([0, 50, 100, 150], angles=True)[7:]                           # r = cos(angle difference)
+    np.testing.assert_allclose(np.sort(fcd_distribution(rotating, 10, 10)),
+                               np.sort(np.cos(np.radians([50, 100, 150, 50, 100, 50]))), atol=1e-6)
     assert fcd_distribution(same, 10, 10).shape == (6,)
 
 
 def test_report_values_in_closed_form(monkeypatch):
     """validate's arithmetic on BOLD whose statistics are known exactly (TVB's runs replaced by constructed series).
 
-    target BOLD and seed 1: four windows of pattern 1 -> FC = P1, FCD values all 1.
+    seed 1: four windows of pattern 1 -> FC = P1, FCD values all 1.
     seed 2: windows of patterns 1, 2, 3, 4 -> FC = (P1 + P2 + P3 + P4) / 4, FCD values all 0.
+    target BOLD: windows rotating by 50 degrees -> FCD values cos 50 (x3), cos 100 (x2), cos 150: all below 1
+    (KS 1 against seed 1) and, against seed 2's zeros, F_seed2 - F_target = 1 - 1/2 just above 0 (KS 1/2).
     With u_k = upper(P_k) = EPS h_k (centred, orthogonal, |h_k|^2 = 8) and s = h_1 + ... + h_4:
       r(seed 2, target) = <s, h_1> / (|s| |h_1|) = 8 / (sqrt(32) sqrt(8)) = 1/2; r(seed 1, target) = 1;
       RMSE(seed 2) = EPS / 4 * |h_2 + h_3 + h_4 - 3 h_1| / sqrt(10) = EPS / 4 * sqrt(96 / 10);
       seed-to-seed r = 1/2; torch FC = target: r(torch, mean TVB) = r(h_1, 5 h_1 + h_2 + h_3 + h_4) = 5 / sqrt(28);
-      FCD KS: 0 for seed 1 (same distribution as the target), 1 for seed 2 (disjoint), 1 between the seeds.
+      FCD KS: 1 for seed 1, 1/2 for seed 2 (their mean 3/4), 1 between the seeds (disjoint).
     """
     import tvb_torchfit.roundtrip.validation as validation
     runs = [series([1, 1, 1, 1]), series([1, 2, 3, 4])]
@@ -154,7 +161,8 @@ def test_report_values_in_closed_form(monkeypatch):
                 mons=(monitors.Bold(period=PERIOD),))
     target = pattern(1)
     rep = validation.validate(sim, target, simulation_length=47 * PERIOD, seeds=(1, 2), discard_ms=5000.0,
-                              torch_fc=target, target_bold=series([1, 1, 1, 1])[7:], fcd_window_ms=10 * PERIOD,
+                              torch_fc=target, target_bold=series([0, 50, 100, 150], angles=True)[7:],
+                              fcd_window_ms=10 * PERIOD,
                               fcd_step_ms=10 * PERIOD)
     assert rep.discard_samples == 7 and rep.bold_samples == 40
     np.testing.assert_allclose(rep.fc_corr_per_seed, [1.0, 0.5], atol=1e-12)
@@ -166,7 +174,7 @@ def test_report_values_in_closed_form(monkeypatch):
     assert rep.mean_fc == pytest.approx(0.0, abs=1e-12) and rep.target_mean_fc == pytest.approx(0.0, abs=1e-12)
     np.testing.assert_allclose(rep.tvb_fc, (pattern(1) + (pattern(1) + pattern(2) + pattern(3) + pattern(4)) / 4) / 2,
                                atol=1e-12)
-    assert rep.fcd_ks_per_seed == [0.0, 1.0] and rep.fcd_ks == 0.5 and rep.fcd_ks_seed_to_seed == 1.0
+    assert rep.fcd_ks_per_seed == [1.0, 0.5] and rep.fcd_ks == 0.75 and rep.fcd_ks_seed_to_seed == 1.0
 
 
 # ---------------------------------------------------------------------------------------------- validate
