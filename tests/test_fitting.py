@@ -321,3 +321,21 @@ def test_twin_fit_recovers_G_of_a_tvb_target():
     target = bold_fc(bold, 28)
     res = tvb_torchfit.fit(recovery_simulator(start), target, {"G": (0.1, 0.4)}, **RECOVERY)
     assert abs(res.params["G"][0] - truth) / truth < 0.10, np.concatenate(res.history["params"]["G"])
+
+
+class _NotATensor:
+    pass
+
+
+def test_checkpoints_are_loaded_without_running_code(sim, target, tmp_path):
+    """Checkpoints are read with torch.load(weights_only=True): an arbitrary pickled object is refused, and a
+    checkpoint of the earlier format (no "format" key) is refused with a clear message."""
+    import pickle
+    bad = tmp_path / "foreign.ckpt"
+    torch.save({"format": 2, "config": {}, "payload": _NotATensor()}, bad)
+    with pytest.raises(pickle.UnpicklingError):
+        tvb_torchfit.fit(sim, target, PARAMS, checkpoint=bad, **FAST)
+    old = tmp_path / "old.ckpt"
+    torch.save({"config": {}, "params": {}}, old)
+    with pytest.raises(ParameterError, match="another version"):
+        tvb_torchfit.fit(sim, target, PARAMS, checkpoint=old, **FAST)

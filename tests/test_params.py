@@ -55,7 +55,7 @@ def expected_shape(batch, T, voi=VOI):
 
 
 # ---------------------------------------------------------------------------------------------- names
-@pytest.mark.parametrize("name", ["g", "noise.sigma", "coupling.c", "noise", "a_e ", ""])   # "nsig" is an alias (registry)
+@pytest.mark.parametrize("name", ["g", "noise.sigma", "coupling.c", "noise", "a_e ", ""])   # "nsig": an alias
 def test_unknown_parameter_name(stoch_sim, name):
     twin = tvb_torchfit.from_tvb(stoch_sim)
     with pytest.raises(ParameterError) as info:

@@ -100,7 +100,8 @@ NC, EPS = 5, 0.1                                               # 5 nodes: 10 upp
 def pattern(k, angle=None):
     """FC matrix whose upper triangle is EPS * h_k (h_k: Hadamard row k on entries 0..7, zeros on 8, 9): the h_k,
     k = 1..4, sum to zero and are mutually orthogonal, so Pearson r between any two of them is exactly 0.
-    With ``angle`` (degrees): EPS * (cos(angle) h_1 + sin(angle) h_2), whose r with another angle's is cos(difference)."""
+    With ``angle`` (degrees): EPS * (cos(angle) h_1 + sin(angle) h_2), whose r with another angle's pattern is
+    cos(difference)."""
     u = np.zeros(NC * (NC - 1) // 2)
     a = None if angle is None else np.radians(angle)
     u[:8] = EPS * (HADAMARD[k] if a is None else np.cos(a) * HADAMARD[1] + np.sin(a) * HADAMARD[2])

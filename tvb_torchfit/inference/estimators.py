@@ -26,6 +26,7 @@ from ..analyzers.bifurcation import from_twin
 from ..analyzers.fic import fic_J_i
 from ..analyzers.linear import FixedPointError, linear_bold_fc
 from ..simulator.adapter import SimulatorSpec
+from ..simulator.registry import COUPLING_PREFIX
 from . import losses
 from .objective import Prediction
 from .problem import BOLD_TRANSIENT_MS, spec_params
@@ -112,7 +113,8 @@ def bifurcation_inputs(spec: SimulatorSpec, values: Dict[str, torch.Tensor]) -> 
     return {"model_port": spec.model,
             "params": {k: internal(v) for k, v in params.items() if k in spec.model.parameter_names},
             "coupling_input": "mean-field", "weights": torch.as_tensor(np.asarray(spec.weights), dtype=torch.float64),
-            "coupling_a": internal(params["coupling.a"]), "coupling_b": internal(params["coupling.b"])}
+            "coupling_a": internal(params[COUPLING_PREFIX + "a"]),
+            "coupling_b": internal(params[COUPLING_PREFIX + "b"])}
 
 
 class LinearEstimator:

@@ -2,7 +2,8 @@
 
 A fitted parameter is named as in TVB (see ``simulator.TorchSimulator.params``): any model parameter
 (``"G"``, ``"w_p"``, ``"J_i"``, ...), ``"coupling.a"`` / ``"coupling.b"`` for the Linear coupling
-(``"coupling_a"`` is accepted too) and ``"noise.nsig"`` (or ``"nsig"``) for Additive noise; aliases and spellings are ``simulator.registry``'s.
+(``"coupling_a"`` is accepted too) and ``"noise.nsig"`` (or ``"nsig"``) for Additive noise; names and aliases
+are ``simulator.registry``'s.
 
 The optimiser works on an unconstrained tensor theta and never leaves the bounds:
 
