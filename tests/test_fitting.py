@@ -339,3 +339,15 @@ def test_checkpoints_are_loaded_without_running_code(sim, target, tmp_path):
     torch.save({"config": {}, "params": {}}, old)
     with pytest.raises(ParameterError, match="another version"):
         tvb_torchfit.fit(sim, target, PARAMS, checkpoint=old, **FAST)
+
+
+def test_linear_method_builds_no_twin(sim, monkeypatch):
+    """method="linear" works from the SimulatorSpec and a value dict: no TorchSimulator is built to hold parameters."""
+    from tvb_torchfit.inference import fitting
+
+    def no_twin(*args, **kwargs):
+        raise AssertionError("method='linear' built a TorchSimulator")
+    monkeypatch.setattr(fitting, "TorchSimulator", no_twin)
+    goal = np.corrcoef(np.random.RandomState(5).randn(N, 300))
+    res = tvb_torchfit.fit(sim, goal, {"G": (0.5, 3.0)}, method="linear", fic_rate=3.0, n_steps=2, progress=False)
+    assert len(res.history["loss"]) == 2 and res.params["J_i"].shape == (N,)
