@@ -351,3 +351,18 @@ def test_linear_method_builds_no_twin(sim, monkeypatch):
     goal = np.corrcoef(np.random.RandomState(5).randn(N, 300))
     res = tvb_torchfit.fit(sim, goal, {"G": (0.5, 3.0)}, method="linear", fic_rate=3.0, n_steps=2, progress=False)
     assert len(res.history["loss"]) == 2 and res.params["J_i"].shape == (N,)
+
+
+def test_resume_with_early_stopping_equals_uninterrupted(sim, target, tmp_path, monkeypatch):
+    """The checkpoint of a step holds that step's early-stopping counters, so a resumed fit stops where the
+    uninterrupted one does."""
+    kw = dict(FAST, n_steps=8, patience=2, loss="neg_corr")
+    full = tvb_torchfit.fit(sim, target, PARAMS, seed=0, **kw)
+    assert len(full.history["loss"]) < 8                              # it did stop early
+    ckpt = tmp_path / "fit.ckpt"
+    _interrupting(monkeypatch, at_call=4, exc=KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        tvb_torchfit.fit(sim, target, PARAMS, seed=0, checkpoint=ckpt, checkpoint_every=1, **kw)
+    monkeypatch.undo()
+    resumed = tvb_torchfit.fit(sim, target, PARAMS, seed=0, checkpoint=ckpt, **kw)
+    assert resumed.history["loss"] == full.history["loss"]
