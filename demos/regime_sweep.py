@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 import tvb_torchfit
-from tvb_torchfit.inference import losses
+from tvb_torchfit import stats
 from tvb_torchfit.demo import demo_simulator
 
 warnings.filterwarnings("ignore", module="tvb")
@@ -41,7 +41,7 @@ def main():
     with torch.no_grad():
         (t, bold), = twin.run(simulation_length=args.length)
     bold = bold[:, t >= args.discard, 0, :, 0].double()              # (B, T, N)
-    fcs = losses.fc(bold)
+    fcs = stats.fc(bold)
     sc = np.log1p(sim.connectivity.weights * 1e3)
     state = twin.state.double()
     os.makedirs("demos/out", exist_ok=True)
@@ -50,9 +50,9 @@ def main():
     print(f"{'G':>5} {'w_p':>5} {'S_e':>6} {'meanFC':>7} {'FC-SC r':>8} {'ceiling r':>9}")
     for i, (g, w) in enumerate(pairs):
         a, b = fcs[2 * i], fcs[2 * i + 1]
-        mean_fc = float(losses.upper((a + b) / 2).mean())
-        fcsc = float(losses.fc_corr((a + b) / 2, torch.as_tensor(sc)))
-        ceil = float(losses.fc_corr(a, b))
+        mean_fc = float(stats.upper((a + b) / 2).mean())
+        fcsc = float(stats.fc_corr((a + b) / 2, torch.as_tensor(sc)))
+        ceil = float(stats.fc_corr(a, b))
         se = float(state[0, :, 2 * i:2 * i + 2].mean())
         rows.append(f"{g},{w},{se:.4f},{mean_fc:.4f},{fcsc:.4f},{ceil:.4f}")
         print(f"{g:5.2f} {w:5.2f} {se:6.3f} {mean_fc:7.4f} {fcsc:8.3f} {ceil:9.3f}")

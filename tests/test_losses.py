@@ -12,7 +12,8 @@ from hypothesis.extra.numpy import arrays
 from scipy.stats import ks_2samp, pearsonr, wasserstein_distance
 
 from tvb_torchfit.errors import ParameterError
-from tvb_torchfit.inference.losses import (check_target_fc, combine, fc, fc_corr, fcd, fcd_distance, fcd_values,
+from tvb_torchfit.inference.objective import combine
+from tvb_torchfit.inference.losses import (check_target_fc, fc, fc_corr, fcd, fcd_distance, fcd_values,
                                  gaussian_prior, ks_statistic, loss_log_corr, loss_neg_corr, loss_rmse,
                                  upper)
 
@@ -198,7 +199,7 @@ def test_smooth_ks_thinned_grid_and_batch():
 
 
 def test_smooth_ks_chunked_argmax_equals_plain_max_over_grid():
-    from tvb_torchfit.inference.losses import _smooth_cdf_gap, _smooth_ks
+    from tvb_torchfit.stats import _smooth_cdf_gap, _smooth_ks
     rng = np.random.RandomState(22)
     a = torch.tensor(rng.randn(3, 40), requires_grad=True)
     b = torch.tensor(rng.randn(25) + 0.3)

@@ -55,7 +55,7 @@ def expected_shape(batch, T, voi=VOI):
 
 
 # ---------------------------------------------------------------------------------------------- names
-@pytest.mark.parametrize("name", ["g", "nsig", "coupling.c", "noise", "a_e ", ""])
+@pytest.mark.parametrize("name", ["g", "noise.sigma", "coupling.c", "noise", "a_e ", ""])   # "nsig": an alias
 def test_unknown_parameter_name(stoch_sim, name):
     twin = tvb_torchfit.from_tvb(stoch_sim)
     with pytest.raises(ParameterError) as info:
@@ -328,3 +328,31 @@ def test_regionwise_prior_mean_per_region():
         ParameterSet({"J_i": Param(0.5, 2.0, regionwise=True, prior=([1.0, 1.0], 0.1))}, start, 3)
     with pytest.raises(ParameterError, match="regionwise=True"):
         ParameterSet({"J_i": Param(0.5, 2.0, prior=(mean, 0.1))}, {"J_i": torch.ones(1, dtype=torch.float64)}, 3)
+
+
+def test_the_callers_param_is_never_changed():
+    """ParameterSet fills in the default scale (log for noise.nsig) on a copy: the user's Param keeps log=None, so
+    the same object reused for another parameter does not carry nsig's log scale over."""
+    import torch
+    from tvb_torchfit.inference.parameters import Param, ParameterSet
+    shared = Param(1e-6, 2.0)
+    start = {"noise.nsig": torch.tensor([1e-5], dtype=torch.float64), "G": torch.tensor([1.0], dtype=torch.float64)}
+    first = ParameterSet({"nsig": shared}, start, 3)
+    assert first.specs["noise.nsig"].log is True and shared.log is None and first.specs["noise.nsig"] is not shared
+    second = ParameterSet({"G": shared}, start, 3)
+    assert second.specs["G"].log is False
+    # linear scale: value = low + (high - low) * sigmoid(theta); at theta = 0 the midpoint of the bounds
+    with torch.no_grad():
+        second.theta_0.zero_()
+    assert float(second.values()["G"]) == pytest.approx((1e-6 + 2.0) / 2, rel=1e-12)
+
+
+def test_one_gaussian_prior():
+    """ParameterSet.prior_loss is losses.gaussian_prior summed over the parameters with a prior: 0.5 * z**2."""
+    import torch
+    from tvb_torchfit.inference.losses import gaussian_prior
+    from tvb_torchfit.inference.parameters import Param, ParameterSet
+    start = {"G": torch.tensor([1.5], dtype=torch.float64), "w_p": torch.tensor([0.7], dtype=torch.float64)}
+    ps = ParameterSet({"G": Param(0.5, 3.0, prior=(1.0, 0.25)), "w_p": (0.5, 1.0)}, start, 3)
+    assert float(ps.prior_loss()) == pytest.approx(0.5 * ((1.5 - 1.0) / 0.25) ** 2, rel=1e-12)      # = 2.0
+    assert float(gaussian_prior(torch.tensor([1.5, 0.5], dtype=torch.float64), 1.0, 0.25)) == pytest.approx(4.0)

@@ -13,8 +13,10 @@ from tvb.simulator import integrators, models, monitors
 
 from tvb_builders import build, heun_stochastic, small_connectivity
 
+from tvb_torchfit import stats
 from tvb_torchfit.errors import ParameterError
-from tvb_torchfit.roundtrip.validation import ValidationReport, bold_fc, fcd_values, validate
+from tvb_torchfit.roundtrip.validation import ValidationReport, bold_fc, fcd_distribution, validate
+from tvb_torchfit.stats import fcd_values
 from tvb_torchfit.roundtrip.writeback import clone_simulator, low_state_initial_conditions
 
 N = 6
@@ -75,30 +77,120 @@ def test_fcd_values():
     ts = np.random.RandomState(2).normal(size=(50, N))
     vals = fcd_values(ts, window=10, step=5)
     n_win = len(range(0, 50 - 10 + 1, 5))
-    assert vals.shape == (n_win * (n_win - 1) // 2,) and (np.abs(vals) <= 1 + 1e-12).all()
-    assert fcd_values(ts, window=30, step=20) is None          # 2 windows: no distribution
+    assert vals.shape == (n_win * (n_win - 1) // 2,)
+    assert fcd_distribution(ts, window=30, step=20) is None    # 2 windows: no distribution to compare
+    with pytest.raises(ParameterError, match="at least 2 windows"):
+        fcd_values(ts, window=40, step=20)
+
+
+# ---------------------------------------------------------------------------------------------- closed forms
+# Signals built so that their statistics are known exactly: a window of w samples whose N columns are
+# sqrt(w) * (centred orthonormal columns) @ L.T has sample covariance = correlation = L @ L.T = C, to rounding.
+def exact_window(C, w, seed):
+    z = np.random.RandomState(seed).normal(size=(w, C.shape[0]))
+    q, _ = np.linalg.qr(z - z.mean(axis=0))                   # centred, orthonormal columns
+    return np.sqrt(w) * q @ np.linalg.cholesky(C).T
+
+
+HADAMARD = np.array([[1, 1, 1, 1, 1, 1, 1, 1], [1, -1, 1, -1, 1, -1, 1, -1], [1, 1, -1, -1, 1, 1, -1, -1],
+                     [1, -1, -1, 1, 1, -1, -1, 1], [1, 1, 1, 1, -1, -1, -1, -1]], dtype=float)
+NC, EPS = 5, 0.1                                               # 5 nodes: 10 upper-triangle entries
+
+
+def pattern(k, angle=None):
+    """FC matrix whose upper triangle is EPS * h_k (h_k: Hadamard row k on entries 0..7, zeros on 8, 9): the h_k,
+    k = 1..4, sum to zero and are mutually orthogonal, so Pearson r between any two of them is exactly 0.
+    With ``angle`` (degrees): EPS * (cos(angle) h_1 + sin(angle) h_2), whose r with another angle's pattern is
+    cos(difference)."""
+    u = np.zeros(NC * (NC - 1) // 2)
+    a = None if angle is None else np.radians(angle)
+    u[:8] = EPS * (HADAMARD[k] if a is None else np.cos(a) * HADAMARD[1] + np.sin(a) * HADAMARD[2])
+    C = np.eye(NC)
+    C[np.triu_indices(NC, 1)] = u
+    return np.triu(C, 1) + np.triu(C, 1).T + np.eye(NC)
+
+
+def test_bold_fc_of_signals_with_a_known_correlation():
+    C = np.array([[1.0, 0.6, -0.3], [0.6, 1.0, 0.0], [-0.3, 0.0, 1.0]])
+    ts = np.vstack((np.full((4, 3), 7.0), exact_window(C, 50, seed=3)))     # 4 samples of junk, then the signal
+    np.testing.assert_allclose(bold_fc(ts, 4), C, atol=1e-12)
+    assert stats.pearson_r(np.array([1.0, 2.0, 3.0, np.nan]), np.array([2.0, 4.0, 6.0, 1.0])) == pytest.approx(1.0)
+    assert stats.pearson_r(stats.upper(pattern(1)), stats.upper(pattern(2))) == pytest.approx(0.0, abs=1e-15)
+
+
+def test_ks_statistic_of_two_known_samples():
+    # F_a - F_b is largest on [3, 3.5): F_a = 3/4, F_b = 0; disjoint samples give 1; identical ones 0
+    assert stats.ks_statistic(np.array([1.0, 2.0, 3.0, 4.0]), np.array([3.5, 4.5, 5.5, 6.5])) == 0.75
+    assert stats.ks_statistic(np.array([0.0, 0.1]), np.array([0.5, 0.6, 0.7])) == 1.0
+    assert stats.ks_statistic(np.array([0.2, 0.4, 0.4]), np.array([0.4, 0.2, 0.4])) == 0.0
+
+
+def series(patterns, w=10, junk=7, angles=False):
+    """``junk`` samples to be discarded, then one exact window of w samples per pattern (node mean 0, variance 1
+    in each window: the FC of the whole series is the mean of the windows' FCs); ``angles``: patterns are angles."""
+    mats = [pattern(1, angle=k) if angles else pattern(k) for k in patterns]
+    return np.vstack([np.full((junk, NC), 3.0)] + [exact_window(m, w, seed=11 * j) for j, m in enumerate(mats)])
+
+
+def test_fcd_of_windows_with_known_fc():
+    same, orthogonal = series([1, 1, 1, 1])[7:], series([1, 2, 3, 4])[7:]
+    np.testing.assert_allclose(fcd_distribution(same, 10, 10), 1.0, atol=1e-6)        # 6 pairs, all r = 1
+    np.testing.assert_allclose(fcd_distribution(orthogonal, 10, 10), 0.0, atol=1e-6)  # 6 pairs, all r = 0
+    rotating = series([0, 50, 100, 150], angles=True)[7:]                           # r = cos(angle difference)
+    np.testing.assert_allclose(np.sort(fcd_distribution(rotating, 10, 10)),
+                               np.sort(np.cos(np.radians([50, 100, 150, 50, 100, 50]))), atol=1e-6)
+    assert fcd_distribution(same, 10, 10).shape == (6,)
+
+
+def test_report_values_in_closed_form(monkeypatch):
+    """validate's arithmetic on BOLD whose statistics are known exactly (TVB's runs replaced by constructed series).
+
+    seed 1: four windows of pattern 1 -> FC = P1, FCD values all 1.
+    seed 2: windows of patterns 1, 2, 3, 4 -> FC = (P1 + P2 + P3 + P4) / 4, FCD values all 0.
+    target BOLD: windows rotating by 50 degrees -> FCD values cos 50 (x3), cos 100 (x2), cos 150: all below 1
+    (KS 1 against seed 1) and, against seed 2's zeros, F_seed2 - F_target = 1 - 1/2 just above 0 (KS 1/2).
+    With u_k = upper(P_k) = EPS h_k (centred, orthogonal, |h_k|^2 = 8) and s = h_1 + ... + h_4:
+      r(seed 2, target) = <s, h_1> / (|s| |h_1|) = 8 / (sqrt(32) sqrt(8)) = 1/2; r(seed 1, target) = 1;
+      RMSE(seed 2) = EPS / 4 * |h_2 + h_3 + h_4 - 3 h_1| / sqrt(10) = EPS / 4 * sqrt(96 / 10);
+      seed-to-seed r = 1/2; torch FC = target: r(torch, mean TVB) = r(h_1, 5 h_1 + h_2 + h_3 + h_4) = 5 / sqrt(28);
+      FCD KS: 1 for seed 1, 1/2 for seed 2 (their mean 3/4), 1 between the seeds (disjoint).
+    """
+    import tvb_torchfit.roundtrip.validation as validation
+    runs = [series([1, 1, 1, 1]), series([1, 2, 3, 4])]
+    monkeypatch.setattr(validation, "run_tvb_bold", lambda sim, **kw: [r.copy() for r in runs])
+    sim = build(model=models.ReducedWongWangExcInh(), conn=small_connectivity(NC), integrator=heun_stochastic(dt=0.5),
+                mons=(monitors.Bold(period=PERIOD),))
+    target = pattern(1)
+    rep = validation.validate(sim, target, simulation_length=47 * PERIOD, seeds=(1, 2), discard_ms=5000.0,
+                              torch_fc=target, target_bold=series([0, 50, 100, 150], angles=True)[7:],
+                              fcd_window_ms=10 * PERIOD,
+                              fcd_step_ms=10 * PERIOD)
+    assert rep.discard_samples == 7 and rep.bold_samples == 40
+    np.testing.assert_allclose(rep.fc_corr_per_seed, [1.0, 0.5], atol=1e-12)
+    assert rep.fc_corr == pytest.approx(0.75, abs=1e-12)
+    np.testing.assert_allclose(rep.fc_rmse_per_seed, [0.0, EPS / 4 * np.sqrt(9.6)], atol=1e-12)
+    assert rep.seed_to_seed_fc_corr == pytest.approx(0.5, abs=1e-12)
+    assert rep.torch_target_fc_corr == pytest.approx(1.0, abs=1e-12)
+    assert rep.torch_tvb_fc_corr == pytest.approx(5 / np.sqrt(28), abs=1e-12)
+    assert rep.mean_fc == pytest.approx(0.0, abs=1e-12) and rep.target_mean_fc == pytest.approx(0.0, abs=1e-12)
+    np.testing.assert_allclose(rep.tvb_fc, (pattern(1) + (pattern(1) + pattern(2) + pattern(3) + pattern(4)) / 4) / 2,
+                               atol=1e-12)
+    assert rep.fcd_ks_per_seed == [1.0, 0.5] and rep.fcd_ks == 0.75 and rep.fcd_ks_seed_to_seed == 1.0
 
 
 # ---------------------------------------------------------------------------------------------- validate
 def test_report_fields(setup):
+    """The report of real TVB runs: its bookkeeping (the values themselves are checked in closed form below)."""
     rep, sim = setup["report"], setup["sim"]
     assert isinstance(rep, ValidationReport)
-    assert -1.0 < rep.fc_corr <= 1.0
-    assert len(rep.fc_corr_per_seed) == 2 and all(-1.0 <= r <= 1.0 for r in rep.fc_corr_per_seed)
-    assert rep.fc_corr == pytest.approx(np.mean(rep.fc_corr_per_seed))
-    assert rep.fc_rmse > 0 and len(rep.fc_rmse_per_seed) == 2
-    assert -1.0 <= rep.seed_to_seed_fc_corr <= 1.0
-    assert -1.0 <= rep.torch_tvb_fc_corr <= 1.0
-    assert rep.torch_target_fc_corr > 0.9                      # torch_fc is the target plus a little noise
-    assert 0.0 <= rep.fcd_ks <= 1.0 and len(rep.fcd_ks_per_seed) == 2
-    assert 0.0 <= rep.fcd_ks_seed_to_seed <= 1.0
-    assert -1.0 <= rep.mean_fc <= 1.0
-    assert rep.target_mean_fc == pytest.approx(setup["target"][np.triu_indices(N, 1)].mean())
+    assert len(rep.fc_corr_per_seed) == 2 and len(rep.fc_rmse_per_seed) == 2 and len(rep.fcd_ks_per_seed) == 2
+    assert rep.fc_corr == pytest.approx(np.mean(rep.fc_corr_per_seed), abs=1e-15)
+    assert rep.target_mean_fc == pytest.approx(setup["target"][np.triu_indices(N, 1)].mean(), abs=1e-15)
     assert rep.seeds == [1001, 1002] and rep.bold_period == PERIOD and rep.simulation_length == LENGTH
     assert rep.discard_samples == setup["discard"] == 7
     assert rep.bold_samples == setup["target_bold"].shape[0] - setup["discard"]
     assert rep.tvb_fc.shape == (N, N) and rep.tvb_fc_per_seed.shape == (2, N, N)
-    np.testing.assert_allclose(np.diag(rep.tvb_fc), 1.0)
+    np.testing.assert_array_equal(rep.tvb_fc, rep.tvb_fc_per_seed.mean(axis=0))
     assert rep.tvb_wall_s > 0
     # sim itself was neither run nor changed
     assert sim.current_step == 0

@@ -58,7 +58,8 @@ def demo_simulator(G: float, w_p: float, J_i: float = 1.0, nsig: float = 1e-4, d
 def run(out_dir: str = "out/demo", target_ms: float = 600e3, validate_ms: float = 600e3, n_steps: int = FIT["n_steps"],
         quick: bool = False, compile: bool = True, processes: int = 2) -> Dict:
     import tvb_torchfit
-    from tvb_torchfit.roundtrip.validation import _pearson, _upper, bold_fc, run_tvb_bold
+    from tvb_torchfit import stats
+    from tvb_torchfit.roundtrip.validation import bold_fc, run_tvb_bold
     warnings.filterwarnings("ignore", module="tvb")
     if quick:
         target_ms, validate_ms, n_steps = 60e3, 60e3, 4
@@ -74,8 +75,8 @@ def run(out_dir: str = "out/demo", target_ms: float = 600e3, validate_ms: float 
                                              processes=processes)
     target = bold_fc(target_bold, discard)
     ceiling_fc = bold_fc(ceiling_bold, discard)
-    ceiling_r = _pearson(_upper(ceiling_fc), _upper(target))
-    print(f"   ceiling r = {ceiling_r:.3f}, mean FC target {np.mean(_upper(target)):.3f} "
+    ceiling_r = stats.pearson_r(stats.upper(ceiling_fc), stats.upper(target))
+    print(f"   ceiling r = {ceiling_r:.3f}, mean FC target {np.mean(stats.upper(target)):.3f} "
           f"(TVB {time.time() - t_start:.0f} s)")
 
     print(f"3. fit from {START} (bounds {BOUNDS})")

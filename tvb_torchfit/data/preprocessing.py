@@ -18,12 +18,12 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .datasets import Subject, make_connectivity
+from .subject import Subject, make_connectivity
 from ..errors import DataError
 
 __all__ = ["normalize_weights", "log1p_weights", "symmetrize", "remove_self_connections", "drop_regions",
            "regions_matching", "cerebellum_regions", "discard_volumes", "detrend", "bandpass", "zscore",
-           "preprocess", "SC_NORMALIZE_MODES"]
+           "preprocess", "STEP_NAMES", "SC_NORMALIZE_MODES"]
 
 SC_NORMALIZE_MODES = ("tract", "region", "none", "max")
 
@@ -362,7 +362,7 @@ def zscore(x):
 # the chain
 # ----------------------------------------------------------------------------------------------------
 
-_STEP_NAMES = ("drop_regions", "remove_self_connections", "symmetrize", "log1p", "sc_normalize",
+STEP_NAMES = ("drop_regions", "remove_self_connections", "symmetrize", "log1p", "sc_normalize",
                "discard_volumes", "detrend", "bandpass", "zscore")
 
 

@@ -1,218 +1,27 @@
-"""Differentiable fMRI summary statistics and losses for fitting a twin to data.
+"""The loss terms of a fit: differentiable functions of torch tensors, batch-friendly.
 
-Everything here is a small pure function of torch tensors, differentiable, and batch-friendly: a
-BOLD array is shaped ``(..., time, nodes)`` and an FC matrix ``(..., nodes, nodes)``, where ``...`` are
-any leading batch axes (e.g. the ``batch`` axis of ``TorchSimulator.run``). numpy arrays are accepted
-as inputs as well (converted to float64 tensors).
+The statistics they are built from (FC, FCD, Pearson, upper triangle, W1, KS, the target check) live in
+``tvb_torchfit.stats``, shared with TVB's validation and the data loaders; they are re-exported here for
+convenience. The weighted combination of terms is ``inference.objective``.
 
-* ``fc``, ``upper``, ``fc_corr``: functional connectivity (Pearson), its upper triangle, and the
-  correlation between a simulated and a target FC.
 * ``loss_neg_corr``, ``loss_log_corr``, ``loss_rmse``: FC losses (``loss_log_corr`` is Griffiths
   et al. 2022's).
-* ``fcd``, ``fcd_values``, ``fcd_distance``, ``ks_statistic``: functional connectivity dynamics
-  (Hansen et al. 2015) and distances between FCD value distributions.
-* ``gaussian_prior``, ``check_target_fc``, ``combine``: a prior term, validation of user data, and
-  a weighted sum of loss terms.
-
-Degenerate inputs never produce NaN silently: non-finite inputs raise
-:class:`~tvb_torchfit.errors.ParameterError` (saying how many entries are NaN or inf), and a node whose
-signal is constant gets correlation 0 with every other node, with finite gradients, thanks to a small
-variance floor (see :func:`fc`).
+* ``fcd_distance``: distance between FCD value distributions (exact W1, or a smooth KS surrogate).
+* ``gaussian_prior``: the negative log of a Gaussian prior (``ParameterSet.prior_loss`` uses it).
 """
 from __future__ import annotations
 
-import math
-import numbers
-import operator
-from typing import Mapping, Optional, Sequence, Union
+from typing import Sequence, Union
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from ..errors import ParameterError
-
-ArrayLike = Union[Tensor, np.ndarray]
+from ..stats import (ArrayLike, check_target_fc, fc, fc_corr, fc_rmse, fcd, fcd_values, ks_statistic, smooth_ks,
+                     upper, wasserstein)
 
 __all__ = ["fc", "upper", "fc_corr", "loss_neg_corr", "loss_log_corr", "loss_rmse", "fcd", "fcd_values",
-           "fcd_distance", "ks_statistic", "gaussian_prior", "check_target_fc", "combine"]
-
-_DEFAULT_EPS = 1e-8
-
-
-# ----------------------------------------------------------------------------------------------------
-# helpers
-# ----------------------------------------------------------------------------------------------------
-
-def _as_tensor(x: ArrayLike, name: str) -> Tensor:
-    """``x`` as a floating-point tensor (numpy arrays and integer tensors become float64)."""
-    if isinstance(x, Tensor):
-        return x if x.is_floating_point() else x.to(torch.float64)
-    if isinstance(x, (np.ndarray, np.generic, float, int)) and not isinstance(x, bool):
-        arr = np.asarray(x)
-        if arr.dtype.kind not in "biuf":
-            raise ParameterError(f"{name} must hold real numbers; got a numpy array of dtype {arr.dtype}")
-        return torch.as_tensor(arr.astype(np.float64, copy=False))
-    raise ParameterError(f"{name} must be a torch.Tensor or a numpy array; got {type(x).__name__}")
-
-
-def _nonfinite_counts(x: Tensor) -> tuple:
-    """(number of NaN entries, number of +-inf entries) of ``x``."""
-    return int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
-
-
-def _require_finite(x: Tensor, name: str) -> None:
-    """Raise ParameterError if ``x`` has NaN or inf entries, saying how many of each."""
-    if not bool(torch.isfinite(x).all()):
-        n_nan, n_inf = _nonfinite_counts(x)
-        raise ParameterError(f"{name} must be finite; it has {n_nan} NaN and {n_inf} inf entries "
-                             f"out of {x.numel()} (shape {tuple(x.shape)})")
-
-
-def _require_int(value, name: str, minimum: int) -> int:
-    """``value`` as a Python int >= ``minimum`` (bools and floats are refused)."""
-    if isinstance(value, bool):
-        raise ParameterError(f"{name} must be an integer >= {minimum}; got the bool {value!r}")
-    try:
-        ivalue = operator.index(value)
-    except TypeError:
-        raise ParameterError(f"{name} must be an integer >= {minimum}; got {value!r} "
-                             f"({type(value).__name__})") from None
-    if ivalue < minimum:
-        raise ParameterError(f"{name} must be an integer >= {minimum}; got {ivalue}")
-    return ivalue
-
-
-def _resolve_eps(eps: Optional[float], dtype: torch.dtype) -> float:
-    """The relative variance floor: ``eps`` if given, else max(1e-8, 10 * machine epsilon of dtype)."""
-    if eps is None:
-        return max(_DEFAULT_EPS, 10.0 * torch.finfo(dtype).eps)
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
-        raise ParameterError(f"eps must be a finite positive float; got {eps!r}")
-    return float(eps)
-
-
-def _variance_floor(var: Tensor, eps: float) -> Tensor:
-    """eps * (mean variance over the rows, dim -1 of ``var``) + the smallest normal number of the dtype.
-
-    Relative to the data's own scale (so correlations stay scale invariant); the absolute term only
-    matters when every row is constant, where it keeps 0 / 0 away.
-    """
-    return eps * var.mean(dim=-1, keepdim=True) + torch.finfo(var.dtype).tiny
-
-
-def _corr_rows(x: Tensor, eps: float) -> Tensor:
-    """Pearson correlation between the rows of ``x`` (..., R, L) -> (..., R, R), with a unit diagonal.
-
-        xc_r = x_r - mean(x_r),  v_r = mean(xc_r**2),  f = eps * mean_r(v_r) + tiny
-        C_rs = mean(xc_r * xc_s) / sqrt((v_r + f) * (v_s + f)),   C_rr := 1
-    """
-    xc = x - x.mean(dim=-1, keepdim=True)
-    var = (xc * xc).mean(dim=-1)                                       # (..., R)
-    sd = torch.sqrt(var + _variance_floor(var, eps))
-    z = xc / sd.unsqueeze(-1)
-    c = z @ z.transpose(-1, -2) / x.shape[-1]
-    eye = torch.eye(c.shape[-1], dtype=c.dtype, device=c.device)
-    return c * (1 - eye) + eye
-
-
-def _pearson_last(a: Tensor, b: Tensor, eps: float) -> Tensor:
-    """Pearson correlation along the last axis of two broadcastable tensors, floored as in _corr_rows.
-
-        r = mean(ac * bc) / sqrt((va + f) * (vb + f)),  f = eps * (va + vb) / 2 + tiny
-    """
-    ac = a - a.mean(dim=-1, keepdim=True)
-    bc = b - b.mean(dim=-1, keepdim=True)
-    va = (ac * ac).mean(dim=-1)
-    vb = (bc * bc).mean(dim=-1)
-    floor = _variance_floor(torch.stack(torch.broadcast_tensors(va, vb), dim=-1), eps).squeeze(-1)
-    return (ac * bc).mean(dim=-1) / torch.sqrt((va + floor) * (vb + floor))
-
-
-def _check_square(m: Tensor, name: str) -> int:
-    """Number of nodes N of an (..., N, N) tensor, else ParameterError."""
-    if m.ndim < 2 or m.shape[-1] != m.shape[-2]:
-        raise ParameterError(f"{name} must be shaped (..., nodes, nodes); got shape {tuple(m.shape)}")
-    return m.shape[-1]
-
-
-def _safe_sqrt(x: Tensor) -> Tensor:
-    """sqrt(x) for x >= 0 with gradient 0 (not inf/NaN) where x == 0."""
-    positive = x > 0
-    return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))),
-                       torch.zeros_like(x))
-
-
-# ----------------------------------------------------------------------------------------------------
-# functional connectivity
-# ----------------------------------------------------------------------------------------------------
-
-def fc(bold: ArrayLike, eps: Optional[float] = None) -> Tensor:
-    """Pearson functional connectivity of a BOLD array: (..., time, nodes) -> (..., nodes, nodes).
-
-        x_i = bold[..., :, i] - mean_t,   v_i = mean_t(x_i**2)
-        FC_ij = mean_t(x_i * x_j) / sqrt((v_i + f) * (v_j + f)),   FC_ii = 1
-        f = eps * mean_k(v_k) + tiny   (per batch member)
-
-    The variance floor ``f`` is *relative* to the mean node variance, so FC does not depend on the
-    units of BOLD (fc(c * bold) == fc(bold)); ``tiny`` (the dtype's smallest normal number) only acts
-    when every node is constant. ``eps`` defaults to max(1e-8, 10 * machine epsilon): in float64 the
-    off-diagonal entries of a node with the mean variance shrink by a relative 1e-8 compared with
-    ``numpy.corrcoef``. A constant node gets FC 0 with every other node (numpy gives NaN) and finite
-    gradients; the diagonal is set to exactly 1. Entries lie in [-1, 1].
-    """
-    x = _as_tensor(bold, "bold")
-    if x.ndim < 2:
-        raise ParameterError(f"bold must be shaped (..., time, nodes); got shape {tuple(x.shape)}")
-    if x.shape[-2] < 2:
-        raise ParameterError(f"bold needs at least 2 time points to compute FC; got shape {tuple(x.shape)} "
-                             f"(time is the second-to-last axis)")
-    _require_finite(x, "bold")
-    return _corr_rows(x.transpose(-1, -2), _resolve_eps(eps, x.dtype))
-
-
-def upper(m: ArrayLike) -> Tensor:
-    """Upper-triangle values (above the diagonal, k=1), row by row: (..., N, N) -> (..., N(N-1)/2)."""
-    t = _as_tensor(m, "m")
-    n = _check_square(t, "m")
-    i, j = torch.triu_indices(n, n, offset=1, device=t.device)
-    return t[..., i, j]
-
-
-def _fc_pair_upper(fc_sim: ArrayLike, fc_target: ArrayLike) -> tuple:
-    """Checked upper triangles (sim, target) of two FC stacks with the same number of nodes (>= 3)."""
-    sim = _as_tensor(fc_sim, "fc_sim")
-    target = _as_tensor(fc_target, "fc_target")
-    n_sim = _check_square(sim, "fc_sim")
-    n_target = _check_square(target, "fc_target")
-    if n_sim != n_target:
-        raise ParameterError(f"fc_sim has {n_sim} nodes but fc_target has {n_target}; they must match")
-    if n_sim < 3:
-        raise ParameterError(f"comparing FC matrices needs at least 3 nodes (3 upper-triangle values); "
-                             f"got {n_sim}")
-    try:
-        torch.broadcast_shapes(sim.shape, target.shape)
-    except RuntimeError:
-        raise ParameterError(f"the batch axes of fc_sim {tuple(sim.shape)} and fc_target "
-                             f"{tuple(target.shape)} do not broadcast") from None
-    _require_finite(sim, "fc_sim")
-    _require_finite(target, "fc_target")
-    target = target.to(device=sim.device, dtype=torch.promote_types(sim.dtype, target.dtype))
-    return upper(sim), upper(target)
-
-
-def fc_corr(fc_sim: ArrayLike, fc_target: ArrayLike, eps: Optional[float] = None) -> Tensor:
-    """Pearson correlation between the upper triangles (k=1) of two FC matrices.
-
-        r = mean(a * b) / sqrt((v_a + f) * (v_b + f)),   a, b = centred upper(fc_sim), upper(fc_target)
-        f = eps * (v_a + v_b) / 2 + tiny
-
-    ``fc_sim`` (..., N, N) and ``fc_target`` (N, N) or (..., N, N) broadcast; the result has their
-    broadcast batch shape (a 0-d tensor without batch axes). The floor ``f`` (``eps`` as in :func:`fc`)
-    makes a constant simulated FC give r = 0 with finite gradients instead of NaN.
-    """
-    a, b = _fc_pair_upper(fc_sim, fc_target)
-    return _pearson_last(a, b, _resolve_eps(eps, a.dtype))
+           "fcd_distance", "ks_statistic", "gaussian_prior", "check_target_fc"]
 
 
 def loss_neg_corr(fc_sim: ArrayLike, fc_target: ArrayLike) -> Tensor:
@@ -232,106 +41,9 @@ def loss_log_corr(fc_sim: ArrayLike, fc_target: ArrayLike) -> Tensor:
 
 
 def loss_rmse(fc_sim: ArrayLike, fc_target: ArrayLike) -> Tensor:
-    """loss = sqrt(mean_k (upper(fc_sim)_k - upper(fc_target)_k)**2), root-mean-square FC difference.
-
-    0 for identical FC (where the gradient is taken as 0, not NaN). Shape as fc_corr.
-    """
-    a, b = _fc_pair_upper(fc_sim, fc_target)
-    return _safe_sqrt(((a - b) ** 2).mean(dim=-1))
-
-
-# ----------------------------------------------------------------------------------------------------
-# functional connectivity dynamics
-# ----------------------------------------------------------------------------------------------------
-
-def fcd(bold: ArrayLike, window: int, step: int, eps: Optional[float] = None) -> Tensor:
-    """Functional connectivity dynamics (Hansen et al. 2015): (..., time, nodes) -> (..., W, W).
-
-    Window w covers samples [w*step, w*step + window), for w = 0 .. W-1, W = (time - window) // step + 1
-    (a trailing partial window is dropped). With u_w = upper(fc(bold[..., window w, :])):
-
-        FCD_vw = Pearson(u_v, u_w)      (floored as in fc, FCD_ww = 1)
-
-    ``window`` and ``step`` are in samples (BOLD time points), not ms.
-    """
-    x = _as_tensor(bold, "bold")
-    if x.ndim < 2:
-        raise ParameterError(f"bold must be shaped (..., time, nodes); got shape {tuple(x.shape)}")
-    n_time, n_nodes = x.shape[-2], x.shape[-1]
-    window = _require_int(window, "window", 2)
-    step = _require_int(step, "step", 1)
-    if n_nodes < 3:
-        raise ParameterError(f"FCD needs at least 3 nodes (3 FC values per window); bold has {n_nodes}")
-    if window > n_time:
-        raise ParameterError(f"window ({window} samples) is longer than bold ({n_time} time points)")
-    n_windows = (n_time - window) // step + 1
-    if n_windows < 2:
-        raise ParameterError(f"FCD needs at least 2 windows; window={window} and step={step} fit "
-                             f"{n_windows} into {n_time} time points")
-    _require_finite(x, "bold")
-    eps = _resolve_eps(eps, x.dtype)
-    windows = x.unfold(-2, window, step)                  # (..., W, nodes, window)
-    window_fc = _corr_rows(windows, eps)                  # (..., W, nodes, nodes)
-    return _corr_rows(upper(window_fc), eps)              # (..., W, W)
-
-
-def fcd_values(bold: ArrayLike, window: int, step: int, eps: Optional[float] = None) -> Tensor:
-    """Upper-triangle (k=1) values of :func:`fcd`: (..., time, nodes) -> (..., W(W-1)/2).
-
-    Note that overlapping windows (step < window) correlate trivially; drop nearby pairs yourself if
-    that matters for your comparison.
-    """
-    return upper(fcd(bold, window, step, eps=eps))
-
-
-def _wasserstein_sorted(a: Tensor, b: Tensor) -> Tensor:
-    """Exact W1 between the empirical distributions of a (..., n) and b (..., m).
-
-        W1 = integral_0^1 |Q_a(p) - Q_b(p)| dp
-
-    Q_a, Q_b are step functions with breaks at i/n and j/m; on the merged breaks (integers in units
-    of 1/(n m)) both are constant, so the integral is an exact finite sum of sorted values.
-    """
-    n, m = a.shape[-1], b.shape[-1]
-    a_sorted = torch.sort(a, dim=-1).values
-    b_sorted = torch.sort(b, dim=-1).values
-    breaks = torch.unique(torch.cat((torch.arange(0, n * m + 1, m), torch.arange(0, n * m + 1, n))))
-    starts, widths = breaks[:-1], (breaks[1:] - breaks[:-1]).to(a.dtype) / (n * m)
-    ia, ib = (starts // m).to(a.device), (starts // n).to(a.device)
-    return (widths.to(a.device) * (a_sorted[..., ia] - b_sorted[..., ib]).abs()).sum(dim=-1)
-
-
-def _smooth_cdf_gap(g: Tensor, a: Tensor, b: Tensor, temperature: float) -> Tensor:
-    """|F_a(g) - F_b(g)| at grid points g (..., G), F_a(g) = mean_i sigmoid((g - a_i) / temperature)."""
-    g = g.unsqueeze(-1)
-    cdf_a = torch.sigmoid((g - a.unsqueeze(-2)) / temperature).mean(dim=-1)
-    cdf_b = torch.sigmoid((g - b.unsqueeze(-2)) / temperature).mean(dim=-1)
-    return (cdf_a - cdf_b).abs()
-
-
-def _smooth_ks(a: Tensor, b: Tensor, temperature: float, n_grid: int, chunk: int = 1 << 22) -> Tensor:
-    """max_g |F_a(g) - F_b(g)| with F_a(g) = mean_i sigmoid((g - a_i) / temperature).
-
-    The grid g is the midpoints between consecutive sorted pooled values (where the empirical CDFs
-    are constant), thinned to at most ``n_grid`` evenly spaced ones; it moves with the values.
-    The maximising grid point is found without autograd, a chunk of grid points at a time, and only
-    that point is re-evaluated with autograd: same value and gradient as a plain max over the grid,
-    with memory O(n + m) per batch member instead of O(n_grid * (n + m)).
-    """
-    shape = torch.broadcast_shapes(a.shape[:-1], b.shape[:-1])
-    a = a.expand(*shape, a.shape[-1])
-    b = b.expand(*shape, b.shape[-1])
-    pooled = torch.sort(torch.cat((a, b), dim=-1), dim=-1).values
-    grid = 0.5 * (pooled[..., 1:] + pooled[..., :-1])
-    if grid.shape[-1] > n_grid:
-        idx = torch.linspace(0, grid.shape[-1] - 1, n_grid, device=grid.device).round().long().unique()
-        grid = grid[..., idx]
-    with torch.no_grad():
-        per_chunk = max(1, chunk // max(1, pooled[..., 0].numel() * pooled.shape[-1]))
-        gaps = torch.cat([_smooth_cdf_gap(grid[..., k:k + per_chunk], a, b, temperature)
-                          for k in range(0, grid.shape[-1], per_chunk)], dim=-1)
-        best = gaps.argmax(dim=-1, keepdim=True)
-    return _smooth_cdf_gap(grid.gather(-1, best), a, b, temperature).squeeze(-1)
+    """loss = ``stats.fc_rmse``: sqrt(mean_k (upper(fc_sim)_k - upper(fc_target)_k)**2), 0 for identical FC
+    (gradient 0 there, not NaN). Shape as fc_corr."""
+    return fc_rmse(fc_sim, fc_target)
 
 
 def fcd_distance(values_sim: ArrayLike, values_target: ArrayLike, kind: str = "wasserstein",
@@ -341,11 +53,11 @@ def fcd_distance(values_sim: ArrayLike, values_target: ArrayLike, kind: str = "w
     ``values_sim`` (..., n) and ``values_target`` (m,) or (..., m): samples along the last axis (n and
     m may differ), batch axes broadcast; the result has the broadcast batch shape.
 
-    kind="wasserstein":  W1 = integral_0^1 |Q_sim(p) - Q_target(p)| dp, Q the empirical quantile
-        functions (sorted values; torch.sort is differentiable). Both are evaluated on the union of
-        their quantile breaks {i/n} U {j/m}, on which they are constant, so this is the exact W1
-        (scipy.stats.wasserstein_distance) for any n, m. ``temperature`` and ``n_grid`` are unused.
-    kind="ks":  smooth Kolmogorov-Smirnov surrogate
+    kind="wasserstein":  ``stats.wasserstein``, W1 = integral_0^1 |Q_sim(p) - Q_target(p)| dp, Q the empirical
+        quantile functions (sorted values; torch.sort is differentiable), evaluated exactly on the union of
+        their quantile breaks {i/n} U {j/m} (= scipy.stats.wasserstein_distance). ``temperature`` and
+        ``n_grid`` are unused.
+    kind="ks":  ``stats.smooth_ks``, a smooth Kolmogorov-Smirnov surrogate
             D = max_g |F_sim(g) - F_target(g)|,   F(g) = mean_i sigmoid((g - x_i) / temperature)
         over a grid g of midpoints between consecutive sorted pooled values (at most ``n_grid`` of
         them, evenly spaced in rank; cost O(n_grid * (n + m)) time, O(n + m) memory). It uses a
@@ -354,51 +66,13 @@ def fcd_distance(values_sim: ArrayLike, values_target: ArrayLike, kind: str = "w
         temperature -> 0 (with every midpoint on the grid) D tends to the two-sample KS statistic.
         ``temperature`` is in the units of the values (FCD values lie in [-1, 1]).
     """
-    a = _as_tensor(values_sim, "values_sim")
-    b = _as_tensor(values_target, "values_target")
-    for t, name in ((a, "values_sim"), (b, "values_target")):
-        if t.ndim < 1 or t.shape[-1] < 1:
-            raise ParameterError(f"{name} must be shaped (..., samples) with at least one sample; "
-                                 f"got shape {tuple(t.shape)}")
-        _require_finite(t, name)
-    try:
-        torch.broadcast_shapes(a.shape[:-1], b.shape[:-1])
-    except RuntimeError:
-        raise ParameterError(f"the batch axes of values_sim {tuple(a.shape)} and values_target "
-                             f"{tuple(b.shape)} do not broadcast (samples are the last axis)") from None
-    b = b.to(device=a.device, dtype=torch.promote_types(a.dtype, b.dtype))
-    a = a.to(b.dtype)
+    names = ("values_sim", "values_target")
     if kind == "wasserstein":
-        return _wasserstein_sorted(a, b)
+        return wasserstein(values_sim, values_target, names=names)
     if kind == "ks":
-        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-            raise ParameterError(f"temperature must be a finite positive float for kind='ks'; "
-                                 f"got {temperature!r}")
-        n_grid = _require_int(n_grid, "n_grid", 1)
-        return _smooth_ks(a, b, float(temperature), n_grid)
+        return smooth_ks(values_sim, values_target, temperature, n_grid, names=names)
     raise ParameterError(f"kind must be 'wasserstein' or 'ks'; got {kind!r}")
 
-
-def ks_statistic(a: ArrayLike, b: ArrayLike) -> float:
-    """Two-sample Kolmogorov-Smirnov statistic sup_x |F_a(x) - F_b(x)| via scipy.stats.ks_2samp.
-
-    Not differentiable: for reporting. ``a`` and ``b`` are 1-D samples (tensors are detached).
-    """
-    from scipy.stats import ks_2samp
-
-    arrays = []
-    for x, name in ((a, "a"), (b, "b")):
-        t = _as_tensor(x, name)
-        if t.ndim != 1 or t.shape[0] < 1:
-            raise ParameterError(f"{name} must be a non-empty 1-D sample; got shape {tuple(t.shape)}")
-        _require_finite(t, name)
-        arrays.append(t.detach().cpu().to(torch.float64).numpy())
-    return float(ks_2samp(arrays[0], arrays[1]).statistic)
-
-
-# ----------------------------------------------------------------------------------------------------
-# priors, target validation, combination
-# ----------------------------------------------------------------------------------------------------
 
 def gaussian_prior(value: Tensor, mean: Union[Tensor, float], sd: Union[Tensor, float],
                    dim: Union[None, int, Sequence[int]] = None) -> Tensor:
@@ -408,11 +82,11 @@ def gaussian_prior(value: Tensor, mean: Union[Tensor, float], sd: Union[Tensor, 
     every element (a 0-d tensor) unless ``dim`` names the axes to sum (e.g. ``dim=-1`` keeps a
     leading batch axis).
     """
-    v = _as_tensor(value, "value")
+    v = value if torch.is_tensor(value) else torch.as_tensor(value, dtype=torch.float64)
     mu = torch.as_tensor(mean, dtype=v.dtype, device=v.device)
     s = torch.as_tensor(sd, dtype=v.dtype, device=v.device)
-    _require_finite(mu, "mean")
-    _require_finite(s, "sd")
+    if not (bool(torch.isfinite(mu).all()) and bool(torch.isfinite(s).all())):
+        raise ParameterError(f"the prior's mean and sd must be finite; got mean {mu.tolist()}, sd {s.tolist()}")
     if bool((s <= 0).any()):
         raise ParameterError(f"sd must be > 0 everywhere; {int((s <= 0).sum())} of its {s.numel()} "
                              f"entries are <= 0 (min {float(s.min()):g})")
@@ -423,69 +97,3 @@ def gaussian_prior(value: Tensor, mean: Union[Tensor, float], sd: Union[Tensor, 
                              f"do not broadcast") from None
     sq = ((v - mu) / s) ** 2
     return 0.5 * (sq.sum() if dim is None else sq.sum(dim=dim))
-
-
-def check_target_fc(target: ArrayLike, n_nodes: int, atol: float = 1e-5) -> Tensor:
-    """Validate a user-provided target FC and return it as a float64 tensor (a copy, on the CPU
-    for numpy input, on the input's device for a tensor).
-
-    Checks, in order, raising ParameterError with the offending numbers: 2-D and square; ``n_nodes``
-    nodes; no NaN or inf (how many of each); symmetric within ``atol`` (max |A - A.T|); a correlation
-    matrix: diagonal within ``atol`` of 1 and every entry in [-1 - atol, 1 + atol].
-    """
-    n_nodes = _require_int(n_nodes, "n_nodes", 1)
-    if isinstance(target, Tensor):
-        t = target.detach().to(torch.float64).clone()
-    elif isinstance(target, np.ndarray):
-        if target.dtype.kind not in "biuf":
-            raise ParameterError(f"target FC must hold real numbers; got a numpy array of dtype {target.dtype}")
-        t = torch.tensor(target, dtype=torch.float64)
-    else:
-        raise ParameterError(f"target FC must be a numpy array or a torch.Tensor; got {type(target).__name__}")
-    if t.ndim != 2:
-        raise ParameterError(f"target FC must be 2-D (nodes, nodes); got {t.ndim}-D with shape {tuple(t.shape)}")
-    if t.shape[0] != t.shape[1]:
-        raise ParameterError(f"target FC must be square (nodes, nodes); got shape {tuple(t.shape)}")
-    if t.shape[0] != n_nodes:
-        raise ParameterError(f"target FC has {t.shape[0]} nodes but the simulation has {n_nodes} nodes")
-    if not bool(torch.isfinite(t).all()):
-        n_nan, n_inf = _nonfinite_counts(t)
-        raise ParameterError(f"target FC must be finite; it has {n_nan} NaN and {n_inf} inf entries "
-                             f"out of {t.numel()}")
-    asym = float((t - t.T).abs().max())
-    if asym > atol:
-        raise ParameterError(f"target FC is not symmetric: max |FC - FC.T| = {asym:.3g} > atol = {atol:g}")
-    diag_err = float((torch.diagonal(t) - 1).abs().max())
-    if diag_err > atol:
-        raise ParameterError(f"target FC is not a correlation matrix: its diagonal must be 1, but "
-                             f"max |diag - 1| = {diag_err:.3g} (min diag {float(torch.diagonal(t).min()):.3g}); "
-                             f"if the diagonal was zeroed, set it back to 1")
-    outside = (t.abs() > 1 + atol)
-    if bool(outside.any()):
-        raise ParameterError(f"target FC is not a correlation matrix: {int(outside.sum())} entries are "
-                             f"outside [-1, 1] (min {float(t.min()):.3g}, max {float(t.max()):.3g}); "
-                             f"if it is Fisher z-transformed, apply tanh first")
-    return t
-
-
-def combine(terms: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:
-    """Weighted sum of loss terms: sum_k weights[k] * terms[k], over the names in ``weights``.
-
-    Every weight must name a term (ParameterError listing the available ones otherwise) and be a
-    finite number; terms without a weight are left out (they can still be logged). Terms broadcast
-    together (0-d or per batch member); a non-finite term raises ParameterError naming it.
-    """
-    if not weights:
-        raise ParameterError(f"weights is empty; give at least one of the terms {sorted(terms)}")
-    total = None
-    for name, w in weights.items():
-        if name not in terms:
-            raise ParameterError(f"weight {name!r} has no term; the terms are {sorted(terms)}")
-        if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w):
-            raise ParameterError(f"weight {name!r} must be a finite number; got {w!r}")
-        term = terms[name]
-        if not isinstance(term, Tensor):
-            raise ParameterError(f"term {name!r} must be a torch.Tensor; got {type(term).__name__}")
-        _require_finite(term.detach(), f"term {name!r}")
-        total = w * term if total is None else total + w * term
-    return total

@@ -2,7 +2,8 @@
 
 A fitted parameter is named as in TVB (see ``simulator.TorchSimulator.params``): any model parameter
 (``"G"``, ``"w_p"``, ``"J_i"``, ...), ``"coupling.a"`` / ``"coupling.b"`` for the Linear coupling
-(``"coupling_a"`` is accepted too) and ``"noise.nsig"`` (or ``"nsig"``) for Additive noise.
+(``"coupling_a"`` is accepted too) and ``"noise.nsig"`` (or ``"nsig"``) for Additive noise; names and aliases
+are ``simulator.registry``'s.
 
 The optimiser works on an unconstrained tensor theta and never leaves the bounds:
 
@@ -21,8 +22,8 @@ import numpy as np
 import torch
 
 from ..errors import ParameterError
-
-ALIASES = {"nsig": "noise.nsig", "coupling_a": "coupling.a", "coupling_b": "coupling.b"}
+from ..simulator.registry import NOISE_NSIG, canonical_name
+from .losses import gaussian_prior
 
 
 @dataclass
@@ -46,9 +47,10 @@ class Param:
 ParamSpec = Union[Param, Tuple[float, float], Mapping]
 
 
-def canonical_name(name: str, known) -> str:
-    """TVB-style name of a fitted parameter, or a clear error naming what exists."""
-    full = ALIASES.get(name, name)
+def fittable_name(name: str, known) -> str:
+    """The canonical TVB name of a fitted parameter (``registry.canonical_name``: aliases resolved), or a clear
+    error naming what can be fitted."""
+    full = canonical_name(name)
     if full not in known:
         raise ParameterError(f"cannot fit {name!r}: the simulator has no such parameter. Fittable: "
                              f"{', '.join(sorted(known))}.")
@@ -57,7 +59,7 @@ def canonical_name(name: str, known) -> str:
 
 def as_param(name: str, spec: ParamSpec) -> Param:
     if isinstance(spec, Param):
-        p = spec
+        p = dataclasses.replace(spec)          # a copy: the caller's Param is never changed or shared
     elif isinstance(spec, Mapping):
         p = Param(**spec)
     else:
@@ -97,10 +99,10 @@ class ParameterSet(torch.nn.Module):
         self.specs: Dict[str, Param] = {}
         self._names = []
         for i, (raw, spec) in enumerate(specs.items()):
-            name = canonical_name(raw, start)
+            name = fittable_name(raw, start)
             p = as_param(name, spec)
-            if p.log is None:
-                p.log = name == "noise.nsig"
+            if p.log is None:                        # a copy: the caller's Param is never changed
+                p = dataclasses.replace(p, log=name == NOISE_NSIG)
             if p.log and p.low <= 0:
                 raise ParameterError(f"parameter {name!r}: a log-scale fit needs low > 0, got {p.low}.")
             value = start[name].detach().double().reshape(-1)
@@ -151,12 +153,12 @@ class ParameterSet(torch.nn.Module):
                 for i, name in enumerate(self._names)}
 
     def prior_loss(self) -> torch.Tensor:
+        """Sum over the parameters with a prior of ``losses.gaussian_prior`` (0.5 * sum(((value - mean) / sd)**2))."""
         total = torch.zeros((), dtype=torch.float64)
         for name, value in self.values().items():
             prior = self.specs[name].prior
             if prior is not None:
-                mean = torch.as_tensor(prior[0], dtype=value.dtype, device=value.device)
-                total = total + 0.5 * (((value - mean) / prior[1]) ** 2).sum()
+                total = total + gaussian_prior(value, prior[0], prior[1])
         return total
 
     def numpy(self) -> Dict[str, np.ndarray]:

@@ -16,19 +16,18 @@ FCD distributions of the TVB runs themselves) is reported whenever two or more r
 """
 import math
 import multiprocessing
-import os
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from tvb.simulator import monitors as tvb_monitors
 
+from .. import stats
+from .figure import FIGURE_NAME, plot_validation  # noqa: F401  (FIGURE_NAME: re-exported)
 from ..errors import ParameterError
-from .writeback import _check_simulator, _clone, _is_stochastic, _n_regions
+from .writeback import check_simulator, clone_simulator, find_bold, is_stochastic, monitor_list, n_regions
 
-FIGURE_NAME = "validation.png"
 
 
 # ---------------------------------------------------------------------------------------------- FC, FCD
@@ -52,11 +51,6 @@ def _bold_nodes(bold) -> np.ndarray:
                          "or a (time, nodes) array.")
 
 
-def _corrcoef_nodes(ts: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.corrcoef(ts, rowvar=False)
-
-
 def bold_fc(bold: np.ndarray, discard: int) -> np.ndarray:
     """FC (``numpy.corrcoef`` over nodes) of a TVB Bold output (time, voi, N, modes), voi 0, after dropping
     the first ``discard`` samples. A (time, N) array is accepted too. Constant nodes give NaN rows."""
@@ -66,39 +60,15 @@ def bold_fc(bold: np.ndarray, discard: int) -> np.ndarray:
     if ts.shape[0] - discard < 2:
         raise ParameterError(f"only {ts.shape[0]} BOLD samples, {discard} to discard: at least 2 must remain "
                              "to compute an FC; simulate longer or discard less.")
-    return _corrcoef_nodes(ts[discard:])
+    return stats.corrcoef_fc(ts[discard:])
 
 
-def _upper(m: np.ndarray) -> np.ndarray:
-    return m[np.triu_indices(m.shape[0], k=1)]
-
-
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 2:
-        return float("nan")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return float(np.corrcoef(x[ok], y[ok])[0, 1])
-
-
-def fcd_values(ts: np.ndarray, window: int, step: int) -> Optional[np.ndarray]:
-    """Upper-triangle values of the FCD matrix of a (time, N) series (windows in samples), or None when
-    fewer than 3 windows fit."""
-    T = ts.shape[0]
-    starts = range(0, T - window + 1, step)
-    if len(starts) < 3:
+def fcd_distribution(ts: np.ndarray, window: int, step: int, min_windows: int = 3) -> Optional[np.ndarray]:
+    """FCD values (``stats.fcd_values``) of a (time, N) series, windows in samples, as a numpy array; None when
+    fewer than ``min_windows`` windows fit (a KS statistic over one FCD value means nothing)."""
+    if stats.n_windows(ts.shape[0], window, step) < min_windows:
         return None
-    vecs = np.stack([_upper(_corrcoef_nodes(ts[s:s + window])) for s in starts])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fcd = np.corrcoef(vecs)
-    vals = _upper(fcd)
-    vals = vals[np.isfinite(vals)]
-    return vals if vals.size else None
-
-
-def _ks(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import ks_2samp
-    return float(ks_2samp(a, b).statistic)
+    return stats.fcd_values(ts, window, step).numpy()
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -190,16 +160,6 @@ def _check_square(name: str, value, n: int) -> np.ndarray:
     return m
 
 
-def _find_bold(sim) -> int:
-    mons = sim.monitors if isinstance(sim.monitors, (list, tuple)) else [sim.monitors]
-    for i, m in enumerate(mons):
-        if isinstance(m, tvb_monitors.Bold):
-            return i
-    names = ", ".join(type(m).__name__ for m in mons) or "none"
-    raise ParameterError(f"the Simulator has no Bold monitor (monitors: {names}); validate compares BOLD FC: "
-                         "add e.g. monitors.Bold(period=720.0).")
-
-
 # ---------------------------------------------------------------------------------------------- validate
 def _run_bold(clone, simulation_length: float) -> np.ndarray:
     (_, bold), = clone.run(simulation_length=float(simulation_length))
@@ -227,10 +187,10 @@ def run_tvb_bold(sim, *, simulation_length: float, seeds: Sequence[Optional[int]
     start method is not available (Windows, macOS defaults aside) the runs are serial.
     """
     if bold_index is None:
-        bold_index = _find_bold(sim)
+        bold_index = find_bold(sim)
     if not (isinstance(processes, (int, np.integer)) and not isinstance(processes, bool) and processes >= 1):
         raise ParameterError(f"processes={processes!r}: expected a positive integer.")
-    clones = [_clone(sim, noise_seed=seed, initial_conditions=initial_conditions, monitor_indices=[bold_index])
+    clones = [clone_simulator(sim, noise_seed=seed, initial_conditions=initial_conditions, monitor_indices=[bold_index])
               for seed in seeds]                       # configured here: bad input is refused before any run
     if processes == 1 or len(clones) == 1 or "fork" not in multiprocessing.get_all_start_methods():
         return [_run_bold(clone, simulation_length) for clone in clones]
@@ -279,180 +239,118 @@ def validate(sim, target_fc, *, simulation_length: float, seeds: Sequence[int] =
     ``validation.png`` there (FC matrices on one colour scale, FC scatter, and — with ``history``
     ``{'loss': [...], 'params': {name: [...]}}`` — the fit's loss and parameter trajectories).
     """
-    _check_simulator(sim)
-    n = _n_regions(sim)
-    target = _check_square("target_fc", target_fc, n)
-    torch_m = None if torch_fc is None else _check_square("torch_fc", torch_fc, n)
-    tbold = None
-    if target_bold is not None:
-        tbold = _as_numpy("target_bold", target_bold)
-        if tbold.ndim != 2 or tbold.shape[1] != n:
-            raise ParameterError(f"target_bold has shape {tbold.shape}; expected (time, {n}).")
-        if not np.isfinite(tbold).all():
-            raise ParameterError("target_bold has non-finite values (NaN or inf).")
-    if not (isinstance(simulation_length, (int, float, np.number)) and simulation_length > 0):
-        raise ParameterError(f"simulation_length={simulation_length!r}: expected a positive length in ms.")
-    if not discard_ms >= 0:
-        raise ParameterError(f"discard_ms={discard_ms!r}: expected >= 0 ms.")
-    bold_index = _find_bold(sim)
-    mon = (sim.monitors if isinstance(sim.monitors, (list, tuple)) else [sim.monitors])[bold_index]
-    period = float(mon.period)
-    discard = int(math.ceil(discard_ms / period - 1e-9))
-    n_expected = int(math.ceil(simulation_length / sim.integrator.dt - 1e-9) * sim.integrator.dt // period)
-    if n_expected - discard < 3:
-        raise ParameterError(f"simulation_length={simulation_length:g} ms gives about {n_expected} BOLD samples "
-                             f"(period {period:g} ms), {discard} of them discarded (discard_ms={discard_ms:g}): "
-                             "at least 3 must remain; simulate longer or discard less.")
-    notes: List[str] = []
-    stochastic = _is_stochastic(sim)
-    if stochastic:
-        seeds = [int(s) for s in seeds]
-        if not seeds:
-            raise ParameterError("seeds is empty: give at least one noise seed.")
-    else:
-        seeds = []
-        notes.append("deterministic integrator: one run, seeds ignored, no seed-to-seed noise ceiling.")
-
-    # ---- TVB runs
-    fcs, series = [], []
+    inp = _Inputs.check(sim, target_fc, torch_fc, target_bold, simulation_length, discard_ms)
+    seeds, notes = _seeds(sim, seeds)
     t0 = time.perf_counter()
-    for ts in run_tvb_bold(sim, simulation_length=simulation_length, seeds=seeds or [None],
-                           initial_conditions=initial_conditions, processes=processes, bold_index=bold_index):
-        fcs.append(bold_fc(ts, discard))
-        series.append(ts[discard:])
+    runs = run_tvb_bold(sim, simulation_length=simulation_length, seeds=seeds or [None],
+                        initial_conditions=initial_conditions, processes=processes, bold_index=inp.bold_index)
     wall = time.perf_counter() - t0
-    fcs = np.stack(fcs)
-    if not np.isfinite(fcs).all():
-        notes.append("some TVB FC entries are NaN (a node's BOLD is constant or non-finite): those entries are "
-                     "left out of the correlations.")
-    mean_fc = np.mean(fcs, axis=0)
-    tu = _upper(target)
-
-    per_seed_r = [_pearson(_upper(f), tu) for f in fcs]
-    per_seed_rmse = [float(np.sqrt(np.nanmean((_upper(f) - tu) ** 2))) for f in fcs]
-    pairs = [(i, j) for i in range(len(fcs)) for j in range(i + 1, len(fcs))]
-    s2s = float(np.mean([_pearson(_upper(fcs[i]), _upper(fcs[j])) for i, j in pairs])) if pairs else None
-
-    # ---- FCD
-    window = max(2, int(round(fcd_window_ms / period)))
-    step = max(1, int(round(fcd_step_ms / period)))
-    fcd_runs = [fcd_values(ts, window, step) for ts in series]
-    fcd_ks = fcd_ks_per_seed = fcd_s2s = None
-    if any(v is None for v in fcd_runs):
-        notes.append(f"FCD not computed: fewer than 3 windows of {window} samples (fcd_window_ms={fcd_window_ms:g}) "
-                     f"fit into {series[0].shape[0]} BOLD samples; simulate longer or shorten the window.")
-    else:
-        if tbold is not None:
-            fcd_target = fcd_values(tbold, window, step)
-            if fcd_target is None:
-                notes.append(f"FCD of target_bold not computed: fewer than 3 windows of {window} samples fit "
-                             f"into its {tbold.shape[0]} samples.")
-            else:
-                fcd_ks_per_seed = [_ks(v, fcd_target) for v in fcd_runs]
-                fcd_ks = float(np.mean(fcd_ks_per_seed))
-        else:
-            notes.append("fcd_ks is None: the target is an FC only (give target_bold for an FCD comparison).")
-        if pairs:
-            fcd_s2s = float(np.mean([_ks(fcd_runs[i], fcd_runs[j]) for i, j in pairs]))
-
+    fcs = np.stack([bold_fc(ts, inp.discard) for ts in runs])
+    series = [ts[inp.discard:] for ts in runs]
+    window = max(2, int(round(fcd_window_ms / inp.period)))
+    step = max(1, int(round(fcd_step_ms / inp.period)))
     report = ValidationReport(
-        fc_corr=float(np.nanmean(per_seed_r)) if np.isfinite(per_seed_r).any() else float("nan"),
-        fc_corr_per_seed=per_seed_r,
-        fc_rmse=float(np.mean(per_seed_rmse)),
-        fcd_ks=fcd_ks,
-        seed_to_seed_fc_corr=s2s,
-        torch_tvb_fc_corr=None if torch_m is None else _pearson(_upper(torch_m), _upper(mean_fc)),
-        mean_fc=float(np.nanmean(_upper(mean_fc))),
-        target_mean_fc=float(np.mean(tu)),
-        fc_rmse_per_seed=per_seed_rmse,
-        fcd_ks_per_seed=fcd_ks_per_seed,
-        fcd_ks_seed_to_seed=fcd_s2s,
-        torch_target_fc_corr=None if torch_m is None else _pearson(_upper(torch_m), tu),
-        seeds=list(seeds), simulation_length=float(simulation_length), bold_period=period,
-        discard_samples=discard, bold_samples=int(series[0].shape[0]), tvb_wall_s=wall, notes=notes,
-        tvb_fc=mean_fc, tvb_fc_per_seed=fcs)
+        **fc_metrics(fcs, inp.target, inp.torch_fc, notes), **fcd_metrics(series, inp.target_bold, window, step, notes),
+        seeds=list(seeds), simulation_length=float(simulation_length), bold_period=inp.period,
+        discard_samples=inp.discard, bold_samples=int(series[0].shape[0]), tvb_wall_s=wall, notes=notes)
     if out_dir is not None:
-        report.figure = plot_validation(report, target, torch_m, history, out_dir)
+        report.figure = plot_validation(report, inp.target, inp.torch_fc, history, out_dir)
     return report
 
 
-# ---------------------------------------------------------------------------------------------- figure
-def _check_history(history) -> Dict:
-    if not isinstance(history, dict):
-        raise ParameterError(f"history must be a dict with 'loss' (list of floats) and 'params' "
-                             f"(dict name -> list of floats), got {type(history).__name__}.")
-    params = history.get("params", {}) or {}
-    if not isinstance(params, dict):
-        raise ParameterError("history['params'] must be a dict name -> list of values.")
-    return {"loss": history.get("loss"), "params": params}
+@dataclass
+class _Inputs:
+    """validate's inputs, checked: target and torch FC, target BOLD, the Bold monitor, samples to discard."""
+    target: np.ndarray
+    torch_fc: Optional[np.ndarray]
+    target_bold: Optional[np.ndarray]
+    bold_index: int
+    period: float
+    discard: int
+
+    @classmethod
+    def check(cls, sim, target_fc, torch_fc, target_bold, simulation_length, discard_ms) -> "_Inputs":
+        check_simulator(sim)
+        n = n_regions(sim)
+        target = _check_square("target_fc", target_fc, n)
+        torch_m = None if torch_fc is None else _check_square("torch_fc", torch_fc, n)
+        tbold = None
+        if target_bold is not None:
+            tbold = _as_numpy("target_bold", target_bold)
+            if tbold.ndim != 2 or tbold.shape[1] != n:
+                raise ParameterError(f"target_bold has shape {tbold.shape}; expected (time, {n}).")
+            if not np.isfinite(tbold).all():
+                raise ParameterError("target_bold has non-finite values (NaN or inf).")
+        if not (isinstance(simulation_length, (int, float, np.number)) and simulation_length > 0):
+            raise ParameterError(f"simulation_length={simulation_length!r}: expected a positive length in ms.")
+        if not discard_ms >= 0:
+            raise ParameterError(f"discard_ms={discard_ms!r}: expected >= 0 ms.")
+        bold_index = find_bold(sim)
+        period = float(monitor_list(sim)[bold_index].period)
+        discard = int(math.ceil(discard_ms / period - 1e-9))
+        n_expected = int(math.ceil(simulation_length / sim.integrator.dt - 1e-9) * sim.integrator.dt // period)
+        if n_expected - discard < 3:
+            raise ParameterError(f"simulation_length={simulation_length:g} ms gives about {n_expected} BOLD samples "
+                                 f"(period {period:g} ms), {discard} of them discarded (discard_ms={discard_ms:g}): "
+                                 "at least 3 must remain; simulate longer or discard less.")
+        return cls(target, torch_m, tbold, bold_index, period, discard)
 
 
-def plot_validation(report: ValidationReport, target: np.ndarray, torch_fc: Optional[np.ndarray] = None,
-                    history: Optional[Dict] = None, out_dir=".") -> str:
-    """Draw the validation figure (Agg, no pyplot state touched) and return the path of the PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib import colormaps
+def _seeds(sim, seeds) -> Tuple[List[int], List[str]]:
+    """The noise seeds to run (none for a deterministic integrator: one run) and the notes that says so."""
+    if not is_stochastic(sim):
+        return [], ["deterministic integrator: one run, seeds ignored, no seed-to-seed noise ceiling."]
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ParameterError("seeds is empty: give at least one noise seed.")
+    return seeds, []
 
-    hist = None if history is None else _check_history(history)
-    mats = [("target FC", target), (f"TVB FC (mean of {len(report.fc_corr_per_seed)} run(s))", report.tvb_fc)]
-    if torch_fc is not None:
-        mats.append(("torch FC", torch_fc))
-    off = np.concatenate([_upper(m) for _, m in mats] + [m[np.tril_indices(m.shape[0], -1)] for _, m in mats])
-    off = off[np.isfinite(off)]
-    vmax = float(np.max(np.abs(off))) if off.size else 1.0
-    vmax = vmax if vmax > 0 else 1.0
 
-    n_top = len(mats) + 1
-    hist_panels = []
-    if hist is not None:
-        if hist["loss"] is not None and len(hist["loss"]):
-            hist_panels.append(("loss", np.asarray(hist["loss"], dtype=np.float64)))
-        for name, values in hist["params"].items():
-            hist_panels.append((name, np.asarray(values, dtype=np.float64)))
-    ncols = max(n_top, min(4, len(hist_panels)) if hist_panels else 0)
-    nrows = 1 + math.ceil(len(hist_panels) / ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.9 * nrows), layout="constrained")
-    FigureCanvasAgg(fig)
-    gs = fig.add_gridspec(nrows, ncols)
+def _pairs(k: int) -> List[Tuple[int, int]]:
+    return [(i, j) for i in range(k) for j in range(i + 1, k)]
 
-    cmap = colormaps["RdBu_r"].with_extremes(bad="0.85")
-    im = None
-    axes = []
-    for k, (title, m) in enumerate(mats):
-        ax = fig.add_subplot(gs[0, k])
-        shown = np.array(m, dtype=np.float64)
-        np.fill_diagonal(shown, np.nan)
-        im = ax.imshow(shown, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
-        ax.set_title(title + " (diagonal hidden)" if k == 0 else title)
-        ax.set_xlabel("region")
-        ax.set_ylabel("region")
-        axes.append(ax)
-    fig.colorbar(im, ax=axes, shrink=0.8, label="FC")
 
-    ax = fig.add_subplot(gs[0, len(mats)])
-    tu, vu = _upper(target), _upper(report.tvb_fc)
-    r_mean = _pearson(vu, tu)
-    ax.scatter(tu, vu, s=10, alpha=0.7, label="TVB (mean FC)")
-    if torch_fc is not None:
-        ax.scatter(tu, _upper(torch_fc), s=10, alpha=0.5, marker="x", label="torch")
-    lim = [np.nanmin(np.r_[tu, vu, -0.05]), np.nanmax(np.r_[tu, vu, 0.05])]
-    ax.plot(lim, lim, color="0.5", lw=0.8, ls="--")
-    ax.set_xlabel("target FC")
-    ax.set_ylabel("simulated FC")
-    ax.set_title(f"r = {r_mean:.3f} (per-seed mean {report.fc_corr:.3f})")
-    ax.legend(fontsize="small", loc="upper left")
+def fc_metrics(fcs: np.ndarray, target: np.ndarray, torch_fc: Optional[np.ndarray], notes: List[str]) -> Dict:
+    """The FC fields of a ``ValidationReport`` from the runs' FCs (runs, N, N): Pearson r (``stats.pearson_r``,
+    NaN entries left out) and RMSE of the upper triangles against the target, between runs, and of the twin's."""
+    if not np.isfinite(fcs).all():
+        notes.append("some TVB FC entries are NaN (a node's BOLD is constant or non-finite): those entries are "
+                     "left out of the correlations.")
+    up, mean_fc, tu = stats.upper, np.mean(fcs, axis=0), stats.upper(target)
+    per_seed_r = [stats.pearson_r(up(f), tu) for f in fcs]
+    per_seed_rmse = [float(np.sqrt(np.nanmean((up(f) - tu) ** 2))) for f in fcs]
+    pairs = _pairs(len(fcs))
+    return dict(
+        fc_corr=float(np.nanmean(per_seed_r)) if np.isfinite(per_seed_r).any() else float("nan"),
+        fc_corr_per_seed=per_seed_r, fc_rmse=float(np.mean(per_seed_rmse)), fc_rmse_per_seed=per_seed_rmse,
+        seed_to_seed_fc_corr=float(np.mean([stats.pearson_r(up(fcs[i]), up(fcs[j])) for i, j in pairs]))
+        if pairs else None,
+        torch_tvb_fc_corr=None if torch_fc is None else stats.pearson_r(up(torch_fc), up(mean_fc)),
+        torch_target_fc_corr=None if torch_fc is None else stats.pearson_r(up(torch_fc), tu),
+        mean_fc=float(np.nanmean(up(mean_fc))), target_mean_fc=float(np.mean(tu)), tvb_fc=mean_fc, tvb_fc_per_seed=fcs)
 
-    for k, (name, values) in enumerate(hist_panels):
-        ax = fig.add_subplot(gs[1 + k // ncols, k % ncols])
-        it = np.arange(values.shape[0])
-        ax.plot(it, values.reshape(values.shape[0], -1), lw=1.0)
-        if name == "loss" and k == 0 and values.size and (values > 0).all():
-            ax.set_yscale("log")
-        ax.set_title(name)
-        ax.set_xlabel("iteration")
 
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(os.fspath(out_dir), FIGURE_NAME)
-    fig.savefig(path, dpi=110)
-    return path
+def fcd_metrics(series: List[np.ndarray], target_bold: Optional[np.ndarray], window: int, step: int,
+                notes: List[str]) -> Dict:
+    """The FCD fields of a ``ValidationReport``: KS statistics between the FCD value distributions of the runs
+    (time, N) and of ``target_bold``, and between runs; None (with a note) where they cannot be computed."""
+    out = dict(fcd_ks=None, fcd_ks_per_seed=None, fcd_ks_seed_to_seed=None)
+    fcd_runs = [fcd_distribution(ts, window, step) for ts in series]
+    if any(v is None for v in fcd_runs):
+        notes.append(f"FCD not computed: fewer than 3 windows of {window} samples fit into {series[0].shape[0]} "
+                     "BOLD samples; simulate longer or shorten the window (fcd_window_ms).")
+        return out
+    if target_bold is None:
+        notes.append("fcd_ks is None: the target is an FC only (give target_bold for an FCD comparison).")
+    else:
+        fcd_target = fcd_distribution(target_bold, window, step)
+        if fcd_target is None:
+            notes.append(f"FCD of target_bold not computed: fewer than 3 windows of {window} samples fit "
+                         f"into its {target_bold.shape[0]} samples.")
+        else:
+            out["fcd_ks_per_seed"] = [stats.ks_statistic(v, fcd_target) for v in fcd_runs]
+            out["fcd_ks"] = float(np.mean(out["fcd_ks_per_seed"]))
+    pairs = _pairs(len(fcd_runs))
+    if pairs:
+        out["fcd_ks_seed_to_seed"] = float(np.mean([stats.ks_statistic(fcd_runs[i], fcd_runs[j]) for i, j in pairs]))
+    return out

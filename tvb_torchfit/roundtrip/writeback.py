@@ -29,10 +29,10 @@ from tvb.basic.neotraits.api import Final, NArray
 from tvb.simulator import integrators as tvb_integrators
 from tvb.simulator.simulator import Simulator
 
-from ..errors import ParameterError, UnsupportedTVBObject
+from tvb.simulator import monitors as tvb_monitors
 
-NOISE_PARAM = "noise.nsig"
-COUPLING_PREFIX = "coupling."
+from ..errors import ParameterError, UnsupportedTVBObject
+from ..simulator.registry import COUPLING_PREFIX, NOISE_NSIG
 
 # declarative attributes of TVB models that are arrays but not parameters
 _MODEL_NON_PARAMS = ("state_variable_range", "state_variable_boundaries", "variables_of_interest",
@@ -43,7 +43,9 @@ _CONN_COMPUTED = ("gid", "idelays", "delays", "number_of_regions", "number_of_co
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _check_simulator(sim) -> None:
+def check_simulator(sim) -> None:
+    """A TVB region ``Simulator`` with a connectivity, or a ``TypeError`` / ``ParameterError`` /
+    ``UnsupportedTVBObject`` saying what is wrong (it need not be configured)."""
     if not isinstance(sim, Simulator):
         raise TypeError(f"expected a tvb.simulator.simulator.Simulator, got {type(sim).__name__}")
     if sim.connectivity is None or sim.connectivity.weights is None:
@@ -53,7 +55,8 @@ def _check_simulator(sim) -> None:
                                    "(Simulator without surface).")
 
 
-def _n_regions(sim) -> int:
+def n_regions(sim) -> int:
+    """Number of regions of a TVB simulator's connectivity."""
     return int(np.asarray(sim.connectivity.weights).shape[0])
 
 
@@ -61,8 +64,25 @@ def _is_configured(sim) -> bool:
     return sim.history is not None and getattr(sim, "number_of_nodes", None) is not None
 
 
-def _is_stochastic(sim) -> bool:
+def is_stochastic(sim) -> bool:
+    """Whether the simulator's integrator is one of TVB's stochastic integrators."""
     return isinstance(sim.integrator, tvb_integrators.IntegratorStochastic)
+
+
+def monitor_list(sim) -> list:
+    """The simulator's monitors as a list (TVB allows a single monitor object too)."""
+    return list(sim.monitors) if isinstance(sim.monitors, (list, tuple)) else [sim.monitors]
+
+
+def find_bold(sim) -> int:
+    """Index of the simulator's first ``Bold`` monitor, or a ``ParameterError`` naming the monitors it has."""
+    mons = monitor_list(sim)
+    for i, m in enumerate(mons):
+        if isinstance(m, tvb_monitors.Bold):
+            return i
+    names = ", ".join(type(m).__name__ for m in mons) or "none"
+    raise ParameterError(f"the Simulator has no Bold monitor (monitors: {names}); fit and validate compare BOLD "
+                         "FC: add e.g. monitors.Bold(period=720.0).")
 
 
 def _array_params(obj, exclude=()) -> Tuple[str, ...]:
@@ -157,8 +177,8 @@ def _resolve(sim, name: str):
         raise ParameterError(f"parameter names are strings, got {name!r}.")
     model_names = model_parameter_names(sim.model)
     model_cls = type(sim.model).__name__
-    if name == NOISE_PARAM:
-        if not _is_stochastic(sim):
+    if name == NOISE_NSIG:
+        if not is_stochastic(sim):
             raise ParameterError(f"'noise.nsig' given, but the integrator {type(sim.integrator).__name__} is "
                                  "deterministic and has no noise; use a stochastic integrator "
                                  "(e.g. HeunStochastic with noise.Additive) or drop 'noise.nsig'.")
@@ -176,8 +196,8 @@ def _resolve(sim, name: str):
     if name in model_names:
         return "region", sim.model, name
     known = list(model_names) + [COUPLING_PREFIX + k for k in _array_params(sim.coupling, ("gid",))]
-    if _is_stochastic(sim):
-        known.append(NOISE_PARAM)
+    if is_stochastic(sim):
+        known.append(NOISE_NSIG)
     if "." in name:
         reason = f"unknown parameter {name!r}"
     else:
@@ -201,10 +221,10 @@ def apply_params(sim: Simulator, params: Mapping[str, np.ndarray], *, configure:
     delays, history (from ``sim.initial_conditions`` or TVB's random draw) and monitors start afresh,
     exactly as for a newly built simulator; the noise stream is left where it is.
     """
-    _check_simulator(sim)
+    check_simulator(sim)
     if not isinstance(params, Mapping):
         raise ParameterError(f"params must be a dict of name -> array, got {type(params).__name__}.")
-    n = _n_regions(sim)
+    n = n_regions(sim)
     plan = []
     for name, value in params.items():
         kind, owner, attr = _resolve(sim, name)
@@ -230,12 +250,12 @@ def apply_params(sim: Simulator, params: Mapping[str, np.ndarray], *, configure:
 def read_params(sim: Simulator, names=None) -> Dict[str, np.ndarray]:
     """The current values of named parameters (all model and coupling parameters, and nsig if
     stochastic, by default), flattened to 1-D (nsig to (nvar, N) when it is per variable and region)."""
-    _check_simulator(sim)
+    check_simulator(sim)
     if names is None:
         names = list(model_parameter_names(sim.model))
         names += [COUPLING_PREFIX + k for k in _array_params(sim.coupling, ("gid",))]
-        if _is_stochastic(sim):
-            names.append(NOISE_PARAM)
+        if is_stochastic(sim):
+            names.append(NOISE_NSIG)
     out = {}
     for name in names:
         kind, owner, attr = _resolve(sim, name)
@@ -265,7 +285,7 @@ def _copy_traits(obj, exclude=(), **overrides):
 
 def _clone_integrator(sim, noise_seed: Optional[int]):
     integ = sim.integrator
-    if not _is_stochastic(sim):
+    if not is_stochastic(sim):
         return _copy_traits(integ, exclude=("gid",))
     noise = integ.noise
     seed = int(noise.noise_seed) if noise_seed is None else int(noise_seed)
@@ -278,42 +298,13 @@ def _clone_integrator(sim, noise_seed: Optional[int]):
 
 def _check_initial_conditions(sim, ic) -> np.ndarray:
     ic = _as_float_array("initial_conditions", ic)
-    n = _n_regions(sim)
+    n = n_regions(sim)
     nvar = len(sim.model.state_variables)
     modes = sim.model.number_of_modes
     if ic.ndim != 4 or ic.shape[1:] != (nvar, n, modes) or ic.shape[0] < 1:
         raise ParameterError(f"initial_conditions has shape {ic.shape}; expected TVB's history shape "
                              f"(time, {nvar}, {n}, {modes}) = (time, state variables, regions, modes).")
     return ic
-
-
-def _clone(sim: Simulator, noise_seed=None, initial_conditions=None, monitor_indices=None, monitors=None) -> Simulator:
-    _check_simulator(sim)
-    if sim.stimulus is not None:
-        raise UnsupportedTVBObject(f"stimulus {type(sim.stimulus).__name__} is not supported by clone_simulator; "
-                                   "set Simulator.stimulus to None.")
-    if initial_conditions is None:
-        initial_conditions = sim.initial_conditions
-    ic = None if initial_conditions is None else _check_initial_conditions(sim, initial_conditions)
-    mons = sim.monitors if isinstance(sim.monitors, (list, tuple)) else [sim.monitors]
-    if monitor_indices is not None:
-        mons = [mons[i] for i in monitor_indices]
-    if monitors is not None:
-        mons = list(monitors)
-    conn = _copy_traits(sim.connectivity, exclude=_CONN_COMPUTED)
-    kwargs = dict(
-        connectivity=conn,
-        model=_copy_traits(sim.model, exclude=("gid",)),
-        coupling=_copy_traits(sim.coupling, exclude=("gid",)),
-        integrator=_clone_integrator(sim, noise_seed),
-        monitors=tuple(_copy_traits(m, exclude=("gid",)) for m in mons),
-        simulation_length=float(sim.simulation_length),
-    )
-    if sim.conduction_speed is not None:
-        kwargs["conduction_speed"] = float(sim.conduction_speed)
-    if ic is not None:
-        kwargs["initial_conditions"] = ic
-    return type(sim)(**kwargs).configure()
 
 
 def clone_simulator(sim: Simulator, *, noise_seed: Optional[int] = None,
@@ -337,8 +328,32 @@ def clone_simulator(sim: Simulator, *, noise_seed: Optional[int] = None,
     ``monitor_indices`` keeps only those of ``sim.monitors`` (all by default); ``monitors`` (TVB monitor
     objects, copied) replaces them instead.
     """
-    return _clone(sim, noise_seed=noise_seed, initial_conditions=initial_conditions,
-                  monitor_indices=monitor_indices, monitors=monitors)
+    check_simulator(sim)
+    if sim.stimulus is not None:
+        raise UnsupportedTVBObject(f"stimulus {type(sim.stimulus).__name__} is not supported by clone_simulator; "
+                                   "set Simulator.stimulus to None.")
+    if initial_conditions is None:
+        initial_conditions = sim.initial_conditions
+    ic = None if initial_conditions is None else _check_initial_conditions(sim, initial_conditions)
+    mons = monitor_list(sim)
+    if monitor_indices is not None:
+        mons = [mons[i] for i in monitor_indices]
+    if monitors is not None:
+        mons = list(monitors)
+    conn = _copy_traits(sim.connectivity, exclude=_CONN_COMPUTED)
+    kwargs = dict(
+        connectivity=conn,
+        model=_copy_traits(sim.model, exclude=("gid",)),
+        coupling=_copy_traits(sim.coupling, exclude=("gid",)),
+        integrator=_clone_integrator(sim, noise_seed),
+        monitors=tuple(_copy_traits(m, exclude=("gid",)) for m in mons),
+        simulation_length=float(sim.simulation_length),
+    )
+    if sim.conduction_speed is not None:
+        kwargs["conduction_speed"] = float(sim.conduction_speed)
+    if ic is not None:
+        kwargs["initial_conditions"] = ic
+    return type(sim)(**kwargs).configure()
 
 
 # ---------------------------------------------------------------------------------------------- low state
@@ -362,13 +377,13 @@ def low_state_initial_conditions(sim: Simulator, value=0.05) -> np.ndarray:
     nodes of the bistable Wong-Wang models stuck in the high state; fitting starts from a low state.
     Use it as ``Simulator(..., initial_conditions=ic)`` or ``clone_simulator(sim, initial_conditions=ic)``.
     """
-    _check_simulator(sim)
+    check_simulator(sim)
     nvar = len(sim.model.state_variables)
     values = _as_float_array("value", value)
     if values.shape not in ((1,), (nvar,)):
         raise ParameterError(f"value has shape {values.shape}; expected a number or {nvar} numbers "
                              f"(one per state variable of {type(sim.model).__name__}).")
-    shape = (_horizon(sim), nvar, _n_regions(sim), int(sim.model.number_of_modes))
+    shape = (_horizon(sim), nvar, n_regions(sim), int(sim.model.number_of_modes))
     ic = np.empty(shape, dtype=np.float64)
     ic[...] = values.reshape(1, -1, 1, 1)
     return ic

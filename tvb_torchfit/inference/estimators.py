@@ -1,0 +1,168 @@
+"""How the FC of a parameter set is estimated at each optimiser step: ``TwinEstimator`` (``method="twin"``) and
+``LinearEstimator`` (``method="linear"``). Both give a ``Prediction`` for the objective, ``accept`` a step
+once the optimiser has taken it, and hand their state to checkpoints.
+
+``TwinEstimator``: the stochastic torch twin (``batch`` noise realisations) integrates ``window_trs`` TRs per
+step, observed through TVB's Bold monitor or the Balloon-Windkessel model (``observation``); the window's BOLD
+is appended to the detached BOLD of earlier windows and FC is taken over the last ``fc_window_trs`` TRs of each
+realisation, then averaged over realisations. The gradient flows through the window only (truncated
+back-propagation): state, delay history and Bold buffers are carried over, detached. A warm-up without
+gradients (``warmup_ms``, default the Bold monitor's 20 s transient plus one FC window) comes first; its BOLD
+after the transient fills the first FC window.
+
+``LinearEstimator``: the analytic BOLD FC of the network linearised around its low fixed point
+(``analyzers.linear.linear_bold_fc`` on the ``SimulatorSpec`` and the step's values: no noise, no twin, exact
+gradients). A step past the bifurcation (no stable low state reached) is taken back: the last accepted
+parameters and optimiser state are restored, the learning rate halved, and the step retried.
+"""
+import copy
+import math
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from ..analyzers.bifurcation import from_twin
+from ..analyzers.fic import fic_J_i
+from ..analyzers.linear import FixedPointError, linear_bold_fc
+from ..simulator.adapter import SimulatorSpec
+from ..simulator.registry import COUPLING_PREFIX
+from . import losses
+from .objective import Prediction
+from .problem import BOLD_TRANSIENT_MS, spec_params
+
+MAX_RETREATS = 20
+
+
+def set_params(twin, values: Dict[str, torch.Tensor]) -> None:
+    """Set every value (TVB names, public layout) on the twin."""
+    for name, value in values.items():
+        twin.set_param(name, value)
+
+
+def cut_level_gradient(window: torch.Tensor) -> torch.Tensor:
+    """The window's BOLD (batch, time, nodes) with the same values but no gradient through its mean level.
+
+        x' = x - mean_t(x) + stop_gradient(mean_t(x))
+
+    The FC window joins this window to the detached BOLD of earlier ones; a parameter change shifts the
+    new window's mean BOLD level (e.g. mean S_e), and that step against the past would act on FC like a
+    fluctuation common to all nodes: a gradient that is an artefact of truncation (over a long stationary
+    run the level does not enter FC at all). Only the fluctuations within the window keep their gradient.
+    """
+    level = window.mean(dim=1, keepdim=True)
+    return window - level + level.detach()
+
+
+class TwinEstimator:
+    """FC of ``batch`` stochastic twin realisations over a sliding window of TRs (truncated BPTT)."""
+
+    def __init__(self, twin, observation, cfg, tr_steps: int):
+        self.twin, self.obs, self.cfg, self.tr_steps = twin, observation, cfg, tr_steps
+        self.buffer: Optional[torch.Tensor] = None          # detached BOLD of the FC window so far
+
+    def model_values(self, pset) -> Dict[str, torch.Tensor]:
+        """The fitted values, plus J_i by feedback inhibition control when ``fic_rate`` is set."""
+        values = pset.values()
+        if self.cfg.fic_rate is not None:    # (the twin's J_i of the last step, graph freed, must not enter)
+            values["J_i"] = fic_J_i(self.twin, dict(values, J_i=self.twin.params["J_i"].detach()),
+                                    target_rate=self.cfg.fic_rate)
+        return values
+
+    def warm_up(self, pset) -> None:
+        cfg, tr_ms = self.cfg, self.tr_steps * self.twin.dt
+        warmup = cfg.warmup_ms if cfg.warmup_ms is not None else BOLD_TRANSIENT_MS + cfg.fc_window_trs * tr_ms
+        with torch.no_grad():
+            set_params(self.twin, self.model_values(pset))
+            bold = self.obs.run(self.twin, int(math.ceil(warmup / self.twin.dt / self.tr_steps)) * self.tr_steps)
+        self.twin.detach_()
+        self.obs.detach_()
+        warm = bold[:, int(math.ceil(BOLD_TRANSIENT_MS / tr_ms)):]
+        self.buffer = warm[:, -cfg.fc_window_trs:] if warm.shape[1] else None
+
+    def predict(self, values: Dict[str, torch.Tensor]) -> Prediction:
+        set_params(self.twin, values)
+        seq = cut_level_gradient(self.obs.run(self.twin, self.cfg.window_trs * self.tr_steps))
+        if self.buffer is not None:
+            seq = torch.cat((self.buffer, seq), dim=1)
+        seq = seq[:, -self.cfg.fc_window_trs:]
+        return Prediction(fc=losses.fc(seq).mean(dim=0), bold=seq, bifurcation_inputs=lambda: from_twin(self.twin))
+
+    def accept(self, pred: Prediction) -> None:
+        self.twin.detach_()
+        self.obs.detach_()
+        self.buffer = pred.bold.detach()
+
+    def fic_J_i(self, values: Dict[str, torch.Tensor]) -> torch.Tensor:
+        return fic_J_i(self.twin, values, target_rate=self.cfg.fic_rate)
+
+    def state_dict(self) -> Dict:
+        return {"twin": self.twin.state_dict(), "observation": self.obs.state_dict(), "buffer": self.buffer}
+
+    def load_state_dict(self, state: Dict) -> None:
+        self.twin.load_state_dict(state["twin"])
+        self.obs.load_state_dict(state["observation"])
+        self.buffer = state["buffer"]
+
+
+def bifurcation_inputs(spec: SimulatorSpec, values: Dict[str, torch.Tensor]) -> Dict:
+    """``bifurcation_penalty``'s keyword arguments for a spec at ``values`` (what ``from_twin`` gives for a twin
+    holding them): model port, model parameters (N or 1, 1), weights, coupling a and b, mean-field input."""
+    params = dict(spec_params(spec), **values)
+    internal = lambda v: v.to(torch.float64).reshape(-1, 1)           # noqa: E731
+    return {"model_port": spec.model,
+            "params": {k: internal(v) for k, v in params.items() if k in spec.model.parameter_names},
+            "coupling_input": "mean-field", "weights": torch.as_tensor(np.asarray(spec.weights), dtype=torch.float64),
+            "coupling_a": internal(params[COUPLING_PREFIX + "a"]),
+            "coupling_b": internal(params[COUPLING_PREFIX + "b"])}
+
+
+class LinearEstimator:
+    """Analytic BOLD FC of the network linearised around its low fixed point, with the retreat past it."""
+
+    def __init__(self, spec: SimulatorSpec, cfg, pset, optimizer):
+        self.spec, self.cfg, self.pset, self.optimizer = spec, cfg, pset, optimizer
+        self.last = None                 # (pset, optimizer) state dicts at the last accepted step
+        self.fixed_point: Optional[torch.Tensor] = None      # warm start of the next step's fixed point
+        self.retreats = 0
+
+    def model_values(self, pset) -> Dict[str, torch.Tensor]:
+        values = pset.values()
+        if self.cfg.fic_rate is not None:
+            values["J_i"] = self.fic_J_i(values)
+        return values
+
+    def warm_up(self, pset) -> None:
+        pass
+
+    def predict(self, values: Dict[str, torch.Tensor]) -> Optional[Prediction]:
+        """The FC at ``values``, or None after taking the step back (no stable low state there)."""
+        try:
+            fc, info = linear_bold_fc(self.spec, values, initial=self.fixed_point)
+        except FixedPointError as err:
+            self.retreats += 1
+            if self.last is None or self.retreats > MAX_RETREATS:
+                raise FixedPointError(f"method='linear': {err} (at {self.pset.numpy()}); start from values where "
+                                      "the low state is stable, or narrow the bounds.") from err
+            self.pset.load_state_dict(copy.deepcopy(self.last[0]))
+            self.optimizer.load_state_dict(copy.deepcopy(self.last[1]))
+            for group in self.optimizer.param_groups:
+                group["lr"] *= 0.5
+            self.fixed_point = None                          # next try relaxes from the low start again
+            return None
+        self.last = (copy.deepcopy(self.pset.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
+        self.fixed_point = info.fixed_point.detach()
+        return Prediction(fc=fc, lambda_max=info.lambda_max,
+                          bifurcation_inputs=lambda: bifurcation_inputs(self.spec, values))
+
+    def accept(self, pred: Prediction) -> None:
+        pass
+
+    def fic_J_i(self, values: Dict[str, torch.Tensor]) -> torch.Tensor:
+        return fic_J_i(self.spec, values, target_rate=self.cfg.fic_rate)
+
+    def state_dict(self) -> Dict:
+        return {"last": self.last, "fixed_point": self.fixed_point, "retreats": self.retreats}
+
+    def load_state_dict(self, state: Dict) -> None:
+        self.last, self.fixed_point, self.retreats = state["last"], state["fixed_point"], int(state["retreats"])

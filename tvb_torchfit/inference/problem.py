@@ -1,0 +1,94 @@
+"""What is fitted to what: a configured TVB simulator, a target FC (and BOLD) and the parameters, checked and
+turned into the pieces a fit is made of (the simulator spec it simulates, the target tensors, the TR).
+
+For ``method="twin"`` the spec is that of a clone of the user's simulator with the fit's start (all state
+variables at ``low_value``, ``initial_state="low"``) and the observation's monitors (``clone_simulator``: TVB
+itself configures the history, its float32 buffer and the fresh monitors). For ``method="linear"`` the spec is
+the user's simulator as configured: the analytic FC needs only its parameters, weights and Bold kernel.
+"""
+import math
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from .. import stats
+from ..errors import ParameterError
+from ..roundtrip.writeback import clone_simulator, find_bold, low_state_initial_conditions, monitor_list
+from ..simulator.adapter import SimulatorSpec, read_simulator
+from ..simulator.registry import COUPLING_PREFIX, NOISE_NSIG
+from .config import FitConfig
+
+BOLD_TRANSIENT_MS = 20000.0             # TVB's Bold monitor: its 20 s buffer starts at zero
+
+
+@dataclass
+class FitProblem:
+    """The checked inputs of a fit."""
+    cfg: FitConfig
+    sim: object                          # the user's TVB Simulator (never changed)
+    target: torch.Tensor                 # (N, N) float64
+    target_fcd: Optional[torch.Tensor]   # FCD values of target_bold, when the FCD term is on
+    bold_index: int                      # the Bold monitor among sim.monitors
+    tr_steps: int                        # integration steps per TR
+    n_nodes: int
+
+    @property
+    def tr_ms(self) -> float:
+        return self.tr_steps * float(self.sim.integrator.dt)
+
+
+def define(sim, target_fc, target_bold, cfg: FitConfig) -> FitProblem:
+    """Check the simulator (supported, configured, with a Bold monitor whose period is a multiple of dt) and
+    the targets; ``ParameterError`` / ``UnsupportedTVBObject`` say what is wrong."""
+    read_simulator(sim)                                   # clear errors for unsupported / unconfigured
+    bold_index = find_bold(sim)
+    tr_steps = bold_period_steps(sim, bold_index)
+    n = sim.connectivity.number_of_regions
+    target = stats.check_target_fc(target_fc, n)
+    fcd = target_fcd(target_bold, cfg, n) if cfg.fcd_weight else None
+    return FitProblem(cfg=cfg, sim=sim, target=target, target_fcd=fcd, bold_index=bold_index, tr_steps=tr_steps,
+                      n_nodes=n)
+
+
+def bold_period_steps(sim, bold_index: int) -> int:
+    period, dt = float(monitor_list(sim)[bold_index].period), float(sim.integrator.dt)
+    steps = period / dt
+    if abs(steps - round(steps)) > 1e-9 * max(1.0, steps):
+        raise ParameterError(f"the Bold monitor's period (TR) {period} ms is not a multiple of the integration "
+                             f"step dt = {dt} ms; choose dt dividing the TR (e.g. {period / math.ceil(steps):g} ms).")
+    return int(round(steps))
+
+
+def target_fcd(target_bold, cfg: FitConfig, n: int) -> torch.Tensor:
+    """FCD values of the empirical BOLD (time, nodes) for the FCD term, with clear errors."""
+    if target_bold is None:
+        raise ParameterError(f"fcd_weight={cfg.fcd_weight} needs target_bold= (the empirical BOLD, shaped (time, "
+                             "nodes), sampled at the TR) to compare FCD distributions.")
+    bold = np.asarray(target_bold, dtype=np.float64)
+    if bold.ndim != 2 or bold.shape[1] != n:
+        raise ParameterError(f"target_bold has shape {bold.shape}; expected (time, {n}) (time by nodes, at the TR).")
+    if not np.isfinite(bold).all():
+        raise ParameterError(f"target_bold has {int((~np.isfinite(bold)).sum())} non-finite values; expected finite.")
+    if bold.shape[0] < cfg.fcd_window_trs + cfg.fcd_step_trs:
+        raise ParameterError(f"target_bold has {bold.shape[0]} TRs: too short for two FCD windows of "
+                             f"{cfg.fcd_window_trs} TRs {cfg.fcd_step_trs} apart.")
+    return stats.fcd_values(torch.as_tensor(bold), cfg.fcd_window_trs, cfg.fcd_step_trs)
+
+
+def twin_spec(problem: FitProblem, monitors) -> SimulatorSpec:
+    """The spec the twin starts from: the user's simulator with the fit's start and ``monitors``."""
+    cfg, sim = problem.cfg, problem.sim
+    ic = low_state_initial_conditions(sim, cfg.low_value) if cfg.initial_state == "low" else None
+    return read_simulator(clone_simulator(sim, initial_conditions=ic, monitors=monitors))
+
+
+def spec_params(spec: SimulatorSpec) -> Dict[str, torch.Tensor]:
+    """The parameters of a spec in the twin's public layout and names (``TorchSimulator.params``), float64."""
+    t = lambda a: torch.as_tensor(a, dtype=torch.float64)   # noqa: E731
+    params = {name: t(v) for name, v in spec.model_params.items()}
+    params.update({COUPLING_PREFIX + k: t(v) for k, v in spec.coupling_params.items()})
+    if spec.stochastic:
+        params[NOISE_NSIG] = t(spec.nsig)
+    return params

@@ -1,0 +1,90 @@
+"""What a fit returns: ``FitResult`` (fitted values in TVB's names and shapes, history, settings, provenance),
+how the reported values are chosen from the iterates, and where they came from.
+
+Reported values: ``method="twin"`` (a stochastic loss) the mean of the iterates over the last ``average_last``
+fraction of steps (Polyak averaging, which removes most of the step-to-step noise); ``method="linear"`` (a
+deterministic loss) the iterate with the lowest loss. With ``fic_rate`` the J_i that feedback inhibition control
+gives at the reported values is added, for write-back.
+"""
+import datetime
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from ..roundtrip.writeback import apply_params
+from ..version import __version__
+from .checkpoint import atomic_write
+
+
+@dataclass
+class FitResult:
+    """Fitted values in TVB's names and shapes, the fit's history, and what produced it."""
+    params: Dict[str, np.ndarray]
+    history: Dict[str, object]
+    config: Dict[str, object]
+    provenance: Dict[str, object] = field(default_factory=dict)
+    start: Dict[str, np.ndarray] = field(default_factory=dict)
+    last_iterate: Dict[str, np.ndarray] = field(default_factory=dict)
+    fc: Optional[np.ndarray] = None             # torch-simulated FC of the last window (mean over realisations)
+
+    def apply(self, sim, *, configure: bool = True):
+        """Set the fitted values on a TVB Simulator (TVB's shapes, numpy arrays) and configure it."""
+        return apply_params(sim, self.params, configure=configure)
+
+    def save(self, path: Union[str, os.PathLike]) -> str:
+        """Write ``path/fit.json`` (parameters, config, provenance) and ``path/history.npz``."""
+        os.makedirs(path, exist_ok=True)
+        doc = {"params": {k: v.tolist() for k, v in self.params.items()},
+               "start": {k: v.tolist() for k, v in self.start.items()},
+               "last_iterate": {k: v.tolist() for k, v in self.last_iterate.items()},
+               "config": self.config, "provenance": self.provenance,
+               "final_loss": self.history["loss"][-1] if self.history.get("loss") else None}
+        atomic_write(os.path.join(path, "fit.json"), lambda f: f.write(json.dumps(doc, indent=2).encode()))
+        arrays = {"loss": np.asarray(self.history["loss"]), "fc_corr": np.asarray(self.history["fc_corr"])}
+        arrays.update({f"param:{k}": np.asarray(v) for k, v in self.history["params"].items()})
+        if self.fc is not None:
+            arrays["fc"] = self.fc
+        atomic_write(os.path.join(path, "history.npz"), lambda f: np.savez(f, **arrays))
+        return str(path)
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike]) -> "FitResult":
+        with open(os.path.join(path, "fit.json")) as f:
+            doc = json.load(f)
+        npz = np.load(os.path.join(path, "history.npz"))
+        history = {"loss": npz["loss"].tolist(), "fc_corr": npz["fc_corr"].tolist(),
+                   "params": {k.split(":", 1)[1]: npz[k] for k in npz.files if k.startswith("param:")}}
+        arr = lambda d: {k: np.asarray(v, dtype=np.float64) for k, v in d.items()}
+        return cls(params=arr(doc["params"]), history=history, config=doc["config"],
+                   provenance=doc["provenance"], start=arr(doc["start"]), last_iterate=arr(doc["last_iterate"]),
+                   fc=npz["fc"] if "fc" in npz.files else None)
+
+
+def select_values(history: Dict, cfg, fic_J_i=None) -> Tuple[Dict[str, np.ndarray], object]:
+    """(reported values, which step they are: an index or a description); ``fic_J_i(values)`` for FIC."""
+    n_done = len(history["loss"])
+    k = max(1, int(round(cfg.average_last * n_done)))
+    fitted = {name: np.mean(np.stack(traj[-k:]), axis=0) for name, traj in history["params"].items()}
+    selected = f"mean of the last {k} iterates"
+    if cfg.method == "linear" and n_done:                  # deterministic loss: the best iterate
+        best = int(np.argmin(history["loss"]))
+        fitted = {name: np.asarray(traj[best]) for name, traj in history["params"].items()}
+        selected = best
+    if cfg.fic_rate is not None:                          # J_i that FIC gives at the fitted values, for write-back
+        with torch.no_grad():
+            fitted_t = {name: torch.as_tensor(v, dtype=torch.float64) for name, v in fitted.items()}
+            fitted["J_i"] = fic_J_i(fitted_t).cpu().numpy()
+    return fitted, selected
+
+
+def provenance(sim, problem, n_done: int, selected) -> Dict[str, object]:
+    return {"tvb_torchfit": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "tvb_simulator": f"{type(sim.model).__name__}, {type(sim.integrator).__name__} dt="
+                             f"{float(sim.integrator.dt)} ms, {problem.n_nodes} regions, Bold TR={problem.tr_ms} ms",
+            "steps_done": n_done, "selected_step": selected}
