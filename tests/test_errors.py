@@ -14,7 +14,7 @@ from tvb.datatypes.connectivity import Connectivity
 from tvb.simulator import coupling, integrators, models, monitors, noise, simulator
 
 import tvb_torchfit
-from tvb_torchfit import NotConfiguredError, ParameterError, TVBTorchFitError, UnsupportedTVBObject
+from tvb_torchfit import NotConfiguredError, TVBTorchFitError, UnsupportedTVBObject
 
 N_NODES = 4          # paupau
 SUPPORTED_MODELS = ("ReducedWongWang", "ReducedWongWangExcInh")

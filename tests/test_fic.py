@@ -13,7 +13,6 @@ import pytest
 import torch
 
 warnings.filterwarnings("ignore", module="tvb")
-from tvb.simulator import models  # noqa: E402
 
 from tests.test_linear import small_sim, tvb_network_dfun  # noqa: E402
 from tvb_torchfit.analyzers import linear  # noqa: E402

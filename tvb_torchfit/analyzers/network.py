@@ -194,7 +194,7 @@ class NetworkSystem:
 
     def linearize(self, x: Tensor, create_graph: bool = False) -> Tuple[Tensor, Tensor]:
         """(F(x), A(x)), A the (nvar*N, nvar*N) Jacobian, variable-major (see the module docstring)."""
-        nvar, n = x.shape[0], x.shape[1]
+        nvar = x.shape[0]
         inp, p = self.problem.inp, self.problem.params
         with torch.enable_grad():
             xv = x * 1.0 if x.requires_grad else x.detach().requires_grad_(True)

@@ -9,24 +9,15 @@ history's numpy arrays as float64 tensors), so loading a checkpoint cannot run c
 import copy
 import json
 import os
-from typing import Callable, Dict
+from typing import Dict
 
 import numpy as np
 import torch
 
 from ..errors import ParameterError
+from ..files import atomic_write
 
 FORMAT = 2                       # 1: tvb_torchfit <= the subpackage layout (pickled numpy, torch RNG)
-
-
-def atomic_write(path: str, write: Callable) -> None:
-    """Write ``path`` through ``write(file)`` into a temporary file, fsync it and rename it into place."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def payload(config_doc: Dict, pset, optimizer, scheduler, estimator, history: Dict, loop_state) -> Dict:

@@ -19,17 +19,15 @@ import copy
 import math
 from typing import Dict, Optional
 
-import numpy as np
 import torch
 
-from ..analyzers.bifurcation import from_twin
+from ..analyzers.bifurcation import from_spec, from_twin
 from ..analyzers.fic import fic_J_i
 from ..analyzers.linear import FixedPointError, linear_bold_fc
 from ..simulator.adapter import SimulatorSpec
-from ..simulator.registry import COUPLING_PREFIX
 from . import losses
 from .objective import Prediction
-from .problem import BOLD_TRANSIENT_MS, spec_params
+from .problem import BOLD_TRANSIENT_MS
 
 MAX_RETREATS = 20
 
@@ -105,18 +103,6 @@ class TwinEstimator:
         self.buffer = state["buffer"]
 
 
-def bifurcation_inputs(spec: SimulatorSpec, values: Dict[str, torch.Tensor]) -> Dict:
-    """``bifurcation_penalty``'s keyword arguments for a spec at ``values`` (what ``from_twin`` gives for a twin
-    holding them): model port, model parameters (N or 1, 1), weights, coupling a and b, mean-field input."""
-    params = dict(spec_params(spec), **values)
-    internal = lambda v: v.to(torch.float64).reshape(-1, 1)           # noqa: E731
-    return {"model_port": spec.model,
-            "params": {k: internal(v) for k, v in params.items() if k in spec.model.parameter_names},
-            "coupling_input": "mean-field", "weights": torch.as_tensor(np.asarray(spec.weights), dtype=torch.float64),
-            "coupling_a": internal(params[COUPLING_PREFIX + "a"]),
-            "coupling_b": internal(params[COUPLING_PREFIX + "b"])}
-
-
 class LinearEstimator:
     """Analytic BOLD FC of the network linearised around its low fixed point, with the retreat past it."""
 
@@ -153,7 +139,7 @@ class LinearEstimator:
         self.last = (copy.deepcopy(self.pset.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
         self.fixed_point = info.fixed_point.detach()
         return Prediction(fc=fc, lambda_max=info.lambda_max,
-                          bifurcation_inputs=lambda: bifurcation_inputs(self.spec, values))
+                          bifurcation_inputs=lambda: from_spec(self.spec, values))
 
     def accept(self, pred: Prediction) -> None:
         pass

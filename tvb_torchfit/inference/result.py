@@ -18,7 +18,7 @@ import torch
 
 from ..roundtrip.writeback import apply_params
 from ..version import __version__
-from .checkpoint import atomic_write
+from ..files import atomic_write
 
 
 @dataclass

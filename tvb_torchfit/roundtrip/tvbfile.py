@@ -19,7 +19,7 @@ import os
 from typing import Dict, Union
 
 import numpy as np
-from tvb.basic.neotraits.api import Final, HasTraits, NArray
+from tvb.basic.neotraits.api import Final, HasTraits
 from tvb.simulator.simulator import Simulator
 
 from ..errors import ParameterError, UnsupportedTVBObject
