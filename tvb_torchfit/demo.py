@@ -14,12 +14,11 @@
 The regime (see ``demos/regime_sweep.py`` and README): weights / max, speed 3 mm/ms, Linear a = 1 so
 that the model's G is the global coupling, dt 1 ms, TR 720 ms, from the low state (all S = 0.05).
 """
-import argparse
 import json
 import os
 import time
 import warnings
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 
@@ -123,16 +122,3 @@ def _table(result) -> List[Dict]:
                      "rel_error": abs(fitted - true) / abs(true)})
     return rows
 
-
-def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="tvb-torchfit demo", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="out/demo", help="output folder (figure, fit.json, summary.json)")
-    ap.add_argument("--quick", action="store_true", help="a short smoke run (not a meaningful fit)")
-    ap.add_argument("--no-compile", action="store_true", help="eager PyTorch (no torch.compile)")
-    ap.add_argument("--processes", type=int, default=2,
-                    help="TVB runs at once (forked processes): the target with the ceiling run, the validation "
-                         "seeds with each other (default 2; 1: one after the other)")
-    args = ap.parse_args(argv)
-    run(args.out, quick=args.quick, compile=not args.no_compile, processes=args.processes)
-    return 0
