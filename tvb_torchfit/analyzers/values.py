@@ -8,12 +8,11 @@ params) and converts each with ``registry.to_internal`` (the one converter) to (
 """
 from typing import Dict, Mapping, Optional, Tuple
 
-import numpy as np
 import torch
 
 from ..errors import ParameterError
 from ..simulator.adapter import SimulatorSpec
-from ..simulator.registry import COUPLING_PREFIX, NOISE_NSIG, canonical_name, to_internal
+from ..simulator.registry import COUPLING_PREFIX, NOISE_NSIG, as_tensor, canonical_name, to_internal
 
 DTYPE = torch.float64
 Tensor = torch.Tensor
@@ -22,11 +21,9 @@ __all__ = ["DTYPE", "as_float64", "internal", "simulator_values", "coupling_valu
 
 
 def as_float64(name: str, value, device=None) -> Tensor:
-    """A number, array or tensor as a float64 tensor (a tensor keeps its graph); complex values are refused."""
-    if value.is_complex() if torch.is_tensor(value) else np.iscomplexobj(value):
-        raise ParameterError(f"parameter {name!r} must be real, got a complex value.")
-    t = value if torch.is_tensor(value) else torch.as_tensor(np.array(value, dtype=np.float64))
-    return t.to(device=device, dtype=DTYPE)
+    """A number, array or tensor as a float64 tensor (``registry.as_tensor``: a tensor keeps its graph; complex
+    or non-numeric values are refused)."""
+    return as_tensor(name, value, dtype=DTYPE, device=device)
 
 
 def internal(name: str, value, *, n_nodes: int, batch: int = 1, nvar: int = 1, device=None) -> Tensor:

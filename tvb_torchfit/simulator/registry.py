@@ -18,8 +18,9 @@ modes: ``(N or 1, B or 1)`` and, for nsig, ``(nvar or 1, N or 1, B or 1)``. ``to
 converter between the two.
 """
 from dataclasses import dataclass
-from typing import Iterable, Tuple
+from typing import Iterable, Optional, Tuple, Union
 
+import numpy as np
 import torch
 
 from ..errors import ParameterError
@@ -75,6 +76,19 @@ def resolve(name: str, known: Iterable[str], owner: str = "this simulator") -> s
     if full not in known:
         raise ParameterError(f"{name!r} is not a parameter of {owner}; known: {', '.join(known)}.")
     return full
+
+
+def as_tensor(name: str, value, *, dtype: torch.dtype,
+              device: Optional[Union[str, torch.device]] = None) -> torch.Tensor:
+    """A parameter value (number, array or tensor) as a real tensor of ``dtype`` (a tensor keeps its graph and,
+    with ``device`` None, its device); a complex or non-numeric value raises a ``ParameterError`` naming it."""
+    if value.is_complex() if torch.is_tensor(value) else np.iscomplexobj(value):
+        raise ParameterError(f"parameter {name!r} must be real, got a complex value.")
+    try:
+        return torch.as_tensor(value, dtype=dtype, device=device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ParameterError(f"parameter {name!r} must be a number, array or tensor of numbers; "
+                             f"got {type(value).__name__} ({err}).") from None
 
 
 def _shapes_hint(name: str, n: int, batch: int, nvar: int) -> Tuple[Tuple[int, ...], str, str]:

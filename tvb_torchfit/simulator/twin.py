@@ -39,7 +39,7 @@ from .integrators import SCHEMES
 from .monitors import Recording, build_monitor, chunk_steps
 from .noise import TorchStream, TVBStream, diffusion_scale
 from .paths import BlockParams, build_paths
-from .registry import COUPLING_PREFIX, NOISE_NSIG, coupling_parameter_names, resolve, to_internal
+from .registry import COUPLING_PREFIX, NOISE_NSIG, as_tensor, coupling_parameter_names, resolve, to_internal
 
 TensorLike = Union[torch.Tensor, np.ndarray, float, List[float]]
 Output = List[Tuple[torch.Tensor, torch.Tensor]]
@@ -169,13 +169,7 @@ class TorchSimulator:
         self.params[name] = value
 
     def _as_tensor(self, name: str, value: TensorLike) -> torch.Tensor:
-        if (value.is_complex() if torch.is_tensor(value) else np.iscomplexobj(value)):
-            raise ParameterError(f"parameter {name!r} must be real, got a complex value.")
-        try:
-            return torch.as_tensor(value, dtype=self.dtype, device=self.device)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise ParameterError(f"parameter {name!r} must be a number, array or tensor of numbers; "
-                                 f"got {type(value).__name__} ({err}).") from None
+        return as_tensor(name, value, dtype=self.dtype, device=self.device)
 
     def block_params(self) -> BlockParams:
         """``params`` checked (finite; nsig >= 0) and in the layout the blocks use (``paths.BlockParams``)."""
