@@ -12,7 +12,7 @@ import torch
 
 from ..errors import ParameterError
 from ..simulator.adapter import SimulatorSpec
-from ..simulator.registry import COUPLING_PREFIX, NOISE_NSIG, as_tensor, canonical_name, to_internal
+from ..simulator.registry import NOISE_NSIG, as_tensor, canonical_name, coupling_parameter_names, to_internal
 
 DTYPE = torch.float64
 Tensor = torch.Tensor
@@ -34,12 +34,7 @@ def internal(name: str, value, *, n_nodes: int, batch: int = 1, nvar: int = 1, d
 
 def _spec_and_values(spec_or_twin) -> Tuple[SimulatorSpec, Dict[str, object]]:
     if isinstance(spec_or_twin, SimulatorSpec):
-        spec = spec_or_twin
-        values = dict(spec.model_params)
-        values.update({COUPLING_PREFIX + k: v for k, v in spec.coupling_params.items()})
-        if spec.nsig is not None:
-            values[NOISE_NSIG] = spec.nsig
-        return spec, values
+        return spec_or_twin, spec_or_twin.parameters()
     if hasattr(spec_or_twin, "spec") and hasattr(spec_or_twin, "params"):
         return spec_or_twin.spec, dict(spec_or_twin.params)
     raise TypeError(f"expected a SimulatorSpec (tvb_torchfit.simulator.read_simulator) or a TorchSimulator "
@@ -65,7 +60,7 @@ def simulator_values(spec_or_twin, values: Optional[Mapping[str, object]] = None
     spec, base = _spec_and_values(spec_or_twin)
     given = {canonical_name(k): v for k, v in (values or {}).items()}
     known = set(base) | set(spec.model.parameter_names) | {NOISE_NSIG}
-    known |= {COUPLING_PREFIX + k for k in spec.coupling.parameter_names}
+    known |= set(coupling_parameter_names(spec.coupling))
     unknown = set(given) - known
     if unknown:
         raise ParameterError(f"unknown parameter(s) {sorted(unknown)} for {spec.model.tvb_class.__name__} with "
@@ -80,4 +75,4 @@ def simulator_values(spec_or_twin, values: Optional[Mapping[str, object]] = None
 
 def coupling_values(spec: SimulatorSpec, params: Mapping[str, Tensor]) -> Tuple[Tensor, ...]:
     """The coupling port's parameters from ``params`` (canonical names), in its ``parameter_names`` order."""
-    return tuple(params[COUPLING_PREFIX + name] for name in spec.coupling.parameter_names)
+    return tuple(params[name] for name in coupling_parameter_names(spec.coupling))

@@ -17,7 +17,6 @@ from .. import stats
 from ..errors import ParameterError
 from ..roundtrip.writeback import clone_simulator, find_bold, low_state_initial_conditions, monitor_list
 from ..simulator.adapter import SimulatorSpec, read_simulator
-from ..simulator.registry import COUPLING_PREFIX, NOISE_NSIG
 from .config import FitConfig
 
 BOLD_TRANSIENT_MS = 20000.0             # TVB's Bold monitor: its 20 s buffer starts at zero
@@ -86,9 +85,4 @@ def twin_spec(problem: FitProblem, monitors) -> SimulatorSpec:
 
 def spec_params(spec: SimulatorSpec) -> Dict[str, torch.Tensor]:
     """The parameters of a spec in the twin's public layout and names (``TorchSimulator.params``), float64."""
-    t = lambda a: torch.as_tensor(a, dtype=torch.float64)   # noqa: E731
-    params = {name: t(v) for name, v in spec.model_params.items()}
-    params.update({COUPLING_PREFIX + k: t(v) for k, v in spec.coupling_params.items()})
-    if spec.stochastic:
-        params[NOISE_NSIG] = t(spec.nsig)
-    return params
+    return {name: torch.as_tensor(v, dtype=torch.float64) for name, v in spec.parameters().items()}

@@ -23,6 +23,7 @@ from .coupling import COUPLINGS
 from .integrators import SCHEMES
 from .models import MODELS
 from .monitors import time_ordered_stock
+from .registry import COUPLING_PREFIX, NOISE_NSIG
 
 SUPPORTED_MONITORS = ("Raw", "SubSample", "TemporalAverage", "Bold")
 
@@ -64,13 +65,13 @@ class SimulatorSpec:
     current_step: int
     monitors: List[MonitorSpec] = field(default_factory=list)
 
-    @property
-    def coupling_a(self) -> np.ndarray:
-        return self.coupling_params["a"]
-
-    @property
-    def coupling_b(self) -> np.ndarray:
-        return self.coupling_params["b"]
+    def parameters(self) -> Dict[str, np.ndarray]:
+        """Every parameter by its canonical name (``registry``), in the twin's order: model, coupling, noise."""
+        params = dict(self.model_params)
+        params.update({COUPLING_PREFIX + k: v for k, v in self.coupling_params.items()})
+        if self.stochastic:
+            params[NOISE_NSIG] = self.nsig
+        return params
 
     @property
     def n_nodes(self) -> int:

@@ -39,7 +39,7 @@ from .integrators import SCHEMES
 from .monitors import Recording, build_monitor, chunk_steps
 from .noise import TorchStream, TVBStream, diffusion_scale
 from .paths import BlockParams, build_paths
-from .registry import COUPLING_PREFIX, NOISE_NSIG, as_tensor, coupling_parameter_names, resolve, to_internal
+from .registry import NOISE_NSIG, as_tensor, coupling_parameter_names, resolve, to_internal
 
 TensorLike = Union[torch.Tensor, np.ndarray, float, List[float]]
 Output = List[Tuple[torch.Tensor, torch.Tensor]]
@@ -83,10 +83,7 @@ class TorchSimulator:
         self.coupling = DelayedLinearCoupling(spec.weights, spec.idelays, H, B, hist_dtype, self.device,
                                               block=self.block, numpy_order=exact)
         t = lambda a: torch.as_tensor(a, dtype=dtype, device=self.device)
-        self.params: Dict[str, torch.Tensor] = {name: t(v) for name, v in spec.model_params.items()}
-        self.params.update({COUPLING_PREFIX + k: t(v) for k, v in spec.coupling_params.items()})
-        if self.stochastic:
-            self.params[NOISE_NSIG] = t(spec.nsig)
+        self.params: Dict[str, torch.Tensor] = {name: t(v) for name, v in spec.parameters().items()}
         #: the model and coupling parameters in the order of ``BlockParams.packed``
         self.packed_names = tuple(name for name in self.params if name != NOISE_NSIG)
 
