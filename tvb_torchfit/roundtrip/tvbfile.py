@@ -105,8 +105,7 @@ class _Reader:
         for name, value in doc.get("traits", {}).items():
             if name not in cls.declarative_attrs:
                 raise ParameterError(f"{self.where}: {cls.__name__} has no trait {name!r}.")
-            value = self.value(value)
-            kwargs[name] = tuple(value) if isinstance(value, list) and name == "monitors" else value
+            kwargs[name] = self.value(value)
         return cls(**kwargs)
 
 
