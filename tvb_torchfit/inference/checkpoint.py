@@ -17,13 +17,14 @@ import torch
 from ..errors import ParameterError
 from ..files import atomic_write
 
+TRAJECTORIES = ("params", "coefficients")     # history entries: name -> list of arrays, one per step
 FORMAT = 2                       # 1: tvb_torchfit <= the subpackage layout (pickled numpy, torch RNG)
 
 
 def payload(config_doc: Dict, pset, optimizer, scheduler, estimator, history: Dict, loop_state) -> Dict:
     """Deep copies of the fit state at this step boundary (safe to keep while the fit goes on)."""
-    hist = dict(history, params={k: [torch.from_numpy(np.array(v, dtype=np.float64)) for v in traj]
-                                 for k, traj in history["params"].items()})
+    hist = dict(history, **{key: {k: [torch.from_numpy(np.array(v, dtype=np.float64)) for v in traj]
+                                  for k, traj in history[key].items()} for key in TRAJECTORIES if key in history})
     return copy.deepcopy({"format": FORMAT, "config": config_doc, "params": pset.state_dict(),
                           "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -50,5 +51,6 @@ def restore(path, config_doc: Dict, pset, optimizer, scheduler, estimator, histo
         scheduler.load_state_dict(doc["scheduler"])
     estimator.load_state_dict(doc["estimator"])
     hist = doc["history"]
-    history.update(hist, params={k: [v.numpy() for v in traj] for k, traj in hist["params"].items()})
+    history.update(hist, **{key: {k: [v.numpy() for v in traj] for k, traj in hist[key].items()}
+                            for key in TRAJECTORIES if key in hist})
     vars(loop_state).update(doc["loop"])

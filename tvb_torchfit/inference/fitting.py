@@ -61,7 +61,8 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
     pset, estimator, optimizer = _build(problem, params)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.n_steps) \
         if cfg.schedule == "cosine" else None
-    history = {"loss": [], "fc_corr": [], "params": {k: [] for k in pset.names}}
+    history = {"loss": [], "fc_corr": [], "params": {k: [] for k in pset.names},
+               "coefficients": {k: [] for k in pset.mapped_names}}
     state, start = loop.LoopState(), pset.numpy()
     config_doc = dict(dataclasses.asdict(cfg), params={k: dataclasses.asdict(v) for k, v in pset.specs.items()},
                       tr_ms=problem.tr_ms, dt=float(sim.integrator.dt), n_nodes=problem.n_nodes,
@@ -83,8 +84,9 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
     objective = Objective(cfg, problem.target, pset, problem.target_fcd)
     loop.optimise(lambda: loop.optimiser_step(estimator, objective, pset, optimizer, scheduler), state,
                   cfg.n_steps, callbacks)
-    fitted, selected = select_values(history, cfg, estimator.fic_J_i)
+    fitted, selected, coefficients = select_values(history, cfg, estimator.fic_J_i, pset.values_from_coefficients)
     return FitResult(params=fitted, history=history, config=config_doc, start=start, last_iterate=pset.numpy(),
+                     coefficients=coefficients,
                      provenance=provenance(sim, problem, len(history["loss"]), selected),
                      fc=None if recorder.last_fc is None else recorder.last_fc.cpu().numpy())
 

@@ -31,6 +31,7 @@ class StepRecord:
     fc_corr: float
     values: Dict[str, np.ndarray]   # the parameters after the step, TVB shapes
     fc: torch.Tensor                # the step's simulated FC (detached)
+    coefficients: Dict[str, np.ndarray] = None   # mapped parameters: their coefficients after the step
 
 
 def optimiser_step(estimator, objective, pset, optimizer, scheduler) -> Optional[StepRecord]:
@@ -47,7 +48,8 @@ def optimiser_step(estimator, objective, pset, optimizer, scheduler) -> Optional
         scheduler.step()
     estimator.accept(pred)
     fc = pred.fc.detach()
-    return StepRecord(float(loss.detach()), float(losses.fc_corr(fc, objective.target)), pset.numpy(), fc)
+    return StepRecord(float(loss.detach()), float(losses.fc_corr(fc, objective.target)), pset.numpy(), fc,
+                      pset.coefficients())
 
 
 def optimise(step: Callable[[], Optional[StepRecord]], state: LoopState, n_steps: int,
@@ -92,6 +94,8 @@ class History(Callback):
         self.history["fc_corr"].append(record.fc_corr)
         for k, v in record.values.items():
             self.history["params"][k].append(v)
+        for k, v in (record.coefficients or {}).items():
+            self.history["coefficients"][k].append(v)
         self.last_fc = record.fc
         return False
 

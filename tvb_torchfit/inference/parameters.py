@@ -12,6 +12,17 @@ The optimiser works on an unconstrained tensor theta and never leaves the bounds
 
 Start values are read from the TVB objects (through the torch twin) and must lie strictly inside the
 bounds. A Gaussian prior 0.5 * ((value - mean) / sd)**2 can be attached to any parameter.
+
+Parametric heterogeneity (``Param(low, high, maps=...)``, after the pFIC idea of Zhang et al. 2024): a
+region-wise parameter given by K + 1 coefficients and K maps m_k (one value per region),
+
+    eta_i = c_0 + sum_k c_k z_k(i),    z_k = (m_k - mean(m_k)) / sd(m_k)    (standardised: zero mean, unit sd)
+    value_i = low + (high - low) * sigmoid(eta_i)    (or its log-scale form, as above)
+
+i.e. ``p_i = c_0 + sum_k c_k m_k(i)`` on the logit scale of the bounds: smooth, always inside (low, high), and
+for small deviations linear in the maps. The coefficients c are what the optimiser moves (theta = c); being
+on standardised maps they are comparable across maps (logit units per sd of the map). The start coefficients
+are the least-squares fit of logit(start) on [1, z_1, ..., z_K] (c_0 = mean logit, c_k = 0 for a global start).
 """
 import math
 import dataclasses
@@ -36,12 +47,16 @@ class Param:
                  summed over regions; for a region-wise parameter the mean may be one value per region
                  (e.g. J_i from feedback inhibition control).
     log:         reparametrise on a log scale (default: True for noise.nsig, else False).
+    maps:        optional region maps (K, N) (or one map (N,)): the parameter is then region-wise and given by
+                 K + 1 coefficients on the standardised maps (module docstring); ``map_names`` label them.
     """
     low: float
     high: float
     regionwise: bool = False
     prior: Optional[Tuple[float, float]] = None
     log: Optional[bool] = None
+    maps: Optional[Tuple[Tuple[float, ...], ...]] = None
+    map_names: Optional[Tuple[str, ...]] = None
 
 
 ParamSpec = Union[Param, Tuple[float, float], Mapping]
@@ -87,7 +102,41 @@ def as_param(name: str, spec: ParamSpec) -> Param:
         if mean.ndim == 1 and not p.regionwise:
             raise ParameterError(f"parameter {name!r}: a prior mean per region needs regionwise=True.")
         p = dataclasses.replace(p, prior=(float(mean) if mean.ndim == 0 else tuple(mean.tolist()), float(sd)))
+    if p.maps is not None:
+        maps = check_maps(name, p.maps)
+        names = tuple(str(x) for x in p.map_names) if p.map_names is not None else \
+            tuple(f"map{k}" for k in range(1, len(maps) + 1))
+        if len(names) != len(maps):
+            raise ParameterError(f"parameter {name!r}: {len(names)} map_names for {len(maps)} maps.")
+        p = dataclasses.replace(p, regionwise=True, maps=tuple(tuple(m.tolist()) for m in maps), map_names=names)
     return p
+
+
+def check_maps(name: str, maps, n_nodes: Optional[int] = None) -> np.ndarray:
+    """Region maps as a (K, N) float64 array: finite, not constant, N = ``n_nodes`` when given."""
+    try:
+        arr = np.array(maps, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ParameterError(f"parameter {name!r}: maps must be numbers, one per region (K maps: (K, N)); "
+                             f"got {type(maps).__name__}.") from None
+    arr = arr.reshape(1, -1) if arr.ndim == 1 else arr
+    if arr.ndim != 2 or arr.shape[0] < 1:
+        raise ParameterError(f"parameter {name!r}: maps have shape {arr.shape}; expected (K, N) or (N,).")
+    if n_nodes is not None and arr.shape[1] != n_nodes:
+        raise ParameterError(f"parameter {name!r}: maps have {arr.shape[1]} values each; expected one per region "
+                             f"({n_nodes}).")
+    if not np.isfinite(arr).all():
+        raise ParameterError(f"parameter {name!r}: maps have {int((~np.isfinite(arr)).sum())} non-finite values.")
+    if (arr.std(axis=1) == 0).any():
+        raise ParameterError(f"parameter {name!r}: map(s) {np.nonzero(arr.std(axis=1) == 0)[0].tolist()} are constant "
+                             "over regions; a constant map adds nothing to the intercept.")
+    return arr
+
+
+def standardize_maps(maps: np.ndarray) -> np.ndarray:
+    """(m - mean) / sd per map (population sd), so that coefficients of different maps are comparable."""
+    maps = np.asarray(maps, dtype=np.float64)
+    return (maps - maps.mean(axis=1, keepdims=True)) / maps.std(axis=1, keepdims=True)
 
 
 class ParameterSet(torch.nn.Module):
@@ -126,7 +175,18 @@ class ParameterSet(torch.nn.Module):
                                      "bounds or set a start value inside them on the TVB object.")
             self.specs[name] = p
             self._names.append(name)
-            self.register_parameter(f"theta_{i}", torch.nn.Parameter(self._to_theta(p, value)))
+            theta = self._to_theta(p, value)
+            if p.maps is not None:
+                design = self._design(name, p, n_nodes)
+                self.register_buffer(f"design_{i}", design)
+                theta = torch.linalg.lstsq(design, theta.unsqueeze(1)).solution[:, 0]
+            self.register_parameter(f"theta_{i}", torch.nn.Parameter(theta))
+
+    @staticmethod
+    def _design(name: str, p: Param, n_nodes: int) -> torch.Tensor:
+        """[1, z_1, ..., z_K]: (N, K + 1), the standardised maps with an intercept column."""
+        z = standardize_maps(check_maps(name, p.maps, n_nodes))
+        return torch.from_numpy(np.concatenate([np.ones((1, n_nodes)), z]).T.copy())
 
     @staticmethod
     def _scale(p: Param):
@@ -147,10 +207,35 @@ class ParameterSet(torch.nn.Module):
     def names(self) -> Tuple[str, ...]:
         return tuple(self._names)
 
+    @property
+    def mapped_names(self) -> Tuple[str, ...]:
+        """The parameters given by coefficients on maps."""
+        return tuple(n for n in self._names if self.specs[n].maps is not None)
+
+    def _predictor(self, i: int, theta: torch.Tensor) -> torch.Tensor:
+        """The unconstrained value(s) of parameter i: theta itself, or eta = design @ c for a mapped one."""
+        design = getattr(self, f"design_{i}", None)
+        return theta if design is None else design.to(theta.dtype) @ theta
+
     def values(self) -> Dict[str, torch.Tensor]:
         """Current values, differentiable wrt the thetas: shape (1,) or (N,)."""
-        return {name: self._from_theta(self.specs[name], getattr(self, f"theta_{i}"))
+        return {name: self._from_theta(self.specs[name], self._predictor(i, getattr(self, f"theta_{i}")))
                 for i, name in enumerate(self._names)}
+
+    def coefficients(self) -> Dict[str, np.ndarray]:
+        """The coefficients (c_0, c_1, ..., c_K) of every mapped parameter, float64 numpy."""
+        return {name: getattr(self, f"theta_{i}").detach().cpu().double().numpy().copy()
+                for i, name in enumerate(self._names) if self.specs[name].maps is not None}
+
+    def values_from_coefficients_tensor(self, name: str, coefficients: torch.Tensor) -> torch.Tensor:
+        """The region-wise values (N,) of mapped parameter ``name`` at ``coefficients`` (K + 1,), differentiable."""
+        return self._from_theta(self.specs[name], self._predictor(self._names.index(name), coefficients))
+
+    def values_from_coefficients(self, name: str, coefficients) -> np.ndarray:
+        """``values_from_coefficients_tensor`` as float64 numpy."""
+        c = torch.as_tensor(np.asarray(coefficients, dtype=np.float64))
+        with torch.no_grad():
+            return self.values_from_coefficients_tensor(name, c).numpy().copy()
 
     def prior_loss(self) -> torch.Tensor:
         """Sum over the parameters with a prior of ``losses.gaussian_prior`` (0.5 * sum(((value - mean) / sd)**2))."""

@@ -4,7 +4,9 @@ how the reported values are chosen from the iterates, and where they came from.
 Reported values: ``method="twin"`` (a stochastic loss) the mean of the iterates over the last ``average_last``
 fraction of steps (Polyak averaging, which removes most of the step-to-step noise); ``method="linear"`` (a
 deterministic loss) the iterate with the lowest loss. With ``fic_rate`` the J_i that feedback inhibition control
-gives at the reported values is added, for write-back.
+gives at the reported values is added, for write-back. A parameter given by coefficients on maps
+(``Param(maps=...)``) is chosen by its coefficients (their mean, or the best step's), and its reported region-wise
+values are the map model at those coefficients (``FitResult.coefficients`` holds them).
 """
 import datetime
 import json
@@ -31,6 +33,7 @@ class FitResult:
     start: Dict[str, np.ndarray] = field(default_factory=dict)
     last_iterate: Dict[str, np.ndarray] = field(default_factory=dict)
     fc: Optional[np.ndarray] = None             # torch-simulated FC of the last window (mean over realisations)
+    coefficients: Dict[str, np.ndarray] = field(default_factory=dict)   # mapped parameters: (c_0, c_1, ..., c_K)
 
     def apply(self, sim, *, configure: bool = True):
         """Set the fitted values on a TVB Simulator (TVB's shapes, numpy arrays) and configure it."""
@@ -42,11 +45,13 @@ class FitResult:
         doc = {"params": {k: v.tolist() for k, v in self.params.items()},
                "start": {k: v.tolist() for k, v in self.start.items()},
                "last_iterate": {k: v.tolist() for k, v in self.last_iterate.items()},
+               "coefficients": {k: v.tolist() for k, v in self.coefficients.items()},
                "config": self.config, "provenance": self.provenance,
                "final_loss": self.history["loss"][-1] if self.history.get("loss") else None}
         atomic_write(os.path.join(path, "fit.json"), lambda f: f.write(json.dumps(doc, indent=2).encode()))
         arrays = {"loss": np.asarray(self.history["loss"]), "fc_corr": np.asarray(self.history["fc_corr"])}
         arrays.update({f"param:{k}": np.asarray(v) for k, v in self.history["params"].items()})
+        arrays.update({f"coef:{k}": np.asarray(v) for k, v in self.history.get("coefficients", {}).items()})
         if self.fc is not None:
             arrays["fc"] = self.fc
         atomic_write(os.path.join(path, "history.npz"), lambda f: np.savez(f, **arrays))
@@ -58,28 +63,35 @@ class FitResult:
             doc = json.load(f)
         npz = np.load(os.path.join(path, "history.npz"))
         history = {"loss": npz["loss"].tolist(), "fc_corr": npz["fc_corr"].tolist(),
-                   "params": {k.split(":", 1)[1]: npz[k] for k in npz.files if k.startswith("param:")}}
+                   "params": {k.split(":", 1)[1]: npz[k] for k in npz.files if k.startswith("param:")},
+                   "coefficients": {k.split(":", 1)[1]: npz[k] for k in npz.files if k.startswith("coef:")}}
         arr = lambda d: {k: np.asarray(v, dtype=np.float64) for k, v in d.items()}
         return cls(params=arr(doc["params"]), history=history, config=doc["config"],
                    provenance=doc["provenance"], start=arr(doc["start"]), last_iterate=arr(doc["last_iterate"]),
+                   coefficients=arr(doc.get("coefficients", {})),
                    fc=npz["fc"] if "fc" in npz.files else None)
 
 
-def select_values(history: Dict, cfg, fic_J_i=None) -> Tuple[Dict[str, np.ndarray], object]:
-    """(reported values, which step they are: an index or a description); ``fic_J_i(values)`` for FIC."""
+def select_values(history: Dict, cfg, fic_J_i=None, from_coefficients=None):
+    """(reported values, which step they are: an index or a description, coefficients of the mapped parameters);
+    ``fic_J_i(values)`` for FIC; ``from_coefficients(name, c)`` the values of a mapped parameter."""
     n_done = len(history["loss"])
     k = max(1, int(round(cfg.average_last * n_done)))
-    fitted = {name: np.mean(np.stack(traj[-k:]), axis=0) for name, traj in history["params"].items()}
+    pick = lambda traj: np.mean(np.stack(traj[-k:]), axis=0)      # noqa: E731
     selected = f"mean of the last {k} iterates"
     if cfg.method == "linear" and n_done:                  # deterministic loss: the best iterate
         best = int(np.argmin(history["loss"]))
-        fitted = {name: np.asarray(traj[best]) for name, traj in history["params"].items()}
+        pick = lambda traj: np.asarray(traj[best])         # noqa: E731
         selected = best
+    fitted = {name: pick(traj) for name, traj in history["params"].items()}
+    coefficients = {name: pick(traj) for name, traj in history.get("coefficients", {}).items() if traj}
+    for name, c in coefficients.items():                   # the map model at the chosen coefficients
+        fitted[name] = from_coefficients(name, c)
     if cfg.fic_rate is not None:                          # J_i that FIC gives at the fitted values, for write-back
         with torch.no_grad():
             fitted_t = {name: torch.as_tensor(v, dtype=torch.float64) for name, v in fitted.items()}
             fitted["J_i"] = fic_J_i(fitted_t).cpu().numpy()
-    return fitted, selected
+    return fitted, selected, coefficients
 
 
 def provenance(sim, problem, n_done: int, selected) -> Dict[str, object]:
