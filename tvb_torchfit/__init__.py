@@ -11,18 +11,21 @@ Public API:
 * ``load_hcp_subject(subject_id, **steps)`` / ``load_subject(weights, bold, ...)`` -> ``Subject``
   (``.connectivity``, ``.bold``, ``.tr`` in ms, ``.fc``, ``.preprocessing``): empirical data
   (``tvb_torchfit.data.datasets``), preprocessed by ``preprocess`` (``tvb_torchfit.data.preprocessing``).
+* ``load_fitted_simulator(RUN_DIR)``: the configured TVB ``Simulator`` at the fitted values of a config-file run
+  (``tvb-torchfit fit run.toml``; ``tvb_torchfit.runs``).
 """
 from .analyzers.balloon import BalloonWindkessel
 from .data import datasets, preprocessing
 from .data.datasets import Subject, hcp_subjects, load_bold, load_connectivity, load_fc, load_hcp_subject, load_subject
 from .data.preprocessing import preprocess
-from .errors import (DataError, MissingExtraError, NotConfiguredError, ParameterError, TVBTorchFitError,
+from .errors import (ConfigError, DataError, MissingExtraError, NotConfiguredError, ParameterError, TVBTorchFitError,
                      UnsupportedTVBObject)
 from .inference.fitting import FitResult, fit
 from .inference.parameters import Param
 from .roundtrip.compare import Comparison, compare
 from .roundtrip.validation import ValidationReport, validate
 from .roundtrip.writeback import apply_params, clone_simulator
+from .runs.folder import load_fitted_simulator
 from .simulator import TorchSimulator, from_tvb, read_simulator
 from .version import __version__
 
@@ -30,4 +33,4 @@ __all__ = ["from_tvb", "compare", "Comparison", "TorchSimulator", "fit", "FitRes
            "ValidationReport", "apply_params", "clone_simulator", "TVBTorchFitError", "UnsupportedTVBObject",
            "NotConfiguredError", "ParameterError", "Subject", "hcp_subjects", "load_hcp_subject", "load_subject",
            "load_connectivity", "load_bold", "load_fc", "preprocess", "DataError", "MissingExtraError",
-           "BalloonWindkessel"]
+           "BalloonWindkessel", "load_fitted_simulator", "ConfigError"]

@@ -4,6 +4,15 @@
                              (also as ``fit-demo``)
     tvb-torchfit parity      TVB and its torch twin side by side on connectivity_76 (parity table)
     tvb-torchfit compare     one comparison, on settings given as options (see --help)
+    tvb-torchfit fit run.toml [--set key=value ...] [--out DIR]
+                             a config-file run: staged fits on the training half of the BOLD, TVB validation
+                             against the held-out half, a run folder (tvb_torchfit.runs)
+    tvb-torchfit validate RUN_DIR      TVB validation of a fitted run (again, with --force)
+    tvb-torchfit simulate RUN_DIR --length MS [--seed N] [--out FILE]
+                             TVB's own simulator at the fitted values; BOLD (time x regions) to .npy or .csv
+
+Units: every time is in ms (dt, TR, Bold period, simulation and validation lengths, FCD windows); speed in mm/ms;
+rates and band edges in Hz.
 """
 import argparse
 import sys
@@ -86,6 +95,75 @@ def _compare(args) -> int:
     return 0
 
 
+def _log(args):
+    return (lambda msg: None) if getattr(args, "quiet", False) else (lambda msg: print(msg, flush=True))
+
+
+def _fit_run(args) -> int:
+    from .runs.config import load_config
+    from .runs.pipeline import run_fit
+    cfg = load_config(args.config, args.set or [])
+    out = args.out if args.out is not None else f"runs/{cfg.run.name}"
+    run_fit(cfg, out, progress=not args.quiet, validate_after=not args.no_validate, log=_log(args))
+    _log(args)(f"run folder: {out}")
+    return 0
+
+
+def _validate_run(args) -> int:
+    from .runs.pipeline import validate_run
+    validate_run(args.run_dir, force=args.force, log=_log(args))
+    return 0
+
+
+def _simulate_run(args) -> int:
+    import os
+    import tvb_torchfit
+    from .files import atomic_write
+    sim = tvb_torchfit.load_fitted_simulator(args.run_dir, args.stage)
+    sim = tvb_torchfit.clone_simulator(sim, noise_seed=args.seed)
+    (t, bold), = sim.run(simulation_length=args.length)
+    bold = bold[:, 0, :, 0]
+    out = args.out or os.path.join(args.run_dir, f"simulated_seed{sim.integrator.noise.noise_seed}.npy"
+                                   if hasattr(sim.integrator, "noise") else "simulated.npy")
+    if out.endswith(".csv"):
+        atomic_write(out, lambda f: np.savetxt(f, bold, delimiter=","))
+    elif out.endswith(".npy"):
+        atomic_write(out, lambda f: np.save(f, bold))
+    else:
+        raise SystemExit(f"--out {out}: expected a .npy or .csv file name")
+    _log(args)(f"TVB BOLD {bold.shape} (time x regions, one sample per {float(sim.monitors[0].period):g} ms) -> {out}")
+    return 0
+
+
+def _add_run_commands(sub) -> None:
+    fit = sub.add_parser("fit", help="a config-file run (TOML): staged fits, TVB validation, a run folder",
+                         description="Fit a run configured in a TOML file (see demos/hcp_subject.toml and "
+                                     "tvb_torchfit/runs/defaults.toml for every key and its unit: ms for tr, dt, "
+                                     "periods, lengths and FCD windows).")
+    fit.add_argument("config", help="run configuration (.toml; or a run folder's resolved config.json)")
+    fit.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a key (dotted, TOML value; stages by index or name), e.g. "
+                          "--set validation.length=60000 (ms) --set stages.global.fit.n_steps=5; repeatable")
+    fit.add_argument("--out", metavar="DIR", help="run folder (default runs/<run.name>); a rerun resumes it")
+    fit.add_argument("--no-validate", action="store_true", help="fit only (validate later with `validate`)")
+    fit.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+    fit.set_defaults(func=_fit_run)
+    val = sub.add_parser("validate", help="TVB validation of a fitted run (in-sample and held-out r, FCD KS)")
+    val.add_argument("run_dir", metavar="RUN_DIR")
+    val.add_argument("--force", action="store_true", help="validate again even where a report exists")
+    val.add_argument("--quiet", action="store_true", help="no messages")
+    val.set_defaults(func=_validate_run)
+    sim = sub.add_parser("simulate", help="TVB's own simulator at a run's fitted values; BOLD to a file")
+    sim.add_argument("run_dir", metavar="RUN_DIR")
+    sim.add_argument("--length", type=_positive(float), required=True, metavar="MS", help="simulation length, ms")
+    sim.add_argument("--seed", type=int, default=None, help="TVB noise_seed (default: the run's integrator.noise_seed)")
+    sim.add_argument("--stage", default=None, help="a stage's fitted values (default: the final stage)")
+    sim.add_argument("--out", metavar="FILE", help="BOLD file, .npy or .csv, time x regions, one row per Bold period "
+                                                   "(default RUN_DIR/simulated_seed<seed>.npy)")
+    sim.add_argument("--quiet", action="store_true", help="no messages")
+    sim.set_defaults(func=_simulate_run)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     warnings.filterwarnings("ignore", module="tvb")
     parser = argparse.ArgumentParser(prog="tvb-torchfit", description=__doc__,
@@ -125,8 +203,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     cmp_.add_argument("--noise", default="tvb", choices=["tvb", "torch"])
     cmp_.add_argument("--float64", action="store_true", help="float64 fitting mode instead of TVB-exact mode")
     cmp_.set_defaults(func=_compare)
+    _add_run_commands(sub)
     args = parser.parse_args(argv)
-    return args.func(args)
+    from .errors import ConfigError
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"tvb-torchfit {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -28,3 +28,8 @@ class DataError(TVBTorchFitError, ValueError):
 
 class MissingExtraError(TVBTorchFitError, ImportError):
     """An optional extra of tvb_torchfit is not installed; the message gives the pip command."""
+
+
+class ConfigError(TVBTorchFitError, ValueError):
+    """A run configuration (``tvb-torchfit fit run.toml``) is malformed; the message names the config file, the
+    key and what was expected."""

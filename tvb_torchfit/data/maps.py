@@ -113,6 +113,10 @@ def fc_gradient(fc, k: int = 1, sparsity: float = 0.9, alpha: float = 0.5) -> np
     lam, v = np.linalg.eigh(s)
     order = np.argsort(lam)[::-1]
     lam, v = lam[order], v[:, order]
+    if lam[1] > 1 - 1e-9:
+        raise DataError(f"fc_gradient: the thresholded affinity graph (top {100 * (1 - sparsity):g} % of each row) "
+                        "falls apart into several components, so the gradient is not defined; lower sparsity (keep "
+                        "more connections per region), e.g. for small networks.")
     psi = v / v[:, [0]]                                      # right eigenvectors of the Markov operator
     grads = (psi[:, 1:k + 1] * (lam[1:k + 1] / (1 - lam[1:k + 1]))).T
     for g in grads:

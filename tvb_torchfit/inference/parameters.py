@@ -89,6 +89,8 @@ def as_param(name: str, spec: ParamSpec) -> Param:
     if not p.low < p.high:
         raise ParameterError(f"parameter {name!r}: bounds ({p.low}, {p.high}) are inverted or empty; "
                              "expected low < high.")
+    if p.maps is not None:
+        p = dataclasses.replace(p, regionwise=True)
     if p.prior is not None:
         try:
             mean, sd = p.prior

@@ -1,0 +1,296 @@
+"""A run's configuration: a TOML (or the resolved JSON) file merged onto ``defaults.toml``, ``--set`` overrides,
+validated by a pydantic schema and by the checks that need the model and the files — all before any work.
+
+Why pydantic (v2): unknown keys (``extra="forbid"``) and wrong types are refused with the *location* of the key
+(``stages.1.params.J_i.low``), which is what a user needs to fix a file; dataclasses would need that machinery
+written by hand. Every refusal is a ``ConfigError`` naming the config file, the dotted key and what was expected.
+
+    cfg = load_config("run.toml", overrides=["stages.global.fit.n_steps=5", "validation.length=60000"])
+    cfg.model_dump()              # the resolved configuration (paths absolute), JSON-ready
+
+``--set`` keys are dotted; a stage is addressed by its index or its name (``stages.0...`` or ``stages.global...``);
+values are read as TOML (``5``, ``0.5``, ``[1, 2]``, ``"text"``), a bare word that is not TOML as a string.
+"""
+import copy
+import dataclasses
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field_validator
+
+from ..errors import ConfigError
+from ..inference.config import FitConfig
+from ..inference.stages import FIC_MODES
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:                                                   # pragma: no cover
+    import tomli as tomllib
+
+DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
+MIN_TR_MS = 20.0
+MAP_FC_GRADIENT = "fc_gradient"            # a map computed from the training FC (data.maps.fc_gradient)
+
+
+def check_tr_ms(tr: float, where: str = "tr") -> float:
+    """The one TR rule: a TR is in ms and at least ``MIN_TR_MS``; a smaller value looks like seconds and is refused."""
+    if isinstance(tr, bool) or not isinstance(tr, (int, float)) or not math.isfinite(tr) or tr <= 0:
+        raise ConfigError(f"{where}={tr!r}: expected a positive repetition time in ms (e.g. 720.0).")
+    if tr < MIN_TR_MS:
+        raise ConfigError(f"{where}={tr!r}: a TR below {MIN_TR_MS:g} ms looks like seconds; give it in ms "
+                          f"({tr * 1000:g} ms if {tr} s was meant).")
+    return float(tr)
+
+
+# ------------------------------------------------------------------------------------------------ schema
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
+Number = Union[float, List[float]]
+
+
+class RunSection(_Strict):
+    name: str
+    seed: int
+    device: str
+    dtype: Literal["float64", "float32"]
+    fic_rate: float
+
+
+class DataSection(_Strict):
+    hcp: Optional[str] = None                # an HCP subject id (data.datasets.load_hcp_subject)
+    dataset: Literal["hcp", "gw"]
+    hcp_connectivity: Literal["group", "subject"]
+    weights: Optional[str] = None            # TVB .zip/.h5 connectivity, or an SC array file
+    tract_lengths: Optional[str] = None
+    region_labels: Optional[str] = None
+    bold: Optional[str] = None
+    bold_test: Optional[str] = None          # a second run/session: the test data (validation.split = "session")
+    tr: Optional[float] = None               # ms
+    orientation: Literal["auto", "time_regions", "regions_time"]
+    speed: float                             # mm/ms
+
+    @field_validator("hcp", mode="before")
+    @classmethod
+    def _id_as_text(cls, v):
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+class PreprocessingSection(_Strict):
+    drop_regions: Optional[Union[str, List[Union[int, str]]]] = None
+    remove_self_connections: bool
+    homotopic: float
+    symmetrize: Union[bool, Literal["mean", "max"]]
+    log1p: bool
+    sc_normalize: Optional[Literal["max", "tract", "region", "none"]]
+    discard_volumes: int
+    detrend: Union[bool, Literal["linear", "constant"]]
+    bandpass: Optional[Tuple[float, float]] = None     # Hz
+    zscore: bool
+
+
+class ModelSection(_Strict):
+    name: str
+    params: Dict[str, Number]
+
+
+class CouplingSection(_Strict):
+    name: Literal["Linear"]
+    a: Number
+    b: Number
+
+
+class IntegratorSection(_Strict):
+    name: Literal["HeunStochastic", "HeunDeterministic", "EulerStochastic", "EulerDeterministic"]
+    dt: float                                # ms
+    nsig: Number
+    noise_seed: int
+
+
+class MonitorSection(_Strict):
+    name: Literal["Bold"]
+    period: Optional[float] = None           # ms (default: the TR)
+
+
+class MapsSection(_Strict):
+    fc_gradient_sparsity: float
+
+
+class ValidationSection(_Strict):
+    split: Literal["halves", "session", "none"]
+    length: float                            # ms
+    seeds: List[int]
+    discard: float                           # ms
+    fcd_window: float                        # ms
+    fcd_step: float                          # ms
+    processes: int
+    stages: Union[Literal["all"], List[str]]
+
+
+class ParamSection(_Strict):
+    low: float
+    high: float
+    regionwise: bool = False
+    prior: Optional[Tuple[Union[float, str, List[float]], float]] = None
+    log: Optional[bool] = None
+    relative: Optional[Literal["G_c"]] = None
+    maps: Optional[List[str]] = None          # files (one value per region) or "fc_gradient"
+
+
+def _fit_settings_model():
+    """A pydantic model of ``FitConfig``'s fields (all optional: unset ones keep FitConfig's defaults)."""
+    fields = {}
+    for f in dataclasses.fields(FitConfig):
+        if f.name in ("method", "fic_rate"):
+            continue                           # set from the stage's own method and fic
+        typ = Optional[Union[f.type, Literal["none"]]] if f.name == "schedule" else Optional[f.type]
+        fields[f.name] = (typ, None)
+    return create_model("FitSettings", __config__=ConfigDict(extra="forbid", strict=True), **fields)
+
+
+FitSettings = _fit_settings_model()
+
+
+class StageSection(_Strict):
+    name: str
+    method: Literal["linear", "twin"]
+    fic: Literal[FIC_MODES]                  # type: ignore[valid-type]
+    G: Optional[float] = None                # G / G_c
+    fit: FitSettings                         # type: ignore[valid-type]
+    params: Dict[str, ParamSection]
+
+
+class RunConfig(_Strict):
+    run: RunSection
+    data: DataSection
+    preprocessing: PreprocessingSection
+    model: ModelSection
+    coupling: CouplingSection
+    integrator: IntegratorSection
+    monitor: MonitorSection
+    maps: MapsSection
+    validation: ValidationSection
+    stages: List[StageSection]
+    source: Optional[str] = None             # the config file this was read from (recorded)
+
+
+# ------------------------------------------------------------------------------------------------ reading
+def _read_file(path: Path) -> Dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist.")
+    try:
+        if path.suffix.lower() == ".json":
+            return json.loads(path.read_text())
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except (tomllib.TOMLDecodeError, ValueError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'} ({err}).") from None
+
+
+def _merge(base: Dict, over: Dict) -> Dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _parse_value(text: str):
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(doc: Dict, item: str, where: str) -> None:
+    """Set ``key=value`` (dotted key; a stage by index or name) in ``doc``."""
+    if "=" not in item:
+        raise ConfigError(f"{where}: --set {item!r}: expected key=value (e.g. validation.length=60000).")
+    key, text = item.split("=", 1)
+    parts = key.strip().split(".")
+    node = doc
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            names = [s.get("name") for s in node if isinstance(s, dict)]
+            if part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif part in names:
+                node = node[names.index(part)]
+            else:
+                raise ConfigError(f"{where}: --set {key}: no entry {part!r} in {'.'.join(parts[:i])} "
+                                  f"(indices 0-{len(node) - 1} or names {names}).")
+        else:
+            node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise ConfigError(f"{where}: --set {key}: {'.'.join(parts[:i + 1])} is a value, not a table.")
+    node[parts[-1]] = _parse_value(text.strip())
+
+
+def _dotted(loc) -> str:
+    return ".".join(str(x) for x in loc)
+
+
+def resolve_path(value: Optional[str], base: Path) -> Optional[str]:
+    if value is None:
+        return None
+    p = Path(os.path.expanduser(value))
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def load_config(path: Union[str, os.PathLike], overrides: Sequence[str] = ()) -> RunConfig:
+    """The validated ``RunConfig`` of a run file (TOML, or a run folder's resolved ``config.json``) with
+    ``overrides``; every check of ``check_config`` is done. ``ConfigError`` names the file and the key."""
+    path = Path(path).resolve()
+    user = _read_file(path)
+    defaults = _read_file(DEFAULTS_PATH)
+    stage_defaults = defaults.pop("stage_defaults")
+    user_stages = user.pop("stages", None)
+    user.pop("stage_defaults", None) if "stage_defaults" in user else None
+    doc = _merge(defaults, user)
+    if user_stages is not None:
+        if not isinstance(user_stages, list) or not all(isinstance(s, dict) for s in user_stages):
+            raise ConfigError(f"{path}: key 'stages': expected an array of tables ([[stages]]).")
+        doc["stages"] = [_merge(stage_defaults, s) for s in user_stages]
+    else:
+        doc["stages"] = [_merge(stage_defaults, s) for s in doc["stages"]]
+    for item in overrides:
+        apply_override(doc, item, str(path))
+    doc.setdefault("source", str(path))
+    try:
+        cfg = RunConfig.model_validate(doc)
+    except ValidationError as err:
+        e = err.errors()[0]
+        key = _dotted(e["loc"])
+        what = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
+        got = "" if e["type"] in ("extra_forbidden", "missing") else f", got {e.get('input')!r}"
+        raise ConfigError(f"{path}: key '{key}': {what}{got}{more}.") from None
+    base = path.parent
+    d = cfg.data
+    for field in ("weights", "tract_lengths", "region_labels", "bold", "bold_test"):
+        setattr(d, field, resolve_path(getattr(d, field), base))
+    for stage in cfg.stages:
+        for p in stage.params.values():
+            if p.maps:
+                p.maps = [m if m == MAP_FC_GRADIENT else resolve_path(m, base) for m in p.maps]
+    from .checks import check_config           # the checks that need the model's and files' knowledge
+    check_config(cfg, str(path))
+    return cfg
+
+
+def config_to_dict(cfg: RunConfig) -> Dict[str, Any]:
+    """The resolved configuration as plain JSON values (re-read by ``load_config`` to give the same run)."""
+    doc = cfg.model_dump(mode="json")
+    for stage in doc["stages"]:
+        stage["fit"] = {k: v for k, v in stage["fit"].items() if v is not None}
+        for p in stage["params"].values():
+            for k in [k for k, v in p.items() if v is None]:
+                del p[k]
+    for section in ("data", "preprocessing", "monitor"):
+        doc[section] = {k: v for k, v in doc[section].items() if v is not None}
+    doc.pop("source", None)
+    return doc

@@ -1,0 +1,266 @@
+"""A run from its configuration to its folder: inputs, staged fits on the training FC, TVB validation of the fitted
+values against the held-out FC and FCD, the report. Resumable: finished stages (``done.json``) and validations
+(``report.json``) are kept, the running stage resumes from its fit checkpoint.
+
+What the report calls what (per validated stage, TVB's own simulator at the fitted values, mean over seeds):
+
+* ``in_sample_r``: r(TVB FC, training FC), the FC the stage was fitted to;
+* ``held_out_r``: r(TVB FC, test FC), the other half (or session), never seen by any fit;
+* ``ceiling_r``: r(training FC, test FC), the data's own agreement with itself: no model is expected above it;
+* ``fcd_ks``: KS statistic between TVB's FCD values and those of the test BOLD;
+* ``mean_fc``: the FC level, mean upper triangle, of TVB's FC and of the training and test FC.
+"""
+import importlib.metadata
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .. import stats
+from ..errors import ConfigError
+from ..inference.fitting import FitResult
+from ..inference.stages import Stage, StageResult, fit_stages
+from ..roundtrip.tvbfile import save_simulator
+from ..roundtrip.validation import validate
+from ..version import __version__
+from . import folder as fs
+from .config import RunConfig, config_to_dict, load_config
+from .inputs import Inputs, build_simulator, load_inputs, stage_maps
+
+BOUND_TOL = 1e-3                       # a fitted value within this fraction of the range from a bound is "at" it
+
+
+def versions() -> Dict[str, str]:
+    def dist(name):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+    return {"tvb_torchfit": __version__, "tvb-library": dist("tvb-library"), "torch": torch.__version__,
+            "numpy": np.__version__, "scipy": dist("scipy"), "pydantic": dist("pydantic"),
+            "python": platform.python_version()}
+
+
+def to_stages(cfg: RunConfig, maps: Dict[str, np.ndarray]) -> List[Stage]:
+    """The ``inference.stages.Stage``s of a configuration (maps loaded); each stage's fit seed and dtype default
+    to ``run.seed`` and ``run.dtype``."""
+    out = []
+    for s in cfg.stages:
+        settings = {k: v for k, v in s.fit.model_dump().items() if v is not None}
+        if settings.get("schedule") == "none":
+            settings["schedule"] = None
+        settings.setdefault("seed", cfg.run.seed)
+        settings.setdefault("dtype", cfg.run.dtype)
+        params = {}
+        for name, p in s.params.items():
+            spec = {k: v for k, v in p.model_dump().items() if v is not None and k != "maps"}
+            if "prior" in spec:
+                mean, sd = spec["prior"]
+                spec["prior"] = (tuple(mean) if isinstance(mean, list) else mean, sd)
+            if p.maps:
+                spec["maps"] = maps[f"{s.name}.{name}"]
+                spec["map_names"] = tuple(Path(m).stem if m != "fc_gradient" else m for m in p.maps)
+            params[name] = spec
+        out.append(Stage(name=s.name, params=params, method=s.method, settings=settings, G=s.G, fic=s.fic))
+    return out
+
+
+def _prepare(cfg: RunConfig, out: Path) -> None:
+    """The run folder: refuse one that holds another configuration; write config and versions."""
+    resolved = config_to_dict(cfg)
+    if (out / "config.json").exists():
+        old = fs.read_json(out / "config.json")
+        if old != resolved:
+            diff = sorted(k for k in set(old) | set(resolved) if old.get(k) != resolved.get(k))
+            raise ConfigError(f"{cfg.source}: the run folder {str(out)!r} holds a run of another configuration "
+                              f"(sections differing: {diff}); choose another --out, or remove the folder.")
+    out.mkdir(parents=True, exist_ok=True)
+    probe = out / ".write_test"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"{cfg.source}: the run folder {str(out)!r} is not writable ({err}).") from None
+    fs.write_json(out / "config.json", resolved)
+    fs.write_json(out / "versions.json", versions())
+
+
+def _write_data(cfg: RunConfig, inputs: Inputs, out: Path) -> None:
+    train_fc, test_fc = inputs.train_fc, inputs.test_fc
+    fs.write_npz(out / "data.npz", {"train_bold": inputs.train_bold, "test_bold": inputs.test_bold,
+                                    "train_fc": train_fc, "test_fc": test_fc})
+    fs.write_json(out / "data.json", {
+        "subject": inputs.subject.subject_id, "n_regions": inputs.subject.n_regions, "tr_ms": inputs.tr,
+        "split": cfg.validation.split, "train_volumes": int(inputs.train_bold.shape[0]),
+        "test_volumes": int(inputs.test_bold.shape[0]),
+        "ceiling_r": float(stats.fc_corr(train_fc, test_fc)) if cfg.validation.split != "none" else None,
+        "mean_fc_train": float(np.mean(stats.upper(train_fc))), "mean_fc_test": float(np.mean(stats.upper(test_fc))),
+        "sc_fc_r_train": float(inputs.subject.replace(bold=inputs.train_bold).sc_fc_corr()),
+        "preprocessing": inputs.subject.preprocessing})
+
+
+def _finished(out: Path, stages: Sequence[Stage]) -> Dict[str, FitResult]:
+    done = {}
+    for s in stages:
+        d = fs.stage_dir(out, s.name)
+        if not (d / "done.json").is_file():
+            break                                  # stages after an unfinished one are refitted
+        done[s.name] = FitResult.load(d)
+    return done
+
+
+def _at_bounds(stage: Stage, result: FitResult, G_c: Optional[float]) -> Dict[str, int]:
+    out = {}
+    for name, spec in stage.params.items():
+        low, high = spec["low"], spec["high"]
+        if spec.get("relative") == "G_c":
+            low, high = low * G_c, high * G_c
+        v = np.asarray(result.params.get(name, []), dtype=float)
+        tol = BOUND_TOL * (high - low)
+        out[name] = int(np.sum((v < low + tol) | (v > high - tol)))
+    return out
+
+
+def _stage_writer(out: Path, stages: Sequence[Stage], walls: Dict[str, float], G_c_box: List):
+    by_name = {s.name: s for s in stages}
+
+    def write(rec: StageResult) -> None:
+        d = fs.stage_dir(out, rec.name)
+        if (d / "done.json").is_file():
+            return
+        rec.result.save(d)
+        values = {k: np.asarray(v) for k, v in rec.result.params.items()}
+        coefs = {f"coef:{k}": np.asarray(v) for k, v in rec.result.coefficients.items()}
+        fs.write_npz(d / "values.npz", dict(values, **coefs))
+        doc = {"stage": rec.name, "params": values, "start": rec.start,
+               "coefficients": rec.result.coefficients, "G_c": rec.G_c,
+               "at_bounds": _at_bounds(by_name[rec.name], rec.result, rec.G_c),
+               "fit_wall_s": walls.get(rec.name)}
+        fs.write_json(d / "values.json", doc)
+        save_simulator(rec.simulator, d, fs.SIMULATOR_STEM)
+        fs.write_json(d / "done.json", {"stage": rec.name})
+    return write
+
+
+def run_fit(cfg: RunConfig, out_dir, *, progress: bool = True, validate_after: bool = True,
+            on_stage: Optional[Callable[[StageResult], None]] = None, log: Callable[[str], None] = print) -> Path:
+    """Fit a configured run into ``out_dir`` (module docstring) and validate it; returns the run folder."""
+    out = Path(out_dir)
+    _prepare(cfg, out)
+    where = cfg.source or str(out / "config.json")
+    t0 = time.perf_counter()
+    inputs = load_inputs(cfg, where)
+    maps = stage_maps(cfg, inputs, where)
+    _write_data(cfg, inputs, out)
+    sim = build_simulator(cfg, inputs)
+    stages = to_stages(cfg, maps)
+    done = _finished(out, stages)
+    if done:
+        log(f"resuming: stage(s) {list(done)} already fitted")
+    walls: Dict[str, float] = {}
+    writer = _stage_writer(out, stages, walls, [])
+    clock = {"t": time.perf_counter()}
+
+    def after(rec: StageResult) -> None:
+        walls[rec.name] = time.perf_counter() - clock["t"]
+        writer(rec)
+        if rec.name not in done:
+            log(f"stage {rec.name!r} fitted in {walls[rec.name]:.1f} s")
+        if on_stage is not None:
+            on_stage(rec)
+        clock["t"] = time.perf_counter()
+    results = fit_stages(sim, inputs.train_fc, stages, fic_rate=cfg.run.fic_rate, target_bold=inputs.train_bold,
+                         checkpoint_dir=out / "checkpoints", done=done, progress=progress, on_stage=after)
+    save_simulator(results[-1].simulator, out, fs.SIMULATOR_STEM)
+    fs.write_json(out / "fit_done.json", {"stages": [r.name for r in results], "fit_wall_s": time.perf_counter() - t0})
+    if validate_after:
+        validate_run(out, log=log)
+    return out
+
+
+def _validated_stages(cfg: RunConfig) -> List[str]:
+    names = [s.name for s in cfg.stages]
+    if cfg.validation.stages == "all":
+        return names
+    chosen = set(cfg.validation.stages) | {names[-1]}
+    return [n for n in names if n in chosen]
+
+
+def validate_stage(run_dir: Path, cfg: RunConfig, stage: str, *, force: bool = False) -> Dict:
+    """TVB's own simulator at a stage's fitted values against the test FC and FCD; the report's row."""
+    d = fs.stage_dir(run_dir, stage) / "validation"
+    if (d / "report.json").is_file() and not force:
+        return fs.read_json(d / "report.json")["row"]
+    data = np.load(run_dir / "data.npz")
+    info = fs.read_json(run_dir / "data.json")
+    sim = fs.load_fitted_simulator(run_dir, stage)
+    v = cfg.validation
+    result = FitResult.load(fs.stage_dir(run_dir, stage))
+    rep = validate(sim, data["test_fc"], simulation_length=v.length, seeds=v.seeds, discard_ms=v.discard,
+                   target_bold=data["test_bold"], fcd_window_ms=v.fcd_window, fcd_step_ms=v.fcd_step,
+                   processes=v.processes, out_dir=d, history=result.history)
+    in_sample = float(np.mean([float(stats.fc_corr(f, data["train_fc"])) for f in rep.tvb_fc_per_seed]))
+    values = fs.read_json(fs.stage_dir(run_dir, stage) / "values.json")
+    row = {"stage": stage, "in_sample_r": in_sample, "held_out_r": rep.fc_corr, "ceiling_r": info["ceiling_r"],
+           "fcd_ks": rep.fcd_ks, "mean_fc_sim": rep.mean_fc, "mean_fc_train": info["mean_fc_train"],
+           "mean_fc_test": info["mean_fc_test"], "seed_to_seed_r": rep.seed_to_seed_fc_corr,
+           "fit_wall_s": values.get("fit_wall_s"), "tvb_wall_s": rep.tvb_wall_s,
+           "at_bounds": values.get("at_bounds"), "G_c": values.get("G_c")}
+    G = values["params"].get("G")
+    if G is not None and values.get("G_c"):
+        row["G_over_G_c"] = float(np.mean(G)) / values["G_c"]
+    fs.write_npz(d / "report.npz", {"tvb_fc_per_seed": rep.tvb_fc_per_seed, "tvb_fc": rep.tvb_fc})
+    fs.write_json(d / "report.json", {"row": row, "report": rep.to_dict(), "target": "test FC (held out)"})
+    return row
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return "—" if math.isnan(v) else f"{v:.3f}"
+    return str(v)
+
+
+def report_markdown(cfg: RunConfig, rows: List[Dict], info: Dict) -> str:
+    cols = [("stage", "stage"), ("in_sample_r", "r in sample (train FC)"), ("held_out_r", "r held out (test FC)"),
+            ("ceiling_r", "ceiling r (train vs test FC)"), ("fcd_ks", "FCD KS (test BOLD)"),
+            ("mean_fc_sim", "mean FC TVB"), ("mean_fc_train", "mean FC train"), ("mean_fc_test", "mean FC test"),
+            ("fit_wall_s", "fit (s)"), ("tvb_wall_s", "TVB (s)")]
+    lines = [f"# Run {cfg.run.name}: subject {info['subject']}, {info['n_regions']} regions, TR {info['tr_ms']:g} ms",
+             "", f"Split: {info['split']} ({info['train_volumes']} training / {info['test_volumes']} test volumes). "
+             f"Validation: TVB's own simulator at the fitted values, {cfg.validation.length:g} ms per seed, seeds "
+             f"{cfg.validation.seeds}, first {cfg.validation.discard:g} ms dropped.", "",
+             "| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(c[0])) for c in cols) + " |")
+    notes = [f"- stage {r['stage']}: {n} value(s) of {k} at a bound" for r in rows
+             for k, n in (r.get("at_bounds") or {}).items() if n]
+    if notes:
+        lines += ["", "Parameters at a bound (within 0.1 % of the range):"] + notes
+    lines += ["", "In sample: against the FC the stage was fitted to; held out: against the other half (or session); "
+              "ceiling: the data's own train-vs-test agreement."]
+    return "\n".join(lines) + "\n"
+
+
+def validate_run(run_dir, *, force: bool = False, log: Callable[[str], None] = print) -> List[Dict]:
+    """Validate the configured stages of a fitted run (kept ones are reused unless ``force``); write the report."""
+    run_dir = fs.check_run_dir(run_dir)
+    cfg = load_config(run_dir / "config.json")
+    if not (run_dir / "fit_done.json").is_file():
+        raise ConfigError(f"{str(run_dir)!r}: the fit has not finished; run `tvb-torchfit fit` again to resume it.")
+    rows = []
+    for stage in _validated_stages(cfg):
+        log(f"validating stage {stage!r} with TVB ({len(cfg.validation.seeds)} x {cfg.validation.length:g} ms)")
+        rows.append(validate_stage(run_dir, cfg, stage, force=force))
+    info = fs.read_json(run_dir / "data.json")
+    fs.write_json(run_dir / "report.json", {"rows": rows, "data": {k: v for k, v in info.items()
+                                                                   if k != "preprocessing"}})
+    text = report_markdown(cfg, rows, info)
+    fs.write_text(run_dir / "report.md", text)
+    log(text)
+    return rows
