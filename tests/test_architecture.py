@@ -22,10 +22,12 @@ LAYERS = {
     "data": {"stats", "errors"},
     "inference": {"simulator", "analyzers", "roundtrip", "stats", "errors", "version", "files"},
     # the applications, written against the public API (the package root) like a user's script
+    "runs": {"simulator", "analyzers", "roundtrip", "inference", "stats", "data", "errors", "version", "files",
+             "__init__"},
     "demo": {"simulator", "analyzers", "roundtrip", "inference", "stats", "data", "errors", "version", "files",
              "__init__"},
     "cli": {"simulator", "analyzers", "roundtrip", "inference", "stats", "data", "errors", "version", "files",
-            "demo", "__init__"},
+            "demo", "runs", "__init__"},
 }
 
 

@@ -12,7 +12,7 @@ from ..inference.config import make_config
 from ..simulator.coupling import COUPLINGS
 from ..simulator.models import MODELS
 from ..simulator.registry import canonical_name, simulator_parameter_names
-from .config import MAP_FC_GRADIENT, RunConfig, check_tr_ms
+from .schema import MAP_FC_GRADIENT, RunConfig, check_tr_ms
 
 
 def _err(where: str, key: str, what: str) -> ConfigError:
@@ -122,7 +122,7 @@ def _check_stages(cfg: RunConfig, where: str, known: List[str]) -> None:
     seen_params = set()
     for i, s in enumerate(cfg.stages):
         key = f"stages.{i}"
-        if names.count(s.name) > 1:
+        if s.name in names[:i]:
             raise _err(where, f"{key}.name", f"stage name {s.name!r} is used twice; names must be distinct")
         if not s.params:
             raise _err(where, f"{key}.params", "no parameter to fit")

@@ -8,7 +8,7 @@ time (detrend, band-pass, z-score) are applied to each part on its own, so that 
 training FC.
 """
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from ..data import datasets, maps as maps_
 from ..data import preprocessing as pp
 from ..data.subject import Subject
 from ..errors import ConfigError, DataError
-from .config import MAP_FC_GRADIENT, RunConfig
+from .schema import MAP_FC_GRADIENT, RunConfig
 
 
 @dataclass

@@ -137,7 +137,10 @@ def _stage_writer(out: Path, stages: Sequence[Stage], walls: Dict[str, float], G
         coefs = {f"coef:{k}": np.asarray(v) for k, v in rec.result.coefficients.items()}
         fs.write_npz(d / "values.npz", dict(values, **coefs))
         doc = {"stage": rec.name, "params": values, "start": rec.start,
-               "coefficients": rec.result.coefficients, "G_c": rec.G_c,
+               "coefficients": rec.result.coefficients,
+               "coefficient_names": {k: ["intercept"] + list(by_name[rec.name].params[k].get("map_names", ()))
+                                     for k in rec.result.coefficients},
+               "G_c": rec.G_c,
                "at_bounds": _at_bounds(by_name[rec.name], rec.result, rec.G_c),
                "fit_wall_s": walls.get(rec.name)}
         fs.write_json(d / "values.json", doc)

@@ -1,0 +1,44 @@
+"""tvb_torchfit.runs.inputs: the train/test split of the BOLD and the time steps applied to each part alone."""
+import numpy as np
+import pytest
+
+from tests import runs_helpers as rh
+from tvb_torchfit.data import preprocessing as pp
+from tvb_torchfit.runs.config import load_config
+from tvb_torchfit.runs.inputs import load_inputs
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    return rh.write_data(tmp_path, volumes=241)
+
+
+def test_halves_are_the_first_and_second_half_after_discarding(folder):
+    cfg = load_config(rh.write_config(folder), ["preprocessing.discard_volumes=5"])
+    inp = load_inputs(cfg, "x")
+    bold = np.load(folder / "bold.npy")[5:]
+    half = bold.shape[0] // 2
+    np.testing.assert_array_equal(inp.train_bold, bold[:half])
+    np.testing.assert_array_equal(inp.test_bold, bold[half:2 * half])
+    assert inp.tr == 720.0
+
+
+def test_time_steps_are_applied_to_each_half_on_its_own(folder):
+    cfg = load_config(rh.write_config(folder), ["preprocessing.bandpass=[0.01, 0.1]", "preprocessing.zscore=true"])
+    inp = load_inputs(cfg, "x")
+    bold = np.load(folder / "bold.npy")
+    half = bold.shape[0] // 2
+    for part, got in ((bold[:half], inp.train_bold), (bold[half:2 * half], inp.test_bold)):
+        np.testing.assert_allclose(got, pp.zscore(pp.bandpass(part, 0.01, 0.1, tr=720.0)), rtol=1e-12, atol=1e-12)
+
+
+def test_second_session_and_no_split(folder):
+    other = np.random.RandomState(5).standard_normal((100, rh.N))
+    np.save(folder / "bold2.npy", other)
+    cfg = load_config(rh.write_config(folder), ['data.bold_test="bold2.npy"', 'validation.split="session"'])
+    inp = load_inputs(cfg, "x")
+    np.testing.assert_array_equal(inp.train_bold, np.load(folder / "bold.npy"))
+    np.testing.assert_array_equal(inp.test_bold, other)
+    cfg = load_config(rh.write_config(folder), ['validation.split="none"'])
+    inp = load_inputs(cfg, "x")
+    np.testing.assert_array_equal(inp.train_bold, inp.test_bold)
