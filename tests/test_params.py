@@ -356,3 +356,16 @@ def test_one_gaussian_prior():
     ps = ParameterSet({"G": Param(0.5, 3.0, prior=(1.0, 0.25)), "w_p": (0.5, 1.0)}, start, 3)
     assert float(ps.prior_loss()) == pytest.approx(0.5 * ((1.5 - 1.0) / 0.25) ** 2, rel=1e-12)      # = 2.0
     assert float(gaussian_prior(torch.tensor([1.5, 0.5], dtype=torch.float64), 1.0, 0.25)) == pytest.approx(4.0)
+
+
+def test_log_scale_prior_is_log_normal():
+    """On a log-scale parameter (nsig) the prior is 0.5 * ((log v - log mean) / sd)**2: a factor e above the
+    mean costs what a factor e below does."""
+    import math
+    import torch
+    from tvb_torchfit.inference.parameters import Param, ParameterSet
+    mean = 1e-6
+    for v in (mean * math.e, mean / math.e):
+        start = {"noise.nsig": torch.tensor([v], dtype=torch.float64)}
+        ps = ParameterSet({"nsig": Param(1e-9, 1e-3, prior=(mean, 0.5))}, start, 3)
+        assert float(ps.prior_loss()) == pytest.approx(0.5 * (1 / 0.5) ** 2, rel=1e-9)      # = 2.0

@@ -42,8 +42,14 @@ def test_overrides_by_index_and_name_with_toml_values(folder):
 def test_default_recipe_comes_from_defaults_toml(folder):
     text = rh.CONFIG.split("[[stages]]")[0]                  # no stages: the default recipe
     cfg = load_config(rh.write_config(folder, text))
-    assert [s.name for s in cfg.stages] == ["global", "regional"]
-    assert cfg.stages[1].params["J_i"].prior == ("start", 0.3)
+    import pathlib, tomllib
+    import tvb_torchfit.runs
+    defaults = tomllib.loads((pathlib.Path(tvb_torchfit.runs.__file__).parent / "defaults.toml").read_text())
+    assert [s.name for s in cfg.stages] == [s["name"] for s in defaults["stages"]]
+    for stage, default in zip(cfg.stages, defaults["stages"]):
+        for name, param in default["params"].items():
+            assert stage.params[name].low == param["low"] and stage.params[name].high == param["high"]
+            assert stage.params[name].prior == (tuple(param["prior"]) if "prior" in param else None)
 
 
 def test_the_tr_rule():

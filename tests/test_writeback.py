@@ -81,9 +81,17 @@ def test_configured_shapes_after_configure():
     sim = apply_params(make_sim(), REGION)
     assert sim.integrator.noise.nsig.shape == (NVAR, N, 1)        # TVB's configured layout
     assert sim.model.w_p.shape == np.empty(N).reshape(sim.model.spatial_param_reshape).shape
-    sim = apply_params(make_sim(), {"noise.nsig": np.full(N, 3e-5)})
-    assert sim.integrator.noise.nsig.shape == (1, N, 1)
-    np.testing.assert_array_equal(read_params(sim, ["noise.nsig"])["noise.nsig"], np.full(N, 3e-5))
+
+
+def test_regionwise_nsig_runs_in_tvb():
+    """A per-region nsig (N,) is stored as (nvar, N): TVB's stochastic Heun refuses the (1, N, 1) that its
+    configure makes of (N,) for a two-variable model."""
+    nsig = np.linspace(1e-5, 3e-5, N)
+    sim = apply_params(make_sim(), {"noise.nsig": nsig})
+    assert sim.integrator.noise.nsig.shape == (NVAR, N, 1)
+    np.testing.assert_array_equal(read_params(sim, ["noise.nsig"])["noise.nsig"], np.tile(nsig, (NVAR, 1)))
+    (t, y), = sim.run(simulation_length=5 * DT)[:1]
+    assert np.isfinite(y).all()
 
 
 def test_scalars_and_tensors_become_float64_arrays():

@@ -11,7 +11,8 @@ The optimiser works on an unconstrained tensor theta and never leaves the bounds
     value = exp(log low + (log high - log low) * sigmoid(theta))     (log scale, the default for nsig)
 
 Start values are read from the TVB objects (through the torch twin) and must lie strictly inside the
-bounds. A Gaussian prior 0.5 * ((value - mean) / sd)**2 can be attached to any parameter.
+bounds. A Gaussian prior 0.5 * ((value - mean) / sd)**2 can be attached to any parameter (on log-scale
+parameters, to log value: a log-normal prior).
 
 Parametric heterogeneity (``Param(low, high, maps=...)``, after the pFIC idea of Zhang et al. 2024): a
 region-wise parameter given by K + 1 coefficients and K maps m_k (one value per region),
@@ -45,7 +46,9 @@ class Param:
     regionwise:  one value per region (shape (N,)) instead of one global value (shape (1,)).
     prior:       optional Gaussian prior (mean, sd), added to the loss as 0.5*((value-mean)/sd)**2,
                  summed over regions; for a region-wise parameter the mean may be one value per region
-                 (e.g. J_i from feedback inhibition control).
+                 (e.g. J_i from feedback inhibition control). On a log-scale parameter the prior is
+                 log-normal: 0.5*((log value - log mean)/sd)**2, the mean in TVB's units, sd in natural-log
+                 units (sd 1: a factor e either way).
     log:         reparametrise on a log scale (default: True for noise.nsig, else False).
     maps:        optional region maps (K, N) (or one map (N,)): the parameter is then region-wise and given by
                  K + 1 coefficients on the standardised maps (module docstring); ``map_names`` label them.
@@ -245,7 +248,11 @@ class ParameterSet(torch.nn.Module):
         for name, value in self.values().items():
             prior = self.specs[name].prior
             if prior is not None:
-                total = total + gaussian_prior(value, prior[0], prior[1])
+                if self.specs[name].log:               # log-normal: mean in TVB's units, sd in natural-log units
+                    mean = torch.as_tensor(prior[0], dtype=value.dtype, device=value.device)
+                    total = total + gaussian_prior(torch.log(value), torch.log(mean), prior[1])
+                else:
+                    total = total + gaussian_prior(value, prior[0], prior[1])
         return total
 
     def numpy(self) -> Dict[str, np.ndarray]:

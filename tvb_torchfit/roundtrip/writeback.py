@@ -134,6 +134,11 @@ def _check_nsig_shape(sim, arr: np.ndarray, n: int) -> np.ndarray:
                              f"for {type(sim.model).__name__} on {n} regions.")
     if (arr < 0).any():
         raise ParameterError("parameter 'noise.nsig' must be >= 0 (it is a diffusion coefficient).")
+    if arr.shape == (n,) and n != nvar and nvar > 1:
+        # TVB's configure turns (N,) into (1, N, 1), which its stochastic schemes then refuse for a model with
+        # several state variables ("Got shape (1, N, 1) for noise but require (nvar, N)"): the same per-region
+        # value for every state variable, as (nvar, N), is what TVB runs.
+        arr = np.tile(arr, (nvar, 1))
     return arr
 
 
