@@ -25,6 +25,7 @@ from ..errors import ConfigError
 from ..inference.fitting import FitResult
 from ..inference.stages import Stage, StageResult, fit_stages
 from ..roundtrip.tvbfile import save_simulator
+from ..simulator.registry import NOISE_NSIG, canonical_name
 from ..roundtrip.validation import validate
 from ..version import __version__
 from . import folder as fs
@@ -119,7 +120,10 @@ def _at_bounds(stage: Stage, result: FitResult, G_c: Optional[float]) -> Dict[st
         low, high = spec["low"], spec["high"]
         if spec.get("relative") == "G_c":
             low, high = low * G_c, high * G_c
-        v = np.asarray(result.params.get(name, []), dtype=float)
+        v = np.asarray(result.params.get(canonical_name(name), result.params.get(name, [])), dtype=float)
+        log = spec.get("log")
+        if log if log is not None else canonical_name(name) == NOISE_NSIG:     # the scale the fit moves on
+            v, low, high = np.log(np.maximum(v, 1e-300)), np.log(low), np.log(high)
         tol = BOUND_TOL * (high - low)
         out[name] = int(np.sum((v < low + tol) | (v > high - tol)))
     return out
