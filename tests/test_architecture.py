@@ -16,15 +16,16 @@ LAYERS = {
     "version": set(),
     "files": set(),
     "stats": {"errors"},
-    "simulator": {"errors"},
-    "analyzers": {"simulator", "errors"},
-    "roundtrip": {"simulator", "stats", "errors", "files"},
-    "data": {"stats", "errors"},
-    "inference": {"simulator", "analyzers", "roundtrip", "stats", "errors", "version", "files"},
+    "checks": {"errors"},
+    "simulator": {"checks", "errors"},
+    "analyzers": {"checks", "simulator", "errors"},
+    "roundtrip": {"checks", "simulator", "stats", "errors", "files"},
+    "data": {"checks", "stats", "errors"},
+    "inference": {"checks", "simulator", "analyzers", "roundtrip", "stats", "errors", "version", "files"},
     # the applications, written against the public API (the package root) like a user's script
-    "demo": {"simulator", "analyzers", "roundtrip", "inference", "stats", "data", "errors", "version", "files",
+    "demo": {"checks", "simulator", "analyzers", "roundtrip", "inference", "stats", "data", "errors", "version", "files",
              "__init__"},
-    "cli": {"simulator", "analyzers", "roundtrip", "inference", "stats", "data", "errors", "version", "files",
+    "cli": {"checks", "simulator", "analyzers", "roundtrip", "inference", "stats", "data", "errors", "version", "files",
             "demo", "__init__"},
 }
 

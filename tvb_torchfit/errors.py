@@ -28,3 +28,8 @@ class DataError(TVBTorchFitError, ValueError):
 
 class MissingExtraError(TVBTorchFitError, ImportError):
     """An optional extra of tvb_torchfit is not installed; the message gives the pip command."""
+
+
+class CheckpointError(ParameterError):
+    """A fit checkpoint cannot be used: unreadable, truncated, of another format, not a tvb_torchfit checkpoint,
+    or written for another problem (network, delays, target, parameters, settings); the message says which."""
