@@ -219,6 +219,45 @@ def writable_file(path, name: str, *, error: Error = ParameterError) -> str:
     return path
 
 
+ABSURD_SCALE = 1e100            # |BOLD| beyond this: squares overflow float64 (1e200 gives FC 0 in numpy)
+CONSTANT_SD = 1e-6              # a region whose sd is below this fraction of the median sd is (near) constant
+
+
+def signal(value, name: str, *, error: Error = ParameterError) -> np.ndarray:
+    """A (time, regions) BOLD signal, checked for what makes its FC meaningless: non-finite values, an absurd
+    scale (max |x| > 1e100 or below 1e-100: the squares over- or underflow), and constant or near-constant
+    regions (sd below ``CONSTANT_SD`` of the median region's sd: their correlations are undefined or noise),
+    each a clear ``error`` naming the regions."""
+    arr = array(value, name, ndim=2, error=error)
+    if arr.shape[0] < 2:
+        raise error(f"{name} has {arr.shape[0]} time points; expected at least 2 (time, regions).")
+    scale = float(np.abs(arr).max()) if arr.size else 0.0
+    if scale > ABSURD_SCALE or 0 < scale < 1 / ABSURD_SCALE:
+        raise error(f"{name} has an absurd scale (max |value| = {scale:.3g}): correlations of such numbers over- "
+                    "or underflow; rescale it (e.g. divide by its standard deviation).")
+    centred = arr - arr.mean(axis=0)
+    sd = np.sqrt(np.mean(centred ** 2, axis=0))
+    ref = float(np.median(sd))
+    flat = np.flatnonzero(sd <= CONSTANT_SD * ref) if ref > 0 else np.arange(arr.shape[1])
+    if flat.size:
+        shown = flat[:10].tolist()
+        raise error(f"{name}: region(s) {shown}{' ...' if flat.size > 10 else ''} ({flat.size} of {arr.shape[1]}) "
+                    f"are constant or near-constant over time (sd {sd[flat[0]]:.3g} vs a median of {ref:.3g}): "
+                    "their FC is undefined; drop them (preprocessing.drop_regions) or fix the data.")
+    return arr
+
+
+def informative_fc(fc: np.ndarray, name: str, *, error: Error = ParameterError) -> None:
+    """Refuse an FC whose off-diagonal entries are all equal (a constant target: its correlation with any FC is
+    undefined, a fit to it moves nothing and reports r = 0)."""
+    fc = np.asarray(fc, dtype=np.float64)
+    iu = np.triu_indices(fc.shape[0], 1)
+    off = fc[iu]
+    if off.size and float(off.max() - off.min()) <= 1e-12 * max(1.0, float(np.abs(off).max())):
+        raise error(f"{name} is constant off the diagonal (every entry {off[0]:.6g}): it carries no FC pattern; "
+                    "a correlation with it is undefined. Check how it was computed.")
+
+
 def optional(check, value, *args, **kwargs):
     """``check(value, ...)`` unless ``value`` is None."""
     return None if value is None else check(value, *args, **kwargs)
