@@ -59,7 +59,7 @@ def positive(value, name: str, *, unit: str = "", error: Error = ParameterError)
     """A finite number > 0 (``unit`` is named in the message, e.g. "ms")."""
     v = finite(value, name, error=error)
     if not v > 0:
-        raise error(f"{name}={_show(value)}: expected a positive finite number{' of ' + unit if unit else ''}.")
+        raise error(f"{name}={_show(value)}: expected a positive number{' of ' + unit if unit else ''} (finite).")
     return v
 
 
@@ -168,14 +168,15 @@ def array(value, name: str, *, ndim: Optional[int] = None, shape: Optional[Seque
     return arr
 
 
-def tr_ms(value, name: str = "tr", *, error: Error = ParameterError, stacklevel: int = 3) -> float:
+def tr_ms(value, name: str = "tr", *, error: Error = ParameterError, stacklevel: int = 3,
+          fix: Optional[str] = None) -> float:
     """A repetition time in ms. Below ``TR_SECONDS_BELOW`` (20) it is read as seconds: converted to ms with a
     ``UserWarning``. Not positive and finite: ``error``."""
     v = positive(value, name, unit="ms", error=error)
     if v < TR_SECONDS_BELOW:
+        fix = fix or f"pass {name}={v * 1000:g}"
         warnings.warn(f"{name}={v:g} is below {TR_SECONDS_BELOW:g}: read as seconds, i.e. {v * 1000:g} ms (TRs are "
-                      f"in ms in tvb_torchfit; pass {name}={v * 1000:g} to silence this).", UserWarning,
-                      stacklevel=stacklevel)
+                      f"in ms in tvb_torchfit; {fix} to silence this).", UserWarning, stacklevel=stacklevel)
         return v * 1000.0
     return v
 
