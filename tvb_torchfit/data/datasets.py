@@ -291,6 +291,7 @@ def _load_connectivity(weights, tract_lengths=None, *, region_labels=None, centr
                        lengths_key=None, speed=None):
     """(Connectivity, record): the work of :func:`load_connectivity`."""
     record: Dict[str, Any] = {"step": "load_connectivity"}
+    speed = checks.optional(checks.positive, speed, "speed", unit="mm/ms", error=DataError)
     template = None
     if hasattr(weights, "weights") and hasattr(weights, "tract_lengths"):          # a TVB Connectivity
         template = weights
