@@ -81,7 +81,8 @@ def _check_types(cfg: FitConfig) -> None:
                           ("schedule", (None, "cosine")), ("loss", tuple(FC_LOSSES))):
         checks.choice(getattr(cfg, name), name, options)
     optimizer = getattr(torch.optim, cfg.optimizer, None) if isinstance(cfg.optimizer, str) else None
-    if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
+    if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)
+            and optimizer is not torch.optim.Optimizer):
         raise ParameterError(f"optimizer={cfg.optimizer!r}: expected the name of a torch.optim optimiser, e.g. "
                              "'Adam' or 'SGD'.")
 

@@ -86,7 +86,7 @@ def as_param(name: str, spec: ParamSpec) -> Param:
         try:
             mean, sd = p.prior
             mean = np.asarray(mean, dtype=np.float64)
-            ok = float(sd) > 0 and np.isfinite(mean).all() and mean.ndim <= 1
+            ok = math.isfinite(float(sd)) and float(sd) > 0 and np.isfinite(mean).all() and mean.ndim <= 1
         except (TypeError, ValueError):
             ok = False
         if not ok:
