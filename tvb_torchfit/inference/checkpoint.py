@@ -74,9 +74,14 @@ def read(path) -> Dict:
     try:
         doc = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
+        detail = next((line.strip() for line in str(exc).splitlines() if "WeightsUnpickler error" in line
+                       or "Unsupported" in line), "")
+        if "Unsupported global" not in detail:         # not a pickle of allowed things, nor of forbidden ones
+            raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: it is truncated or corrupt "
+                                  f"({detail[:200] or 'not a torch file'}); {RESTART_HINT}.") from None
         raise CheckpointError(f"checkpoint {str(path)!r} holds objects other than tensors, numbers and containers; "
                               f"it was refused without running them (torch.load weights_only=True: "
-                              f"{str(exc).splitlines()[0][:200]}). It is not a tvb_torchfit checkpoint; "
+                              f"{detail[detail.find('Unsupported'):][:160]}). It is not a tvb_torchfit checkpoint; "
                               f"{RESTART_HINT}.") from None
     except Exception as exc:                           # truncated zip, garbage bytes, empty file, ...
         raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: it is truncated or corrupt "

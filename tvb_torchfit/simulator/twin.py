@@ -205,7 +205,7 @@ class TorchSimulator:
             if simulation_length is not None:
                 raise ParameterError(f"run(simulation_length={simulation_length!r}, n_steps={n_steps!r}): give one "
                                      "of them, not both.")
-            n_steps = checks.integer(n_steps, "n_steps", minimum=0)
+            n_steps = checks.integer(n_steps, "n_steps", minimum=1)
         params = self.block_params()
         recording = Recording(self.monitors, self._voi, self._chunk, self.current_step + 1, self.batch)
         self.paths.choose(self.records_graph()).run(self, n_steps, params, recording)
