@@ -402,3 +402,27 @@ def test_cli_arguments(capsys):
             cli.main(argv)
         assert info.value.code == 2
         assert argv[1] in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- found by the probe
+NOT_A_SIMULATOR = [
+    ("from_tvb", lambda: tvb_torchfit.from_tvb(None)),
+    ("fit", lambda: tvb_torchfit.fit(None, np.eye(N), PARAMS, **FAST)),
+    ("validate", lambda: tvb_torchfit.validate("sim", np.eye(N), simulation_length=4000.0)),
+    ("compare", lambda: tvb_torchfit.compare(42, simulation_length=10.0)),
+]
+
+
+@pytest.mark.parametrize("call", [c[1] for c in NOT_A_SIMULATOR], ids=[c[0] for c in NOT_A_SIMULATOR])
+def test_not_a_simulator(call):
+    refused(call, tvb_torchfit.UnsupportedTVBObject, "sim")
+
+
+def test_bounds_outside_the_domain_and_writeback_of_singular_values(sim, target, bold):
+    refused(lambda: tvb_torchfit.fit(sim, target, {"d_e": (-0.1, 0.3)}, **FAST), ParameterError, "d_e")
+    refused(lambda: tvb_torchfit.fit(sim, target, {"noise.nsig": tvb_torchfit.Param(-1e-3, 1e-3, log=False)},
+                                     **FAST), ParameterError, "noise.nsig")
+    refused(lambda: tvb_torchfit.apply_params(tvb_torchfit.clone_simulator(sim), {"d_e": np.array([0.0])}),
+            ParameterError, "d_e")
+    refused(lambda: tvb_torchfit.fit(sim, target, PARAMS, target_bold="bold.npy", fcd_weight=1.0, fcd_window_trs=2,
+                                     fcd_step_trs=1, **FAST), ParameterError, "target_bold")

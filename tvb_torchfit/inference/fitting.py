@@ -129,20 +129,25 @@ def _build(problem: FitProblem, params):
     cfg = problem.cfg
     if cfg.method == "linear":
         spec = read_simulator(problem.sim)
-        pset = _parameter_set(params, spec_params(spec), problem)
+        pset = _parameter_set(params, spec_params(spec), problem, spec.model)
         optimizer = getattr(torch.optim, cfg.optimizer)(pset.parameters(), lr=cfg.lr)
         return pset, LinearEstimator(spec, cfg, pset, optimizer), optimizer
     obs = make_observation(cfg.observation, problem.sim.monitors[problem.bold_index], problem.tr_ms, cfg.batch,
                            cfg.balloon_period_ms)
     twin = TorchSimulator(twin_spec(problem, obs.monitors), noise="torch", batch=cfg.batch,
                           dtype=getattr(torch, cfg.dtype), seed=cfg.seed, compile=cfg.compile)
-    pset = _parameter_set(params, twin.params, problem)
+    pset = _parameter_set(params, twin.params, problem, twin.model)
     optimizer = getattr(torch.optim, cfg.optimizer)(pset.parameters(), lr=cfg.lr)
     return pset, TwinEstimator(twin, obs, cfg, problem.tr_steps), optimizer
 
 
-def _parameter_set(params, start, problem: FitProblem) -> ParameterSet:
+def _parameter_set(params, start, problem: FitProblem, model_port) -> ParameterSet:
     pset = ParameterSet(params, start, problem.n_nodes)
+    positive = set(getattr(model_port, "positive_parameters", ())) | {"noise.nsig"}
+    for name, p in pset.specs.items():
+        if name in positive and p.low < 0:
+            raise ParameterError(f"parameter {name!r}: bounds ({p.low}, {p.high}) reach below 0, outside its domain "
+                                 f"({name} > 0{' or = 0' if name == 'noise.nsig' else ''}); give low >= 0.")
     if problem.cfg.fic_rate is not None and "J_i" in pset.names:
         raise ParameterError("J_i is set by feedback inhibition control (fic_rate=...); do not also fit it.")
     return pset

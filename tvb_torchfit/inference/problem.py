@@ -67,7 +67,7 @@ def target_fcd(target_bold, cfg: FitConfig, n: int) -> torch.Tensor:
     if target_bold is None:
         raise ParameterError(f"fcd_weight={cfg.fcd_weight} needs target_bold= (the empirical BOLD, shaped (time, "
                              "nodes), sampled at the TR) to compare FCD distributions.")
-    bold = np.asarray(target_bold, dtype=np.float64)
+    bold = checks.array(target_bold, "target_bold", finite_values=False)
     if bold.ndim != 2 or bold.shape[1] != n:
         raise ParameterError(f"target_bold has shape {bold.shape}; expected (time, {n}) (time by nodes, at the TR).")
     if not np.isfinite(bold).all():

@@ -91,7 +91,7 @@ def _unsupported(what: str, obj, supported) -> UnsupportedTVBObject:
 
 def _check_configured(sim) -> None:
     if not isinstance(sim, Simulator):
-        raise TypeError(f"expected a tvb.simulator.simulator.Simulator, got {type(sim).__name__}")
+        raise UnsupportedTVBObject(f"sim: expected a tvb.simulator.simulator.Simulator, got {type(sim).__name__}")
     if sim.history is None or getattr(sim.connectivity, "idelays", None) is None or sim.current_state is None:
         raise NotConfiguredError("the TVB Simulator is not configured: call sim.configure() before handing it "
                                  "to tvb_torchfit (the delays, history and initial state come from configure()).")
