@@ -191,7 +191,7 @@ def test_fcd_term_adds_the_fcd_distance(sim, target):
     (None, "needs target_bold"),
     (np.zeros((60, N + 1)), r"expected \(time, 4\)"),
     (np.full((60, N), np.nan), "non-finite"),
-    (np.zeros((5, N)), "too short"),
+    (np.random.RandomState(0).randn(5, N), "too short"),
 ], ids=["missing", "wrong-nodes", "nan", "too-short"])
 def test_bad_fcd_inputs(sim, target, bold, match):
     with pytest.raises(ParameterError, match=match):
@@ -330,10 +330,10 @@ class _NotATensor:
 def test_checkpoints_are_loaded_without_running_code(sim, target, tmp_path):
     """Checkpoints are read with torch.load(weights_only=True): an arbitrary pickled object is refused, and a
     checkpoint of the earlier format (no "format" key) is refused with a clear message."""
-    import pickle
+    from tvb_torchfit.errors import CheckpointError
     bad = tmp_path / "foreign.ckpt"
-    torch.save({"format": 2, "config": {}, "payload": _NotATensor()}, bad)
-    with pytest.raises(pickle.UnpicklingError):
+    torch.save({"format": 3, "config": {}, "payload": _NotATensor()}, bad)
+    with pytest.raises(CheckpointError, match="foreign.ckpt"):
         tvb_torchfit.fit(sim, target, PARAMS, checkpoint=bad, **FAST)
     old = tmp_path / "old.ckpt"
     torch.save({"config": {}, "params": {}}, old)

@@ -54,8 +54,10 @@ def test_default_recipe_comes_from_defaults_toml(folder):
 
 def test_the_tr_rule():
     assert check_tr_ms(720.0) == 720.0
-    with pytest.raises(ConfigError, match="looks like seconds"):
-        check_tr_ms(0.72)
+    with pytest.warns(UserWarning, match="read as seconds"):
+        assert check_tr_ms(0.72, "data.tr") == pytest.approx(720.0)
+    with pytest.raises(ConfigError, match="data.tr"):
+        check_tr_ms(-1.0, "data.tr")
 
 
 def _replace(text, old, new):
@@ -70,7 +72,7 @@ BAD = [
     ("wrong type", _replace(BASE, "seed = 3", 'seed = "three"'), "run.seed"),
     ("missing BOLD file", _replace(BASE, 'bold = "bold.npy"', 'bold = "nothere.npy"'), "data.bold"),
     ("missing SC file", _replace(BASE, 'weights = "sc.csv"', 'weights = "nosc.csv"'), "data.weights"),
-    ("TR in seconds", _replace(BASE, "tr = 720.0", "tr = 0.72"), "data.tr"),
+    ("TR negative", _replace(BASE, "tr = 720.0", "tr = -720.0"), "data.tr"),
     ("TR missing", _replace(BASE, "tr = 720.0", ""), "data.tr"),
     ("parameter the model lacks", _replace(BASE, "[stages.params.G]", "[stages.params.G_x]"), "stages.0.params.G_x"),
     ("fixed parameter the model lacks", BASE + "\n[model.params]\nw_q = 1.0\n", "model.params.w_q"),

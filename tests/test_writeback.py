@@ -202,7 +202,7 @@ def test_nsig_on_deterministic_integrator():
 def test_not_a_dict_and_not_a_simulator():
     with pytest.raises(ParameterError, match="dict"):
         apply_params(make_sim(), [("G", 1.0)])
-    with pytest.raises(TypeError, match="Simulator"):
+    with pytest.raises(TypeError, match="Simulator"):           # UnsupportedTVBObject is a TypeError
         apply_params(object(), {"G": np.array([1.0])})
 
 

@@ -71,6 +71,8 @@ def _parity(args) -> int:
 
 def _demo_fit(args) -> int:
     from .demo import run
+    from . import checks
+    checks.writable_folder(args.out, "--out")
     lengths = {k: v for k, v in (("target_ms", args.target_ms), ("validate_ms", args.validate_ms),
                                  ("n_steps", args.steps)) if v is not None}
     run(args.out, quick=args.quick, compile=not args.no_compile, processes=args.processes, **lengths)
@@ -80,10 +82,31 @@ def _demo_fit(args) -> int:
 def _positive(kind):
     def parse(text: str):
         value = kind(text)
-        if not value > 0:
+        if not (value > 0 and np.isfinite(value)):
             raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
         return value
     return parse
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2**32), got {text}")
+    return value
 
 
 def _compare(args) -> int:
@@ -194,9 +217,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     cmp_.add_argument("--speed", type=_positive(float), default=3.0, help="conduction speed, mm/ms")
     cmp_.add_argument("--dt", type=_positive(float), default=0.1, help="integration step, ms")
     cmp_.add_argument("--length", type=_positive(float), default=1000.0, help="simulation length, ms")
-    cmp_.add_argument("--coupling-a", type=float, default=0.02, help="Linear coupling a (global coupling)")
-    cmp_.add_argument("--nsig", type=float, default=1e-4, help="Additive noise nsig (diffusion coefficient)")
-    cmp_.add_argument("--seed", type=int, default=42, help="TVB noise_seed")
+    cmp_.add_argument("--coupling-a", type=_finite, default=0.02, help="Linear coupling a (global coupling)")
+    cmp_.add_argument("--nsig", type=_non_negative, default=1e-4, help="Additive noise nsig (diffusion coefficient)")
+    cmp_.add_argument("--seed", type=_seed, default=42, help="TVB noise_seed")
     cmp_.add_argument("--monitor", action="append", choices=["Raw", "SubSample", "TemporalAverage", "Bold"],
                       help="monitor(s) to compare (repeatable; default Raw)")
     cmp_.add_argument("--period", type=_positive(float), default=720.0, help="monitor period, ms")
@@ -205,11 +228,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     cmp_.set_defaults(func=_compare)
     _add_run_commands(sub)
     args = parser.parse_args(argv)
-    from .errors import ConfigError
+    from .errors import TVBTorchFitError
     try:
         return args.func(args)
-    except ConfigError as err:
-        print(f"tvb-torchfit {args.command}: {err}", file=sys.stderr)
+    except TVBTorchFitError as exc:                   # bad input: the message, not a traceback
+        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -57,12 +57,16 @@ def demo_simulator(G: float, w_p: float, J_i: float = 1.0, nsig: float = 1e-4, d
 def run(out_dir: str = "out/demo", target_ms: float = 600e3, validate_ms: float = 600e3, n_steps: int = FIT["n_steps"],
         quick: bool = False, compile: bool = True, processes: int = 2) -> Dict:
     import tvb_torchfit
-    from tvb_torchfit import stats
+    from tvb_torchfit import checks, stats
     from tvb_torchfit.roundtrip.validation import bold_fc, run_tvb_bold
     warnings.filterwarnings("ignore", module="tvb")
     if quick:
         target_ms, validate_ms, n_steps = 60e3, 60e3, 4
-    os.makedirs(out_dir, exist_ok=True)
+    target_ms = checks.positive(target_ms, "target_ms", unit="ms")
+    validate_ms = checks.positive(validate_ms, "validate_ms", unit="ms")
+    n_steps = checks.integer(n_steps, "n_steps", minimum=1)
+    processes = checks.integer(processes, "processes", minimum=1)
+    checks.writable_folder(out_dir, "out_dir")                # up front: the demo takes minutes
     t_start = time.time()
     discard = int(np.ceil(20000.0 / SETTINGS["tr"]))
 

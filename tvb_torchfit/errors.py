@@ -33,3 +33,8 @@ class MissingExtraError(TVBTorchFitError, ImportError):
 class ConfigError(TVBTorchFitError, ValueError):
     """A run configuration (``tvb-torchfit fit run.toml``) is malformed; the message names the config file, the
     key and what was expected."""
+
+
+class CheckpointError(ParameterError):
+    """A fit checkpoint cannot be used: unreadable, truncated, of another format, not a tvb_torchfit checkpoint,
+    or written for another problem (network, delays, target, parameters, settings); the message says which."""

@@ -19,3 +19,31 @@ def atomic_write(path: Union[str, os.PathLike], write: Callable[[BinaryIO], obje
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def remove_stale_temporaries(path: Union[str, os.PathLike]) -> list:
+    """Remove the temporary files ``atomic_write`` left beside ``path`` when its process was killed
+    (``path.tmp<pid>`` whose process no longer runs); returns the paths removed."""
+    path = os.fspath(path)
+    folder, base = os.path.split(os.path.abspath(path))
+    removed = []
+    if not os.path.isdir(folder):
+        return removed
+    for name in os.listdir(folder):
+        pid = name[len(base) + 4:] if name.startswith(base + ".tmp") else ""
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)               # still running (another writer): leave it alone
+            if int(pid) != os.getpid():
+                continue
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):
+            continue
+        try:
+            os.remove(os.path.join(folder, name))
+            removed.append(os.path.join(folder, name))
+        except OSError:
+            pass
+    return removed

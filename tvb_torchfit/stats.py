@@ -416,7 +416,7 @@ def ks_statistic(a: ArrayLike, b: ArrayLike) -> float:
 # a user's target FC
 # ----------------------------------------------------------------------------------------------------
 
-def check_target_fc(target: ArrayLike, n_nodes: int, atol: float = 1e-5) -> Tensor:
+def check_target_fc(target: ArrayLike, n_nodes: int, atol: float = 1e-5, name: str = "target FC") -> Tensor:
     """Validate a user-provided target FC and return it as a float64 tensor (a copy, on the CPU
     for numpy input, on the input's device for a tensor).
 
@@ -429,31 +429,31 @@ def check_target_fc(target: ArrayLike, n_nodes: int, atol: float = 1e-5) -> Tens
         t = target.detach().to(torch.float64).clone()
     elif isinstance(target, np.ndarray):
         if target.dtype.kind not in "biuf":
-            raise ParameterError(f"target FC must hold real numbers; got a numpy array of dtype {target.dtype}")
+            raise ParameterError(f"{name} must hold real numbers; got a numpy array of dtype {target.dtype}")
         t = torch.tensor(target, dtype=torch.float64)
     else:
-        raise ParameterError(f"target FC must be a numpy array or a torch.Tensor; got {type(target).__name__}")
+        raise ParameterError(f"{name} must be a numpy array or a torch.Tensor; got {type(target).__name__}")
     if t.ndim != 2:
-        raise ParameterError(f"target FC must be 2-D (nodes, nodes); got {t.ndim}-D with shape {tuple(t.shape)}")
+        raise ParameterError(f"{name} must be 2-D (nodes, nodes); got {t.ndim}-D with shape {tuple(t.shape)}")
     if t.shape[0] != t.shape[1]:
-        raise ParameterError(f"target FC must be square (nodes, nodes); got shape {tuple(t.shape)}")
+        raise ParameterError(f"{name} must be square (nodes, nodes); got shape {tuple(t.shape)}")
     if t.shape[0] != n_nodes:
-        raise ParameterError(f"target FC has {t.shape[0]} nodes but the simulation has {n_nodes} nodes")
+        raise ParameterError(f"{name} has {t.shape[0]} nodes but the simulation has {n_nodes} nodes")
     if not bool(torch.isfinite(t).all()):
         n_nan, n_inf = _nonfinite_counts(t)
-        raise ParameterError(f"target FC must be finite; it has {n_nan} NaN and {n_inf} inf entries "
+        raise ParameterError(f"{name} must be finite; it has {n_nan} NaN and {n_inf} inf entries "
                              f"out of {t.numel()}")
     asym = float((t - t.T).abs().max())
     if asym > atol:
-        raise ParameterError(f"target FC is not symmetric: max |FC - FC.T| = {asym:.3g} > atol = {atol:g}")
+        raise ParameterError(f"{name} is not symmetric: max |FC - FC.T| = {asym:.3g} > atol = {atol:g}")
     diag_err = float((torch.diagonal(t) - 1).abs().max())
     if diag_err > atol:
-        raise ParameterError(f"target FC is not a correlation matrix: its diagonal must be 1, but "
+        raise ParameterError(f"{name} is not a correlation matrix: its diagonal must be 1, but "
                              f"max |diag - 1| = {diag_err:.3g} (min diag {float(torch.diagonal(t).min()):.3g}); "
                              f"if the diagonal was zeroed, set it back to 1")
     outside = (t.abs() > 1 + atol)
     if bool(outside.any()):
-        raise ParameterError(f"target FC is not a correlation matrix: {int(outside.sum())} entries are "
+        raise ParameterError(f"{name} is not a correlation matrix: {int(outside.sum())} entries are "
                              f"outside [-1, 1] (min {float(t.min()):.3g}, max {float(t.max()):.3g}); "
                              f"if it is Fisher z-transformed, apply tanh first")
     return t

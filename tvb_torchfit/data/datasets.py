@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .. import stats
+from .. import checks, stats
 from ..errors import DataError, MissingExtraError, ParameterError
 from .preprocessing import STEP_NAMES, preprocess
 from .subject import Subject, make_connectivity
@@ -111,8 +111,8 @@ def _describe(variables: Dict[str, Any], names: Sequence[str]) -> str:
 def _tr_from_variables(variables: Dict[str, Any], path: Path) -> Tuple[Optional[float], Optional[str]]:
     """(TR in ms, the key it came from) from a .mat/.npz variable named TR, tr or RepetitionTime.
 
-    A value below 20 is taken as seconds (converted to ms), one of 100 or more as ms; values in between
-    are ambiguous and refused.
+    The TR rule (``checks.tr_ms``): a value below 20 is read as seconds (converted to ms, with a warning),
+    20 or more as ms.
     """
     for k in _TR_KEYS:
         if k in variables:
@@ -121,13 +121,8 @@ def _tr_from_variables(variables: Dict[str, Any], path: Path) -> Tuple[Optional[
                     or float(v.ravel()[0]) <= 0:
                 raise DataError(f"{str(path)!r}: variable {k!r} should be the repetition time (one positive "
                                 f"number, in s or ms); got {v!r}")
-            value = float(v.ravel()[0])
-            if value < 20:
-                return value * 1000.0, k
-            if value >= 100:
-                return value, k
-            raise DataError(f"{str(path)!r}: variable {k!r} = {value:g} is ambiguous as a repetition time "
-                            f"(seconds would be below 20, ms 100 or more); pass tr= in ms")
+            return checks.tr_ms(float(v.ravel()[0]), f"variable {k!r} of {str(path)!r}", error=DataError,
+                                stacklevel=5, fix="store it in ms or pass tr= in ms"), k
     return None, None
 
 
@@ -296,6 +291,7 @@ def _load_connectivity(weights, tract_lengths=None, *, region_labels=None, centr
                        lengths_key=None, speed=None):
     """(Connectivity, record): the work of :func:`load_connectivity`."""
     record: Dict[str, Any] = {"step": "load_connectivity"}
+    speed = checks.optional(checks.positive, speed, "speed", unit="mm/ms", error=DataError)
     template = None
     if hasattr(weights, "weights") and hasattr(weights, "tract_lengths"):          # a TVB Connectivity
         template = weights
@@ -426,10 +422,10 @@ def load_bold(source, tr: Optional[float] = None, *, key: Optional[str] = None, 
     if data.shape[0] < 2:
         raise DataError(f"{where}: BOLD needs at least 2 volumes; got {data.shape[0]}")
     _require_finite(data, where)
+    checks.signal(data, where, error=DataError)            # constant regions, absurd scale
     file_tr = info.get("tr_ms")
     if tr is not None:
-        if isinstance(tr, bool) or not isinstance(tr, (int, float, np.number)) or not np.isfinite(tr) or tr <= 0:
-            raise DataError(f"tr must be a positive number of ms; got {tr!r}")
+        tr = checks.tr_ms(tr, "tr", error=DataError)
         if file_tr is not None and not np.isclose(float(tr), file_tr, rtol=1e-6):
             raise DataError(f"{where}: tr={tr:g} ms was given but the file's variable {info['tr_key']!r} says "
                             f"{file_tr:g} ms")
@@ -459,7 +455,9 @@ def load_fc(source, n_regions: Optional[int] = None, *, key: Optional[str] = Non
     if n_regions is not None and arr.shape[0] != n_regions:
         raise DataError(f"{where} has {arr.shape[0]} regions but the connectivity has {n_regions}")
     try:
-        return stats.check_target_fc(arr, arr.shape[0]).numpy()
+        out = stats.check_target_fc(arr, arr.shape[0]).numpy()
+        checks.informative_fc(out, "the FC")
+        return out
     except ParameterError as e:
         raise DataError(f"{where}: {e}") from None
 
@@ -478,6 +476,7 @@ def load_subject(weights, bold=None, *, tract_lengths=None, fc=None, tr: Optiona
     ``**steps`` are the preprocessing steps of :func:`tvb_torchfit.data.preprocessing.preprocess`
     (e.g. ``sc_normalize="max", discard_volumes=5, bandpass=(0.01, 0.1)``), applied in its fixed order.
     """
+    _check_steps(steps)
     if (bold is None) == (fc is None):
         raise DataError("give exactly one of bold= (a BOLD signal, FC is then computed from it) or fc= "
                         "(a precomputed FC)" + (", not both" if bold is not None else ""))
@@ -492,7 +491,7 @@ def load_subject(weights, bold=None, *, tract_lengths=None, fc=None, tr: Optiona
     else:
         fc_given = load_fc(fc, n_regions=n, key=fc_key)
         records.append({"step": "load_fc", "source": str(fc) if isinstance(fc, (str, os.PathLike)) else "array"})
-        data, tr_ms = None, (float(tr) if tr is not None else None)
+        data, tr_ms = None, checks.optional(checks.tr_ms, tr, "tr", error=DataError)
     if subject_id is None:
         subject_id = Path(bold if bold is not None else fc).stem if isinstance(bold if bold is not None else fc,
                                                                               (str, os.PathLike)) else "subject"
@@ -501,12 +500,16 @@ def load_subject(weights, bold=None, *, tract_lengths=None, fc=None, tr: Optiona
     return _preprocess(subject, steps)
 
 
-def _preprocess(subject: Subject, steps: Dict[str, Any]) -> Subject:
-    if not steps:
-        return subject
+def _check_steps(steps: Dict[str, Any]) -> None:
     unknown = sorted(set(steps) - set(STEP_NAMES))
     if unknown:
         raise DataError(f"unknown preprocessing step(s) {unknown}; the steps are {list(STEP_NAMES)}")
+
+
+def _preprocess(subject: Subject, steps: Dict[str, Any]) -> Subject:
+    if not steps:
+        return subject
+    _check_steps(steps)
     return preprocess(subject, **steps)
 
 
@@ -583,6 +586,9 @@ def load_hcp_subject(subject_id: Union[str, int], *, dataset: str = "hcp", tr: O
     Region labels and centres: :func:`aal2_atlas`. Speed: TVB's default. Raw data, no preprocessing unless
     ``**steps`` (those of :func:`tvb_torchfit.data.preprocessing.preprocess`) are given.
     """
+    _check_steps(steps)
+    if not isinstance(subject_id, (str, int)) or isinstance(subject_id, bool):
+        raise DataError(f"subject_id={subject_id!r}: expected a subject id such as '101309' (see hcp_subjects()).")
     base = _dataset_dir(dataset)
     subject_id = str(subject_id)
     folder = base / subject_id

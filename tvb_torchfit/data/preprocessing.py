@@ -19,6 +19,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .subject import Subject, make_connectivity
+from .. import checks
 from ..errors import DataError
 
 __all__ = ["normalize_weights", "log1p_weights", "symmetrize", "remove_self_connections", "drop_regions",
@@ -309,6 +310,9 @@ def bandpass(x, low: Optional[float] = 0.01, high: Optional[float] = 0.1, tr: Op
     gain |H(f)|^2 (a band-pass of ``order`` has 2 * order poles, doubled again by the two passes).
     """
     from scipy.signal import butter, sosfiltfilt
+    tr = checks.optional(checks.tr_ms, tr, "bandpass: tr", error=DataError)
+    for name, f in (("low", low), ("high", high)):
+        checks.optional(checks.positive, f, f"bandpass: {name}", unit="Hz", error=DataError)
     if isinstance(x, Subject):
         if tr is not None and x.tr is not None and not np.isclose(tr, x.tr):
             raise DataError(f"bandpass: tr={tr:g} ms was given but subject {x.subject_id!r} has TR {x.tr:g} ms")

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from .. import stats
+from .. import checks, stats
 from ..errors import DataError, ParameterError
 
 __all__ = ["Subject", "make_connectivity"]
@@ -45,6 +45,8 @@ class Subject:
     fc_given: Optional[np.ndarray] = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self):
+        if self.tr is not None:                         # the TR rule: below 20 read as seconds, with a warning
+            self.tr = checks.tr_ms(self.tr, f"subject {self.subject_id!r}: tr", error=DataError, stacklevel=4)
         n = self.n_regions
         if self.bold is not None and (self.bold.ndim != 2 or self.bold.shape[1] != n):
             raise DataError(f"subject {self.subject_id!r}: bold must be shaped (time, {n} regions) like the "

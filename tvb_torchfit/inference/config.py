@@ -6,6 +6,7 @@ from typing import Optional
 
 import torch
 
+from .. import checks
 from ..errors import ParameterError
 from .objective import FC_LOSSES
 
@@ -56,12 +57,39 @@ def make_config(settings) -> FitConfig:
     return cfg
 
 
+def _check_types(cfg: FitConfig) -> None:
+    """Each setting on its own: type and range (``checks``: ParameterError naming the setting and its value)."""
+    for name in ("n_steps", "window_trs", "fc_window_trs", "batch", "fcd_window_trs", "fcd_step_trs"):
+        checks.integer(getattr(cfg, name), name, minimum=1)
+    for name in ("patience", "data_trs"):
+        checks.optional(checks.integer, getattr(cfg, name), name, minimum=1)
+    checks.positive(cfg.lr, "lr")
+    for name in ("rmse_weight", "prior_weight", "fcd_weight", "bifurcation_weight"):
+        checks.non_negative(getattr(cfg, name), name)
+    checks.optional(checks.non_negative, cfg.warmup_ms, "warmup_ms", unit="ms")
+    checks.positive(cfg.balloon_period_ms, "balloon_period_ms", unit="ms")
+    checks.probability(cfg.low_value, "low_value")
+    checks.seed(cfg.seed, "seed")
+    checks.boolean(cfg.compile, "compile")
+    checks.probability(cfg.average_last, "average_last", open_low=True)
+    checks.finite(cfg.bifurcation_target, "bifurcation_target")
+    checks.finite(cfg.bifurcation_width, "bifurcation_width")
+    checks.optional(checks.finite, cfg.fic_rate, "fic_rate")
+    checks.optional(checks.finite, cfg.stability_margin, "stability_margin")
+    for name, options in (("method", ("twin", "linear")), ("observation", ("bold", "balloon")),
+                          ("initial_state", ("low", "tvb")), ("dtype", ("float64", "float32")),
+                          ("schedule", (None, "cosine")), ("loss", tuple(FC_LOSSES))):
+        checks.choice(getattr(cfg, name), name, options)
+    optimizer = getattr(torch.optim, cfg.optimizer, None) if isinstance(cfg.optimizer, str) else None
+    if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)
+            and optimizer is not torch.optim.Optimizer):
+        raise ParameterError(f"optimizer={cfg.optimizer!r}: expected the name of a torch.optim optimiser, e.g. "
+                             "'Adam' or 'SGD'.")
+
+
 def check_config(cfg: FitConfig) -> None:
     """Every setting's type and range, and the combinations that make no sense, with errors that say why."""
-    for name in ("n_steps", "window_trs", "fc_window_trs", "batch"):
-        v = getattr(cfg, name)
-        if not isinstance(v, int) or v < 1:
-            raise ParameterError(f"{name}={v!r}: expected a positive integer.")
+    _check_types(cfg)
     if cfg.method not in ("twin", "linear"):
         raise ParameterError(f"method={cfg.method!r}: expected 'twin' (the stochastic twin) or 'linear' (analytic FC "
                              "of the network linearised around its low fixed point).")

@@ -70,9 +70,13 @@ class TwinEstimator:
     def warm_up(self, pset) -> None:
         cfg, tr_ms = self.cfg, self.tr_steps * self.twin.dt
         warmup = cfg.warmup_ms if cfg.warmup_ms is not None else BOLD_TRANSIENT_MS + cfg.fc_window_trs * tr_ms
+        steps = int(math.ceil(warmup / self.twin.dt / self.tr_steps)) * self.tr_steps
+        if steps == 0:                                   # warmup_ms=0: no warm-up, the first FC window fills itself
+            self.buffer = None
+            return
         with torch.no_grad():
             set_params(self.twin, self.model_values(pset))
-            bold = self.obs.run(self.twin, int(math.ceil(warmup / self.twin.dt / self.tr_steps)) * self.tr_steps)
+            bold = self.obs.run(self.twin, steps)
         self.twin.detach_()
         self.obs.detach_()
         warm = bold[:, int(math.ceil(BOLD_TRANSIENT_MS / tr_ms)):]

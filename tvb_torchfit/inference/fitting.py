@@ -22,9 +22,13 @@ import dataclasses
 import os
 from typing import Mapping, Optional, Union
 
+import numpy as np
 import torch
 
+from .. import checks
+from .. import files as ckpt_files
 from ..errors import ParameterError
+from ..version import __version__
 from ..simulator.adapter import read_simulator
 from ..simulator.twin import TorchSimulator
 from . import checkpoint as ckpt
@@ -55,6 +59,13 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
     ``fcd_step_trs``) is compared with the simulated one by the exact Wasserstein-1 distance.
     """
     cfg = make_config(settings)
+    if not isinstance(params, Mapping):
+        raise ParameterError(f"params={params!r}: expected a dict of TVB names to (low, high) bounds or Params, "
+                             "e.g. {'G': (0.5, 4.0)}.")
+    checkpoint_every = checks.integer(checkpoint_every, "checkpoint_every", minimum=1)
+    resume, progress = checks.boolean(resume, "resume"), checks.boolean(progress, "progress")
+    if checkpoint is not None:
+        checkpoint = checks.writable_file(checkpoint, "checkpoint")      # up front, before the work
     problem = define(sim, target_fc, target_bold, cfg)
     if not params:
         raise ParameterError("params is empty: name at least one parameter to fit, e.g. {'G': (0.5, 4.0)}.")
@@ -67,8 +78,12 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
     config_doc = dict(dataclasses.asdict(cfg), params={k: dataclasses.asdict(v) for k, v in pset.specs.items()},
                       tr_ms=problem.tr_ms, dt=float(sim.integrator.dt), n_nodes=problem.n_nodes,
                       model=type(sim.model).__name__)
+    prints = None
+    if checkpoint is not None:
+        ckpt_files.remove_stale_temporaries(checkpoint)
+        prints = ckpt.fingerprint(problem_parts(problem, config_doc, target_bold))
     if checkpoint is not None and resume and os.path.exists(checkpoint):
-        ckpt.restore(checkpoint, config_doc, pset, optimizer, scheduler, estimator, history, state)
+        ckpt.restore(checkpoint, config_doc, pset, optimizer, scheduler, estimator, history, state, prints)
     else:
         estimator.warm_up(pset)
     recorder = loop.History(history)
@@ -78,7 +93,8 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
         callbacks += [early]
     callbacks += [loop.ProgressBar(cfg.n_steps, state.step)] if progress else []
     if checkpoint is not None:
-        snapshot = lambda: ckpt.payload(config_doc, pset, optimizer, scheduler, estimator, history, state)  # noqa
+        snapshot = lambda: ckpt.payload(config_doc, pset, optimizer, scheduler, estimator, history, state,  # noqa
+                                          prints)
         callbacks.append(loop.Checkpointing(checkpoint, checkpoint_every, cfg.n_steps, snapshot, progress))
     callbacks += [loop.Stop(early)] if cfg.patience is not None else []
     objective = Objective(cfg, problem.target, pset, problem.target_fcd)
@@ -91,25 +107,49 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
                      fc=None if recorder.last_fc is None else recorder.last_fc.cpu().numpy())
 
 
+def problem_parts(problem: FitProblem, config_doc, target_bold) -> dict:
+    """What a fit checkpoint is bound to (``checkpoint.fingerprint``), part by part: each named in the message
+    when a resume finds it changed."""
+    spec = read_simulator(problem.sim)
+    conn = problem.sim.connectivity
+    settings = {k: v for k, v in config_doc.items() if k != "params"}
+    return {"network weights": spec.weights,
+            "delays (tract lengths, speed)": [np.asarray(conn.tract_lengths), np.asarray(conn.speed),
+                                             spec.idelays],
+            "target FC": problem.target, "target BOLD": None if target_bold is None else np.asarray(target_bold),
+            "simulator parameters": [spec.parameters()[k] for k in sorted(spec.parameters())] +
+                                    [np.array(sorted(spec.parameters()), dtype=str)],
+            "fitted parameters' specs": config_doc["params"], "settings": settings,
+            "dt, model and monitors": [spec.dt, type(problem.sim.model).__name__, type(problem.sim.integrator).__name__,
+                                       [f"{type(m).__name__}({float(m.period)})" for m in problem.sim.monitors]],
+            "start state": [spec.current_state, spec.history] if problem.cfg.initial_state == "tvb" else "low",
+            "package version": __version__}
+
+
 def _build(problem: FitProblem, params):
     """(ParameterSet, estimator, optimiser) for the problem's method; start values read from the TVB objects."""
     cfg = problem.cfg
     if cfg.method == "linear":
         spec = read_simulator(problem.sim)
-        pset = _parameter_set(params, spec_params(spec), problem)
+        pset = _parameter_set(params, spec_params(spec), problem, spec.model)
         optimizer = getattr(torch.optim, cfg.optimizer)(pset.parameters(), lr=cfg.lr)
         return pset, LinearEstimator(spec, cfg, pset, optimizer), optimizer
     obs = make_observation(cfg.observation, problem.sim.monitors[problem.bold_index], problem.tr_ms, cfg.batch,
                            cfg.balloon_period_ms)
     twin = TorchSimulator(twin_spec(problem, obs.monitors), noise="torch", batch=cfg.batch,
                           dtype=getattr(torch, cfg.dtype), seed=cfg.seed, compile=cfg.compile)
-    pset = _parameter_set(params, twin.params, problem)
+    pset = _parameter_set(params, twin.params, problem, twin.model)
     optimizer = getattr(torch.optim, cfg.optimizer)(pset.parameters(), lr=cfg.lr)
     return pset, TwinEstimator(twin, obs, cfg, problem.tr_steps), optimizer
 
 
-def _parameter_set(params, start, problem: FitProblem) -> ParameterSet:
+def _parameter_set(params, start, problem: FitProblem, model_port) -> ParameterSet:
     pset = ParameterSet(params, start, problem.n_nodes)
+    positive = set(getattr(model_port, "positive_parameters", ())) | {"noise.nsig"}
+    for name, p in pset.specs.items():
+        if name in positive and p.low < 0:
+            raise ParameterError(f"parameter {name!r}: bounds ({p.low}, {p.high}) reach below 0, outside its domain "
+                                 f"({name} > 0{' or = 0' if name == 'noise.nsig' else ''}); give low >= 0.")
     if problem.cfg.fic_rate is not None and "J_i" in pset.names:
         raise ParameterError("J_i is set by feedback inhibition control (fic_rate=...); do not also fit it.")
     return pset

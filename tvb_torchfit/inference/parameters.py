@@ -33,6 +33,7 @@ from typing import Dict, Mapping, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from .. import checks
 from ..errors import ParameterError
 from ..simulator.registry import NOISE_NSIG, canonical_name
 from .losses import gaussian_prior
@@ -79,6 +80,11 @@ def as_param(name: str, spec: ParamSpec) -> Param:
     if isinstance(spec, Param):
         p = dataclasses.replace(spec)          # a copy: the caller's Param is never changed or shared
     elif isinstance(spec, Mapping):
+        known = [f.name for f in dataclasses.fields(Param)]
+        unknown = sorted(set(spec) - set(known))
+        if unknown or not {"low", "high"} <= set(spec):
+            raise ParameterError(f"parameter {name!r}: a dict spec takes the keys {known} (low and high required); "
+                                 f"got {sorted(spec)}.")
         p = Param(**spec)
     else:
         try:
@@ -86,9 +92,11 @@ def as_param(name: str, spec: ParamSpec) -> Param:
         except (TypeError, ValueError):
             raise ParameterError(f"parameter {name!r}: expected (low, high) bounds or a tvb_torchfit.Param, "
                                  f"got {spec!r}.") from None
-        p = Param(float(low), float(high))
-    if not (np.isfinite(p.low) and np.isfinite(p.high)):
-        raise ParameterError(f"parameter {name!r}: bounds ({p.low}, {p.high}) must be finite.")
+        p = Param(low, high)
+    p = dataclasses.replace(p, low=checks.finite(p.low, f"parameter {name!r}: low"),
+                            high=checks.finite(p.high, f"parameter {name!r}: high"),
+                            regionwise=checks.boolean(p.regionwise, f"parameter {name!r}: regionwise"),
+                            log=checks.optional(checks.boolean, p.log, f"parameter {name!r}: log"))
     if not p.low < p.high:
         raise ParameterError(f"parameter {name!r}: bounds ({p.low}, {p.high}) are inverted or empty; "
                              "expected low < high.")
@@ -98,7 +106,7 @@ def as_param(name: str, spec: ParamSpec) -> Param:
         try:
             mean, sd = p.prior
             mean = np.asarray(mean, dtype=np.float64)
-            ok = float(sd) > 0 and np.isfinite(mean).all() and mean.ndim <= 1
+            ok = math.isfinite(float(sd)) and float(sd) > 0 and np.isfinite(mean).all() and mean.ndim <= 1
         except (TypeError, ValueError):
             ok = False
         if not ok:

@@ -13,7 +13,7 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from .. import stats
+from .. import checks, stats
 from ..errors import ParameterError
 from ..roundtrip.writeback import clone_simulator, find_bold, low_state_initial_conditions, monitor_list
 from ..simulator.adapter import SimulatorSpec, read_simulator
@@ -46,6 +46,7 @@ def define(sim, target_fc, target_bold, cfg: FitConfig) -> FitProblem:
     tr_steps = bold_period_steps(sim, bold_index)
     n = sim.connectivity.number_of_regions
     target = stats.check_target_fc(target_fc, n)
+    checks.informative_fc(target.numpy(), "target FC")
     fcd = target_fcd(target_bold, cfg, n) if cfg.fcd_weight else None
     return FitProblem(cfg=cfg, sim=sim, target=target, target_fcd=fcd, bold_index=bold_index, tr_steps=tr_steps,
                       n_nodes=n)
@@ -53,6 +54,7 @@ def define(sim, target_fc, target_bold, cfg: FitConfig) -> FitProblem:
 
 def bold_period_steps(sim, bold_index: int) -> int:
     period, dt = float(monitor_list(sim)[bold_index].period), float(sim.integrator.dt)
+    checks.bold_period_ms(period, "the Bold monitor's (the TR's)")
     steps = period / dt
     if abs(steps - round(steps)) > 1e-9 * max(1.0, steps):
         raise ParameterError(f"the Bold monitor's period (TR) {period} ms is not a multiple of the integration "
@@ -65,11 +67,12 @@ def target_fcd(target_bold, cfg: FitConfig, n: int) -> torch.Tensor:
     if target_bold is None:
         raise ParameterError(f"fcd_weight={cfg.fcd_weight} needs target_bold= (the empirical BOLD, shaped (time, "
                              "nodes), sampled at the TR) to compare FCD distributions.")
-    bold = np.asarray(target_bold, dtype=np.float64)
+    bold = checks.array(target_bold, "target_bold", finite_values=False)
     if bold.ndim != 2 or bold.shape[1] != n:
         raise ParameterError(f"target_bold has shape {bold.shape}; expected (time, {n}) (time by nodes, at the TR).")
     if not np.isfinite(bold).all():
         raise ParameterError(f"target_bold has {int((~np.isfinite(bold)).sum())} non-finite values; expected finite.")
+    checks.signal(bold, "target_bold")                    # constant regions, absurd scale
     if bold.shape[0] < cfg.fcd_window_trs + cfg.fcd_step_trs:
         raise ParameterError(f"target_bold has {bold.shape[0]} TRs: too short for two FCD windows of "
                              f"{cfg.fcd_window_trs} TRs {cfg.fcd_step_trs} apart.")

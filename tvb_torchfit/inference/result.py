@@ -18,6 +18,8 @@ from typing import Dict, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from .. import checks
+from ..errors import DataError
 from ..roundtrip.writeback import apply_params
 from ..version import __version__
 from ..files import atomic_write
@@ -41,7 +43,7 @@ class FitResult:
 
     def save(self, path: Union[str, os.PathLike]) -> str:
         """Write ``path/fit.json`` (parameters, config, provenance) and ``path/history.npz``."""
-        os.makedirs(path, exist_ok=True)
+        checks.writable_folder(path, "path")
         doc = {"params": {k: v.tolist() for k, v in self.params.items()},
                "start": {k: v.tolist() for k, v in self.start.items()},
                "last_iterate": {k: v.tolist() for k, v in self.last_iterate.items()},
@@ -59,17 +61,36 @@ class FitResult:
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "FitResult":
-        with open(os.path.join(path, "fit.json")) as f:
-            doc = json.load(f)
-        npz = np.load(os.path.join(path, "history.npz"))
-        history = {"loss": npz["loss"].tolist(), "fc_corr": npz["fc_corr"].tolist(),
-                   "params": {k.split(":", 1)[1]: npz[k] for k in npz.files if k.startswith("param:")},
-                   "coefficients": {k.split(":", 1)[1]: npz[k] for k in npz.files if k.startswith("coef:")}}
-        arr = lambda d: {k: np.asarray(v, dtype=np.float64) for k, v in d.items()}
-        return cls(params=arr(doc["params"]), history=history, config=doc["config"],
-                   provenance=doc["provenance"], start=arr(doc["start"]), last_iterate=arr(doc["last_iterate"]),
-                   coefficients=arr(doc.get("coefficients", {})),
-                   fc=npz["fc"] if "fc" in npz.files else None)
+        """Read what ``save`` wrote (JSON and an npz read with ``allow_pickle=False``: no code runs); a missing,
+        truncated or foreign file raises ``DataError`` naming it."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise DataError(f"path={path!r}: expected the folder FitResult.save wrote.")
+        files = {name: os.path.join(path, name) for name in ("fit.json", "history.npz")}
+        for name, full in files.items():
+            if not os.path.isfile(full):
+                raise DataError(f"{full!r} does not exist: {str(path)!r} is not a folder written by FitResult.save "
+                                "(expected fit.json and history.npz).")
+        try:
+            with open(files["fit.json"]) as f:
+                doc = json.load(f)
+            arr = lambda d: {k: np.asarray(v, dtype=np.float64) for k, v in d.items()}  # noqa: E731
+            params, start, last = arr(doc["params"]), arr(doc["start"]), arr(doc["last_iterate"])
+            coefficients = arr(doc.get("coefficients", {}))
+            config, prov = doc["config"], doc["provenance"]
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{files['fit.json']!r} is not a readable FitResult file ({type(exc).__name__}: "
+                            f"{str(exc)[:200]}).") from None
+        try:
+            with np.load(files["history.npz"], allow_pickle=False) as npz:
+                history = {"loss": npz["loss"].tolist(), "fc_corr": npz["fc_corr"].tolist(),
+                           "params": {k.split(":", 1)[1]: npz[k] for k in npz.files if k.startswith("param:")},
+                           "coefficients": {k.split(":", 1)[1]: npz[k] for k in npz.files if k.startswith("coef:")}}
+                fc = npz["fc"] if "fc" in npz.files else None
+        except Exception as exc:                       # truncated zip, garbage, missing arrays
+            raise DataError(f"{files['history.npz']!r} is not a readable FitResult history ({type(exc).__name__}: "
+                            f"{str(exc)[:200]}).") from None
+        return cls(params=params, history=history, config=config, provenance=prov, start=start,
+                   last_iterate=last, coefficients=coefficients, fc=fc)
 
 
 def select_values(history: Dict, cfg, fic_J_i=None, from_coefficients=None):

@@ -15,6 +15,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
+from .. import checks
 from ..simulator import from_tvb
 from ..simulator.adapter import monitor_name
 
@@ -87,6 +88,8 @@ def compare(sim, simulation_length: float = 1000.0, *, exact: bool = True, noise
     numbers, so the two runs are comparable step by step. ``exact=True`` (default) emulates TVB's float32
     history for last-digit agreement; pass ``exact=False`` to check the float64 fitting mode.
     """
+    simulation_length = checks.positive(simulation_length, "simulation_length", unit="ms")
+    checks.boolean(exact, "exact")
     twin = from_tvb(sim, exact=exact, noise=noise, dtype=dtype, **twin_kwargs)
     t0 = time.perf_counter()
     tvb_out = sim.run(simulation_length=simulation_length)

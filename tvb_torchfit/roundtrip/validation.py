@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .. import stats
+from .. import checks, stats
 from .figure import FIGURE_NAME, plot_validation  # noqa: F401  (FIGURE_NAME: re-exported)
 from ..errors import ParameterError
 from .writeback import check_simulator, clone_simulator, find_bold, is_stochastic, monitor_list, n_regions
@@ -95,6 +95,7 @@ class ValidationReport:
     tvb_wall_s: float = 0.0                # wall time of all TVB runs
     figure: Optional[str] = None
     notes: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)   # what makes a number above doubtful (degenerate data)
     tvb_fc: Optional[np.ndarray] = field(default=None, repr=False)           # (N, N) mean over seeds
     tvb_fc_per_seed: Optional[np.ndarray] = field(default=None, repr=False)  # (seeds, N, N)
 
@@ -144,6 +145,7 @@ class ValidationReport:
         if self.figure:
             lines.append(f"{'figure':<{width}}  {self.figure}")
         lines += [f"note: {n}" for n in self.notes]
+        lines += [f"WARNING: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -157,7 +159,7 @@ def _check_square(name: str, value, n: int) -> np.ndarray:
                              f"{n} regions; give a {n} x {n} FC in the connectivity's region order.")
     if not np.isfinite(m).all():
         raise ParameterError(f"{name} has non-finite values (NaN or inf); clean it before validating.")
-    return m
+    return stats.check_target_fc(m, n, name=name).numpy()     # as strictly as fit: symmetric, unit diagonal, [-1, 1]
 
 
 # ---------------------------------------------------------------------------------------------- validate
@@ -241,6 +243,15 @@ def validate(sim, target_fc, *, simulation_length: float, seeds: Sequence[int] =
     """
     inp = _Inputs.check(sim, target_fc, torch_fc, target_bold, simulation_length, discard_ms)
     seeds, notes = _seeds(sim, seeds)
+    fcd_window_ms = checks.positive(fcd_window_ms, "fcd_window_ms", unit="ms")
+    fcd_step_ms = checks.positive(fcd_step_ms, "fcd_step_ms", unit="ms")
+    processes = checks.integer(processes, "processes", minimum=1)
+    if history is not None and not isinstance(history, dict):
+        raise ParameterError(f"history={type(history).__name__}: expected None or a dict "
+                             "{'loss': [...], 'params': {name: [...]}} (FitResult.history).")
+    if out_dir is not None:
+        checks.writable_folder(out_dir, "out_dir")             # up front, before the TVB runs
+    warned = _target_warnings(inp.target)
     t0 = time.perf_counter()
     runs = run_tvb_bold(sim, simulation_length=simulation_length, seeds=seeds or [None],
                         initial_conditions=initial_conditions, processes=processes, bold_index=inp.bold_index)
@@ -252,7 +263,8 @@ def validate(sim, target_fc, *, simulation_length: float, seeds: Sequence[int] =
     report = ValidationReport(
         **fc_metrics(fcs, inp.target, inp.torch_fc, notes), **fcd_metrics(series, inp.target_bold, window, step, notes),
         seeds=list(seeds), simulation_length=float(simulation_length), bold_period=inp.period,
-        discard_samples=inp.discard, bold_samples=int(series[0].shape[0]), tvb_wall_s=wall, notes=notes)
+        discard_samples=inp.discard, bold_samples=int(series[0].shape[0]), tvb_wall_s=wall, notes=notes,
+        warnings=warned + _fc_warnings(fcs))
     if out_dir is not None:
         report.figure = plot_validation(report, inp.target, inp.torch_fc, history, out_dir)
     return report
@@ -281,12 +293,11 @@ class _Inputs:
                 raise ParameterError(f"target_bold has shape {tbold.shape}; expected (time, {n}).")
             if not np.isfinite(tbold).all():
                 raise ParameterError("target_bold has non-finite values (NaN or inf).")
-        if not (isinstance(simulation_length, (int, float, np.number)) and simulation_length > 0):
-            raise ParameterError(f"simulation_length={simulation_length!r}: expected a positive length in ms.")
-        if not discard_ms >= 0:
-            raise ParameterError(f"discard_ms={discard_ms!r}: expected >= 0 ms.")
+            checks.signal(tbold, "target_bold")               # constant regions, absurd scale
+        simulation_length = checks.positive(simulation_length, "simulation_length", unit="ms")
+        discard_ms = checks.non_negative(discard_ms, "discard_ms", unit="ms")
         bold_index = find_bold(sim)
-        period = float(monitor_list(sim)[bold_index].period)
+        period = checks.bold_period_ms(monitor_list(sim)[bold_index].period, "the Bold monitor's (the TR's)")
         discard = int(math.ceil(discard_ms / period - 1e-9))
         n_expected = int(math.ceil(simulation_length / sim.integrator.dt - 1e-9) * sim.integrator.dt // period)
         if n_expected - discard < 3:
@@ -296,13 +307,34 @@ class _Inputs:
         return cls(target, torch_m, tbold, bold_index, period, discard)
 
 
+def _target_warnings(target: np.ndarray) -> List[str]:
+    try:
+        checks.informative_fc(target, "target_fc")
+    except ParameterError as exc:
+        return [f"{exc} fc_corr against it is NaN."]
+    return []
+
+
+def _fc_warnings(fcs: np.ndarray) -> List[str]:
+    """Nodes whose TVB FC is NaN (constant BOLD) in some run: the correlations leave them out."""
+    bad = sorted({int(i) for f in fcs for i in np.flatnonzero(~np.isfinite(f).all(axis=0))})
+    return [f"TVB's BOLD of node(s) {bad[:10]} is constant in some run: its FC is undefined and left out of the "
+            "correlations (the network may sit at a fixed point; check the parameters)."] if bad else []
+
+
 def _seeds(sim, seeds) -> Tuple[List[int], List[str]]:
     """The noise seeds to run (none for a deterministic integrator: one run) and the notes that says so."""
     if not is_stochastic(sim):
         return [], ["deterministic integrator: one run, seeds ignored, no seed-to-seed noise ceiling."]
-    seeds = [int(s) for s in seeds]
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise ParameterError(f"seeds={seeds!r}: expected a sequence of integer noise seeds, e.g. (1001, 1002).")
+    seeds = [checks.seed(s, "seeds entry") for s in seeds]
     if not seeds:
         raise ParameterError("seeds is empty: give at least one noise seed.")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise ParameterError(f"seeds={seeds}: seed(s) {twice} listed more than once; identical runs would report "
+                             "a noise ceiling of 1. Give distinct seeds.")
     return seeds, []
 
 

@@ -31,6 +31,7 @@ from tvb.simulator.simulator import Simulator
 
 from tvb.simulator import monitors as tvb_monitors
 
+from ..simulator.models import MODELS
 from ..errors import ParameterError, UnsupportedTVBObject
 from ..simulator.registry import COUPLING_PREFIX, NOISE_NSIG
 
@@ -47,7 +48,7 @@ def check_simulator(sim) -> None:
     """A TVB region ``Simulator`` with a connectivity, or a ``TypeError`` / ``ParameterError`` /
     ``UnsupportedTVBObject`` saying what is wrong (it need not be configured)."""
     if not isinstance(sim, Simulator):
-        raise TypeError(f"expected a tvb.simulator.simulator.Simulator, got {type(sim).__name__}")
+        raise UnsupportedTVBObject(f"sim: expected a tvb.simulator.simulator.Simulator, got {type(sim).__name__}")
     if sim.connectivity is None or sim.connectivity.weights is None:
         raise ParameterError("the Simulator has no connectivity (weights): cannot tell the number of regions.")
     if sim.surface is not None:
@@ -235,6 +236,10 @@ def apply_params(sim: Simulator, params: Mapping[str, np.ndarray], *, configure:
         kind, owner, attr = _resolve(sim, name)
         arr = _as_float_array(name, value)
         arr = _check_nsig_shape(sim, arr, n) if kind == "nsig" else _check_region_shape(name, arr, n)
+        port = MODELS.get(type(sim.model))
+        if owner is sim.model and attr in getattr(port, "positive_parameters", ()) and not (arr > 0).all():
+            raise ParameterError(f"parameter {name!r} = {arr[:5].tolist()}: expected values > 0 (the equations of "
+                                 f"{type(sim.model).__name__} divide by {attr}; TVB's run would give NaN or inf).")
         plan.append((kind, owner, attr, arr))
 
     configured = _is_configured(sim)

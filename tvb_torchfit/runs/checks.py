@@ -72,7 +72,7 @@ def _check_data(cfg: RunConfig, where: str) -> None:
         _check_file(where, "data.bold_test", d.bold_test)
     if d.tr is not None:
         try:
-            check_tr_ms(d.tr, "data.tr")
+            d.tr = check_tr_ms(d.tr, "data.tr")
         except ConfigError as err:
             raise ConfigError(f"{where}: key 'data.tr': {err}") from None
     _positive(where, "data.speed", d.speed)

@@ -6,22 +6,21 @@ from typing import Dict, List, Literal, Optional, Tuple, Union
 
 from pydantic import BaseModel, ConfigDict, create_model, field_validator
 
+from .. import checks
 from ..errors import ConfigError
 from ..inference.config import FitConfig
 from ..inference.stages import FIC_MODES
 
-MIN_TR_MS = 20.0
+MIN_TR_MS = checks.TR_SECONDS_BELOW
 MAP_FC_GRADIENT = "fc_gradient"            # a map computed from the training FC (data.maps.fc_gradient)
 
 
 def check_tr_ms(tr: float, where: str = "tr") -> float:
-    """The one TR rule: a TR is in ms and at least ``MIN_TR_MS``; a smaller value looks like seconds and is refused."""
-    if isinstance(tr, bool) or not isinstance(tr, (int, float)) or not math.isfinite(tr) or tr <= 0:
+    """The package's one TR rule (``checks.tr_ms``) for a config key: a TR is in ms; below 20 it is read as
+    seconds (converted, with a warning); not a positive finite number: ``ConfigError``."""
+    if isinstance(tr, bool) or not isinstance(tr, (int, float)):
         raise ConfigError(f"{where}={tr!r}: expected a positive repetition time in ms (e.g. 720.0).")
-    if tr < MIN_TR_MS:
-        raise ConfigError(f"{where}={tr!r}: a TR below {MIN_TR_MS:g} ms looks like seconds; give it in ms "
-                          f"({tr * 1000:g} ms if {tr} s was meant).")
-    return float(tr)
+    return checks.tr_ms(tr, where, error=ConfigError, fix=f"set {where} = {tr * 1000:g}")
 
 
 # ------------------------------------------------------------------------------------------------ schema

@@ -35,6 +35,7 @@ def from_tvb(sim, *, noise: str = "torch", exact: bool = False, batch: int = 1,
     compile: fuse each block of steps with ``torch.compile`` (needs a C++ compiler; the first run of a
             given batch/dtype pays a one-off compilation of tens of seconds, then steps run ~20x faster).
     """
+    TorchSimulator._check_options(noise, exact, batch, dtype, device, block, seed, compile, None)  # before any work
     return TorchSimulator(read_simulator(sim), noise=noise, exact=exact, batch=batch, dtype=dtype,
                           device=device, block=block, seed=seed, compile=compile)
 

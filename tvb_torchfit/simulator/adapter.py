@@ -18,7 +18,8 @@ from tvb.simulator import monitors as tvb_monitors
 from tvb.simulator import noise as tvb_noise
 from tvb.simulator.simulator import Simulator
 
-from ..errors import NotConfiguredError, UnsupportedTVBObject
+from .. import checks
+from ..errors import NotConfiguredError, ParameterError, UnsupportedTVBObject
 from .coupling import COUPLINGS
 from .integrators import SCHEMES
 from .models import MODELS
@@ -90,7 +91,7 @@ def _unsupported(what: str, obj, supported) -> UnsupportedTVBObject:
 
 def _check_configured(sim) -> None:
     if not isinstance(sim, Simulator):
-        raise TypeError(f"expected a tvb.simulator.simulator.Simulator, got {type(sim).__name__}")
+        raise UnsupportedTVBObject(f"sim: expected a tvb.simulator.simulator.Simulator, got {type(sim).__name__}")
     if sim.history is None or getattr(sim.connectivity, "idelays", None) is None or sim.current_state is None:
         raise NotConfiguredError("the TVB Simulator is not configured: call sim.configure() before handing it "
                                  "to tvb_torchfit (the delays, history and initial state come from configure()).")
@@ -195,6 +196,46 @@ def _read_monitor(mon, sim) -> MonitorSpec:
     return spec
 
 
+def _check_values(sim) -> None:
+    """The numbers TVB accepted at configure() but that would make its run (and the twin's) meaningless:
+    dt, conduction speed, tract lengths, weights, the state, the monitors' periods (ParameterError naming them)."""
+    dt = checks.positive(sim.integrator.dt, "integrator.dt", unit="ms")
+    conn = sim.connectivity
+    speed = np.asarray(conn.speed, dtype=np.float64).ravel()
+    if speed.size == 0 or not (np.isfinite(speed).all() and (speed > 0).all()):
+        raise ParameterError(f"connectivity.speed = {speed.tolist()}: expected a positive finite conduction speed "
+                             "in mm/ms (TVB's default is 3.0).")
+    for name in ("weights", "tract_lengths"):
+        arr = np.asarray(getattr(conn, name), dtype=np.float64)
+        if not np.isfinite(arr).all():
+            raise ParameterError(f"connectivity.{name} has {int((~np.isfinite(arr)).sum())} non-finite entries; "
+                                 "expected finite values.")
+    lengths = np.asarray(conn.tract_lengths, dtype=np.float64)
+    if (lengths < 0).any():
+        raise ParameterError(f"connectivity.tract_lengths has {int((lengths < 0).sum())} negative entries (min "
+                             f"{lengths.min():g} mm); expected lengths >= 0 mm.")
+    if not np.isfinite(np.asarray(sim.current_state, dtype=np.float64)).all():
+        raise ParameterError("the simulator's current_state (initial conditions) is not finite.")
+    for mon in sim.monitors:
+        kind = type(mon).__name__
+        supported = kind in SUPPORTED_MONITORS and type(mon) is getattr(tvb_monitors, kind)
+        if supported and kind != "Raw" and not (float(mon.period) >= dt and int(mon.istep) >= 1):
+            raise ParameterError(f"monitor {kind}(period={float(mon.period):g} ms) samples faster than the "
+                                 f"integration step dt = {dt:g} ms; TVB refuses such a monitor at run time. Give "
+                                 "a period >= dt (a multiple of dt).")
+
+
+def _check_parameters(port, params: Dict[str, np.ndarray], owner: str) -> None:
+    """Every parameter finite; those the port's equations divide by (``positive_parameters``) > 0."""
+    for name, value in params.items():
+        if not np.isfinite(value).all():
+            raise ParameterError(f"{owner} parameter {name!r} = {value[:5].tolist()}: expected finite values.")
+    for name in getattr(port, "positive_parameters", ()):
+        if name in params and not (params[name] > 0).all():
+            raise ParameterError(f"{owner} parameter {name!r} = {params[name][:5].tolist()}: expected values > 0 "
+                                 f"(the equations divide by {name}; TVB's own run gives NaN or inf).")
+
+
 def read_simulator(sim) -> SimulatorSpec:
     """Everything tvb_torchfit needs from a configured TVB Simulator, copied (the simulator is untouched)."""
     _check_configured(sim)
@@ -204,10 +245,16 @@ def read_simulator(sim) -> SimulatorSpec:
     if sim.stimulus is not None:
         raise UnsupportedTVBObject(f"stimulus {type(sim.stimulus).__name__} is not supported; "
                                    "set Simulator.stimulus to None.")
+    _check_values(sim)
     port, params, voi = _read_model(sim)
+    _check_parameters(port, params, "model " + type(sim.model).__name__)
     coupling, coupling_params = _read_coupling(sim)
+    _check_parameters(coupling, coupling_params, "coupling " + type(sim.coupling).__name__)
     nvar = len(port.state_variables)
     scheme, stochastic, lo, hi, nsig, stream, seed = _read_integrator(sim, nvar)
+    if nsig is not None and not (np.isfinite(nsig).all() and (nsig >= 0).all()):
+        raise ParameterError(f"noise.nsig = {nsig.ravel()[:5]}: expected finite values >= 0 (a diffusion "
+                             "coefficient).")
     buffer = np.asarray(sim.history.buffer)            # (horizon, ncvar, N, modes), float32 in TVB
     return SimulatorSpec(
         model=port, model_params=params, model_voi=voi, coupling=coupling, coupling_params=coupling_params,

@@ -23,8 +23,12 @@ import torch
 
 
 def diffusion_scale(nsig: torch.Tensor) -> torch.Tensor:
-    """g = sqrt(2 nsig): TVB's ``noise.Additive.gfun`` (nsig a diffusion coefficient, state**2 / ms)."""
-    return torch.sqrt(2.0 * nsig)
+    """g = sqrt(2 nsig): TVB's ``noise.Additive.gfun`` (nsig a diffusion coefficient, state**2 / ms).
+
+    At nsig = 0 the value is 0 and the gradient is taken as 0 (sqrt's derivative is infinite there), so that a
+    noise-free member or region gives finite gradients; for nsig > 0 it is sqrt(2 nsig), bit for bit."""
+    zero = nsig <= 0
+    return torch.where(zero, torch.zeros_like(nsig), torch.sqrt(2.0 * torch.where(zero, torch.ones_like(nsig), nsig)))
 
 
 def scaled_increment(normal: torch.Tensor, dt: float, scale: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from .. import checks
 from ..errors import ParameterError
 from .adapter import SimulatorSpec
 from .adjoint import CheckpointOptions
@@ -72,7 +73,8 @@ class TorchSimulator:
                  dtype: torch.dtype = torch.float64, device: Union[str, torch.device] = "cpu",
                  block: Optional[int] = None, seed: Optional[int] = None, compile: bool = False,
                  checkpoint: Union[None, bool, CheckpointOptions] = None):
-        self._check_options(noise, exact, batch, dtype, checkpoint)
+        self._check_options(noise, exact, batch, dtype, device, block, seed, compile, checkpoint)
+        dtype = checks.dtype(dtype)
         self.spec, self.model, self.dt = spec, spec.model, spec.dt
         self.batch, self.dtype, self.device = batch, dtype, torch.device(device)
         self.exact, self.noise_source, self.current_step = exact, noise, spec.current_step
@@ -121,19 +123,23 @@ class TorchSimulator:
         self._chunk = chunk_steps(self.block, n_var * N * B)
 
     @staticmethod
-    def _check_options(noise, exact, batch, dtype, checkpoint) -> None:
-        if noise not in ("torch", "tvb"):
-            raise ValueError(f"noise={noise!r}: expected 'torch' (seeded torch.Generator) or 'tvb' "
-                             "(TVB's own random stream).")
-        if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
-            raise ValueError(f"batch={batch!r}: expected a positive integer.")
+    def _check_options(noise, exact, batch, dtype, device, block, seed, compile, checkpoint) -> None:
+        """Every option of ``from_tvb`` checked before any work (``checks``: ParameterError naming it)."""
+        checks.choice(noise, "noise", ("torch", "tvb"))
+        checks.boolean(exact, "exact")
+        checks.integer(batch, "batch", minimum=1)
+        checks.dtype(dtype, "dtype")
+        checks.device(device, "device")
+        checks.optional(checks.integer, block, "block", minimum=1)
+        checks.optional(checks.seed, seed, "seed")
+        checks.boolean(compile, "compile")
+        if not (checkpoint is None or isinstance(checkpoint, (bool, CheckpointOptions))):
+            raise ParameterError(f"checkpoint={checkpoint!r}: expected None, True, False or a CheckpointOptions.")
         if exact and dtype != torch.float64:
-            raise ValueError("exact=True reproduces TVB's float64 state with its float32 history; "
-                             f"it needs dtype=torch.float64, not {dtype}.")
-        if dtype not in (torch.float64, torch.float32):
-            raise ValueError(f"dtype={dtype}: expected torch.float64 or torch.float32.")
+            raise ParameterError("exact=True reproduces TVB's float64 state with its float32 history; "
+                                 f"it needs dtype=torch.float64, not {dtype}.")
         if exact and (checkpoint is True or isinstance(checkpoint, CheckpointOptions)):
-            raise ValueError("checkpoint=True is not available with exact=True (the TVB-exact mode).")
+            raise ParameterError("checkpoint=True is not available with exact=True (the TVB-exact mode).")
 
     def _build_noise(self, seed: Optional[int]):
         shape = (len(self.model.state_variables), self.spec.n_nodes)
@@ -174,6 +180,11 @@ class TorchSimulator:
             if not torch.isfinite(torch.as_tensor(self.params[name])).all():
                 raise ParameterError(f"parameter {name!r} is not finite: {self.params[name]}")
         p = {name: self._internal(name, v) for name, v in self.params.items()}
+        for name in getattr(self.model, "positive_parameters", ()):
+            if name in p and not bool((p[name].detach() > 0).all()):
+                raise ParameterError(f"parameter {name!r} = {self.params[name]} must be > 0: "
+                                     f"{self.model.tvb_class.__name__}'s equations divide by it (TVB's own run "
+                                     "gives NaN or inf).")
         nsig = p.pop(NOISE_NSIG, None)
         if nsig is not None and (nsig < 0).any():
             raise ParameterError("parameter 'noise.nsig' must be >= 0 (it is a diffusion coefficient).")
@@ -186,9 +197,15 @@ class TorchSimulator:
     def run(self, simulation_length: Optional[float] = None, n_steps: Optional[int] = None) -> Output:
         """Integrate ``simulation_length`` ms (or ``n_steps`` steps) and return TVB's monitor outputs."""
         if n_steps is None:
-            if simulation_length is None or not simulation_length > 0:
-                raise ValueError(f"simulation_length={simulation_length!r}: expected a positive length in ms.")
-            n_steps = int(math.ceil(float(simulation_length) / self.dt))
+            if simulation_length is None:
+                raise ParameterError("run() needs simulation_length= (ms) or n_steps=.")
+            length = checks.positive(simulation_length, "simulation_length", unit="ms")
+            n_steps = int(math.ceil(length / self.dt))
+        else:
+            if simulation_length is not None:
+                raise ParameterError(f"run(simulation_length={simulation_length!r}, n_steps={n_steps!r}): give one "
+                                     "of them, not both.")
+            n_steps = checks.integer(n_steps, "n_steps", minimum=1)
         params = self.block_params()
         recording = Recording(self.monitors, self._voi, self._chunk, self.current_step + 1, self.batch)
         self.paths.choose(self.records_graph()).run(self, n_steps, params, recording)

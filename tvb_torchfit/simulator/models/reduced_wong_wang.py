@@ -24,6 +24,8 @@ class ReducedWongWang:
     tvb_class = TVBReducedWongWang
     state_variables = ("S",)
     parameter_names = ("a", "b", "d", "gamma", "tau_s", "w", "J_N", "I_o")
+    #: parameters the equations divide by (H's d, the time constant): 0 or below makes TVB's run NaN / inf
+    positive_parameters = ("d", "tau_s")
 
     @staticmethod
     def dfun(state: torch.Tensor, c: torch.Tensor, p: Dict[str, torch.Tensor]) -> torch.Tensor:

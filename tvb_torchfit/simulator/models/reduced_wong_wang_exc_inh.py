@@ -30,6 +30,8 @@ class ReducedWongWangExcInh:
     parameter_names = ("a_e", "b_e", "d_e", "gamma_e", "tau_e", "w_p", "J_N", "W_e",
                        "a_i", "b_i", "d_i", "gamma_i", "tau_i", "W_i", "J_i",
                        "G", "lamda", "I_o", "I_ext")
+    #: parameters the equations divide by (H's d_e, d_i, the time constants): 0 or below makes TVB's run NaN / inf
+    positive_parameters = ("d_e", "d_i", "tau_e", "tau_i")
 
     @staticmethod
     def dfun(state: torch.Tensor, c: torch.Tensor, p: Dict[str, torch.Tensor]) -> torch.Tensor:
