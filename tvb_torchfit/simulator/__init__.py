@@ -18,7 +18,7 @@ from .twin import TorchSimulator
 def from_tvb(sim, *, noise: str = "torch", exact: bool = False, batch: int = 1,
              dtype: torch.dtype = torch.float64, device: Union[str, torch.device] = "cpu",
              block: Optional[int] = None, seed: Optional[int] = None,
-             compile: bool = False) -> TorchSimulator:
+             compile: bool = False, kernel: Optional[bool] = None) -> TorchSimulator:
     """The differentiable torch twin of a *configured* TVB ``Simulator``.
 
     Everything is read from the TVB objects (connectivity, model parameters, coupling, integrator,
@@ -34,9 +34,12 @@ def from_tvb(sim, *, noise: str = "torch", exact: bool = False, batch: int = 1,
     block:  most steps whose delayed coupling is gathered at once (capped by the shortest delay).
     compile: fuse each block of steps with ``torch.compile`` (needs a C++ compiler; the first run of a
             given batch/dtype pays a one-off compilation of tens of seconds, then steps run ~20x faster).
+    kernel: None (default) steps with the numba block kernel wherever it applies (CPU, default mode, Linear
+            coupling; compiled once, cached on disk across processes) and records gradients through its own
+            checkpointed adjoint; ``False``: the eager torch paths; ``True``: the kernel or an error.
     """
     return TorchSimulator(read_simulator(sim), noise=noise, exact=exact, batch=batch, dtype=dtype,
-                          device=device, block=block, seed=seed, compile=compile)
+                          device=device, block=block, seed=seed, compile=compile, kernel=kernel)
 
 
 __all__ = ["from_tvb", "read_simulator", "SimulatorSpec", "TorchSimulator"]
