@@ -226,11 +226,11 @@ class KernelRun(torch.autograd.Function):
         ctx.snapshot = noise.state_dict() if noise is not None else None
         normal = noise.draw_blocks(T, stepper.block) if noise is not None else None
         prm = kernel.params(packed, N, B)
-        traj, buf, gxs = kernel.forward(hist0, X0, normal, kernel.scale(noise_scale, V, N, B), prm, T)
+        traj, window, gxs = kernel.forward(hist0, X0, normal, kernel.scale(noise_scale, V, N, B), prm, T)
         ctx.stepper, ctx.T = stepper, T
-        ctx.kept = (buf, gxs, normal) if keep else None
+        ctx.kept = (gxs, normal) if keep else None
         ctx.save_for_backward(X0, hist0, noise_scale, packed, traj if keep else None)
-        return traj, buf[T:].clone()
+        return traj, window.contiguous()
 
     @staticmethod
     def backward(ctx, g_traj, g_hist):
@@ -242,20 +242,20 @@ class KernelRun(torch.autograd.Function):
         prm = kernel.params(packed, N, B)
         scale = kernel.scale(noise_scale, V, N, B)
         if ctx.kept is not None:
-            buf, gxs, normal = ctx.kept
+            gxs, normal = ctx.kept
         else:                                      # integrate the group again from its start
             normal = None
             if ctx.snapshot is not None:
                 replay = copy.deepcopy(stepper.noise)
                 replay.load_state_dict(ctx.snapshot)
                 normal = replay.draw_blocks(T, stepper.block)
-            traj, buf, gxs = kernel.forward(hist0, X0, normal, scale, prm, T)
+            traj, _, gxs = kernel.forward(hist0, X0, normal, scale, prm, T)
         if g_traj is None:
             g_traj = torch.zeros_like(traj)
         if g_hist is None:
             g_hist = hist0.new_zeros((L, N, B))
         want_params = ctx.needs_input_grad[6]
-        g_X0, g_hist0, g_prm, g_scale = kernel.adjoint(buf, X0, traj, gxs, normal, scale, prm, g_traj, g_hist,
+        g_X0, g_hist0, g_prm, g_scale = kernel.adjoint(L, X0, traj, gxs, normal, scale, prm, g_traj, g_hist,
                                                        want_params)
         g_packed = None
         if want_params:

@@ -10,7 +10,7 @@ and for m < 0 the history handed in), exactly the twin's ``blocks.integrate_bloc
     Heun:   I = clip(X + dt f(X, c) + z);  X' = clip(X + (f(X, c) + f(I, c)) * dt / 2 + z)    (``integrators``)
     Euler:  X' = clip(X + f(X, c) * dt + z)
 
-``forward`` writes the states, each step's coupling sum gx and the coupling variable into a time-major buffer
+``forward`` writes the states, each step's coupling sum gx and the coupling variable into a node-major buffer
 (the history window, then the run's steps). ``adjoint`` runs the same steps backwards, last first: the
 gradient of X_s (from the monitors, from step s + 1, and from the coupling of later steps, *pulled* over
 each node's out-edges from the coupling-sum gradients of steps s + 1 + d, already known), then the
@@ -81,7 +81,7 @@ def kernel_source(model, scheme: str) -> str:
     lines = []
     add = lines.append
     # ----------------------------------------------------------------------------------------------- forward
-    add("@numba.njit(cache=True)")
+    add("@numba.njit(cache=True, error_model='numpy')")
     add("def forward(buf, L, X0, normal, scale, sqdt, prm, far_ptr, far_src, far_delay, far_w, near_ptr, near_src,")
     add("            near_w, lo, hi, dt, traj, gxs):")
     add("    T = traj.shape[0]")
@@ -100,7 +100,7 @@ def kernel_source(model, scheme: str) -> str:
     add("                j = far_src[e]")
     add("                w = far_w[e]")
     add("                for b in range(B):")
-    add("                    acc[b] += w * buf[row, j, b]")
+    add("                    acc[b] += w * buf[j, row, b]")
     add("            for e in range(near_ptr[k], near_ptr[k + 1]):")
     add("                j = near_src[e]")
     add("                w = near_w[e]")
@@ -129,18 +129,18 @@ def kernel_source(model, scheme: str) -> str:
         add(f"                    n{v} = n{v} + z{v}")
         add(f"                traj[s, {v}, k, b] = min(max(n{v}, lo[{v}]), hi[{v}])")
         if v == 0:
-            add(f"                buf[L + s, k, b] = traj[s, 0, k, b]")
+            add(f"                buf[k, L + s, b] = traj[s, 0, k, b]")
     # ----------------------------------------------------------------------------------------------- adjoint
     add("")
     add("")
-    add("@numba.njit(cache=True)")
-    add("def adjoint(buf, L, X0, traj, gxs, normal, scale, sqdt, prm, out_ptr, out_dst, out_delay, out_w, lo, hi, dt,")
+    add("@numba.njit(cache=True, error_model='numpy')")
+    add("def adjoint(L, X0, traj, gxs, normal, scale, sqdt, prm, out_ptr, out_dst, out_delay, out_w, lo, hi, dt,")
     add("            g_traj, g_hist, g_X0, g_hist0, g_prm, g_scale):")
     add("    T = traj.shape[0]")
     add("    N = X0.shape[1]")
     add("    B = X0.shape[2]")
     add("    noisy = normal.shape[0] > 0")
-    add("    ggx = np.zeros((T + L + 1, N, B), traj.dtype)")
+    add("    ggx = np.zeros((N, T + L + 1, B), traj.dtype)")
     add("    gX = np.zeros(X0.shape, traj.dtype)")
     add("    gprev = np.zeros(X0.shape, traj.dtype)")
     add("    pull = np.zeros(B, traj.dtype)")
@@ -156,7 +156,7 @@ def kernel_source(model, scheme: str) -> str:
     add("                q = out_dst[e]")
     add("                w = out_w[e]")
     add("                for b in range(B):")
-    add("                    pull[b] += w * ggx[row, q, b]")
+    add("                    pull[b] += w * ggx[q, row, b]")
     add("            for b in range(B):")
     for v in range(V):
         extra = " + pull[b]" if v == 0 else ""
@@ -209,7 +209,7 @@ def kernel_source(model, scheme: str) -> str:
     add("                if g_prm.shape[0] > 0:")
     add("                    g_prm[ia, k, b] += gc * gx")
     add("                    g_prm[ib, k, b] += gc")
-    add("                ggx[s, k, b] = gc * prm[ia, k, b]")
+    add("                ggx[k, s, b] = gc * prm[ia, k, b]")
     add("                if noisy:")
     for v in range(V):
         add(f"                    g_scale[{v}, k, b] += gz{v} * (normal[s, {v}, k, b] * sqdt)")
@@ -222,7 +222,7 @@ def kernel_source(model, scheme: str) -> str:
     add("        for e in range(out_ptr[k], out_ptr[k + 1]):")
     add("            if out_delay[e] == 0:")
     add("                for b in range(B):")
-    add("                    g_X0[0, k, b] += out_w[e] * ggx[0, out_dst[e], b]")
+    add("                    g_X0[0, k, b] += out_w[e] * ggx[out_dst[e], 0, b]")
     # the history rows handed in: far out-edges read by steps 0 .. T - 1, and rows handed on unchanged
     add("    for i in range(L):")
     add("        for k in range(N):")
@@ -232,7 +232,7 @@ def kernel_source(model, scheme: str) -> str:
     add("                step = i - L + 1 + out_delay[e]")
     add("                if out_delay[e] > 0 and 0 <= step < T:")
     add("                    for b in range(B):")
-    add("                        g_hist0[i, k, b] += out_w[e] * ggx[step, out_dst[e], b]")
+    add("                        g_hist0[i, k, b] += out_w[e] * ggx[out_dst[e], step, b]")
     add("            if i >= T:")
     add("                for b in range(B):")
     add("                    g_hist0[i, k, b] += g_hist[i - T, k, b]")
@@ -241,12 +241,12 @@ def kernel_source(model, scheme: str) -> str:
         "import math", "", "import numba", "import numpy as np", "",
         f"SERIES_BAND = {transfer.SERIES_BAND!r}", "",
         _function_source(transfer.wong_wang_H_scalar), _function_source(transfer.wong_wang_H_partials),
-        "wong_wang_H_scalar = numba.njit(cache=True)(wong_wang_H_scalar)",
-        "wong_wang_H_partials = numba.njit(cache=True)(wong_wang_H_partials)",
+        "wong_wang_H_scalar = numba.njit(cache=True, error_model='numpy')(wong_wang_H_scalar)",
+        "wong_wang_H_partials = numba.njit(cache=True, error_model='numpy')(wong_wang_H_partials)",
         "wong_wang_H = wong_wang_H_scalar", "",
         _function_source(model.equations), _function_source(model.equations_vjp),
-        "equations = numba.njit(cache=True)(equations)",
-        "equations_vjp = numba.njit(cache=True)(equations_vjp)", "", ""]
+        "equations = numba.njit(cache=True, error_model='numpy')(equations)",
+        "equations_vjp = numba.njit(cache=True, error_model='numpy')(equations_vjp)", "", ""]
     return "\n".join(header + lines) + "\n"
 
 
@@ -349,12 +349,14 @@ class BlockKernel:
 
     def forward(self, window: torch.Tensor, X0: torch.Tensor, normal: Optional[torch.Tensor], scale: np.ndarray,
                 prm: np.ndarray, T: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """T steps from X0 (V, N, B) and the history ``window`` (L, N, B): (trajectory (T, V, N, B), buffer
-        (L + T, N, B): the window then each step's coupling variable, coupling sums gx (T, N, B))."""
+        """T steps from X0 (V, N, B) and the history ``window`` (L, N, B): (trajectory (T, V, N, B), the history
+        window after the run (L, N, B), a view), coupling sums gx (T, N, B)). The kernel's buffer is node-major,
+        (N, L + T, B): the window, then each step's coupling variable; an edge then reads successive steps from
+        adjacent memory."""
         L, N, B = window.shape
         V = X0.shape[0]
-        buf = torch.empty((L + T, N, B), dtype=self.dtype)
-        buf[:L] = window.detach()
+        buf = torch.empty((N, L + T, B), dtype=self.dtype)
+        buf[:, :L] = window.detach().permute(1, 0, 2)
         traj = torch.empty((T, V, N, B), dtype=self.dtype)
         gxs = torch.empty((T, N, B), dtype=self.dtype)
         nrm = self.empty_normal(V, N, B) if normal is None else normal.detach().numpy()
@@ -362,22 +364,21 @@ class BlockKernel:
         self.module.forward(buf.numpy(), L, np.ascontiguousarray(X0.detach().numpy()), nrm, scale, self.sqdt, prm,
                             f[0], f[1], f[2], f[3], nr[0], nr[1], nr[2], self.lo, self.hi, self.dt, traj.numpy(),
                             gxs.numpy())
-        return traj, buf, gxs
+        return traj, buf[:, T:].permute(1, 0, 2), gxs
 
-    def adjoint(self, buf: torch.Tensor, X0: torch.Tensor, traj: torch.Tensor, gxs: torch.Tensor,
+    def adjoint(self, L: int, X0: torch.Tensor, traj: torch.Tensor, gxs: torch.Tensor,
                 normal: Optional[torch.Tensor], scale: np.ndarray, prm: np.ndarray, g_traj: torch.Tensor,
                 g_hist: torch.Tensor, want_params: bool):
         """Gradients (X0 (V, N, B), history window (L, N, B), parameters (P, N, B) in kernel order or None,
         noise scale (V, N, B)) of the run ``forward`` made, given those of its trajectory and handed-on history."""
         T, V, N, B = traj.shape
-        L = buf.shape[0] - T
         g_X0 = torch.empty((V, N, B), dtype=self.dtype)
         g_hist0 = torch.empty((L, N, B), dtype=self.dtype)
         g_prm = torch.zeros((prm.shape[0] if want_params else 0, N, B), dtype=self.dtype)
         g_scale = torch.zeros((V, N, B), dtype=self.dtype)
         nrm = self.empty_normal(V, N, B) if normal is None else normal.detach().numpy()
         o = self.plan.out
-        self.module.adjoint(buf.numpy(), L, np.ascontiguousarray(X0.detach().numpy()), traj.numpy(), gxs.numpy(),
+        self.module.adjoint(L, np.ascontiguousarray(X0.detach().numpy()), traj.numpy(), gxs.numpy(),
                             nrm, scale, self.sqdt, prm, o[0], o[1], o[2], o[3], self.lo, self.hi, self.dt,
                             np.ascontiguousarray(g_traj.detach().numpy()),
                             np.ascontiguousarray(g_hist.detach().numpy()), g_X0.numpy(), g_hist0.numpy(),

@@ -308,13 +308,12 @@ class KernelPath(BlockLoop):
         while done < n_steps:
             T = min(chunk, n_steps - done)
             normal = self.noise.draw_blocks(T, self.block) if self.noise is not None else None
-            traj, buf, _ = self.kernel.forward(window, sim.state, normal, scale, prm, T)
-            window = buf[T:]
+            traj, window, _ = self.kernel.forward(window, sim.state, normal, scale, prm, T)
             sim.state = traj[-1]
             sim.current_step += T
             done += T
             recording.add(traj)
-        self.history.set(window.clone())
+        self.history.set(window.contiguous())
 
 
 class KernelCheckpointedPath:
@@ -331,10 +330,9 @@ class KernelCheckpointedPath:
         self.kept_bytes = 0
 
     def group_bytes(self, T: int, V: int) -> int:
-        """Bytes a group of T steps keeps when it keeps its trajectory: trajectory, draws, coupling sums, buffer."""
+        """Bytes a group of T steps keeps when it keeps its trajectory: trajectory, draws, coupling sums."""
         h = self.history
-        per_step = (2 * V + 2) * h.n_nodes * h.batch
-        return (T * per_step + h.horizon * h.n_nodes * h.batch) * torch.empty((), dtype=h.dtype).element_size()
+        return T * (2 * V + 1) * h.n_nodes * h.batch * torch.empty((), dtype=h.dtype).element_size()
 
     def run(self, sim, n_steps: int, params: BlockParams, recording: Recording) -> None:
         hist = self.history.as_graph()
@@ -343,9 +341,9 @@ class KernelCheckpointedPath:
         while done < n_steps:
             T = min(self.group_steps, n_steps - done)
             size = self.group_bytes(T, V)
-            keep = size <= budget
+            keep = size <= budget              # a prefix of the groups: once one does not fit, none after it
+            budget = budget - size if keep else -1
             if keep:
-                budget -= size
                 self.kept_bytes += size
             traj, hist = KernelRun.apply(self, T, keep, sim.state, hist, params.noise_scale, params.packed)
             sim.state = traj[-1]
