@@ -6,7 +6,8 @@ TVB's modules of the same names; ``registry`` names every parameter; ``twin`` ho
 steps them. How it steps them, after diffrax's split: ``blocks`` (what is integrated: ``Dynamics`` and the pure
 block functions), ``paths`` (how a run is stepped: in place, graph, checkpointed or TVB-exact, one path chosen
 per run), ``monitors.Recording`` (what is saved), ``adjoint`` (how the gradient of a checkpointed run is
-taken) and ``compiled`` (``torch.compile`` with an eager fallback).
+taken), ``kernels`` (the numba block kernel and its adjoint, the default on CPU) and ``compiled``
+(``torch.compile`` with an eager fallback).
 """
 from typing import Optional, Union
 

@@ -17,8 +17,9 @@ Internally tensors are laid out (state variable, node, batch): the batch axis si
 keeps its modes, so per-step arithmetic is the same as TVB's.
 
 The pieces, after diffrax: what is integrated is ``blocks.Dynamics``; how it is stepped, a run path of
-``paths`` (chosen once per run: in place, graph, checkpointed or TVB-exact); what is saved, a
-``monitors.Recording``; how the gradient is taken, autograd or ``adjoint.CheckpointedRun``.
+``paths`` (chosen once per run: the numba block kernel by default on CPU, else in place, graph, checkpointed or
+TVB-exact); what is saved, a ``monitors.Recording``; how the gradient is taken, the kernel's adjoint
+(``adjoint.KernelRun``), autograd or ``adjoint.CheckpointedRun``.
 """
 import functools
 import math
