@@ -103,11 +103,14 @@ def median_times(fn: Callable[[], None], repeats: int, cpu: Optional[List[float]
     return out
 
 
-def make_twin(sim, batch: int, dtype: torch.dtype, compile: bool = False, checkpoint: Optional[bool] = None):
+def make_twin(sim, batch: int, dtype: torch.dtype, compile: bool = False, checkpoint: Optional[bool] = None,
+              kernel: Optional[bool] = False):
+    """The twin as ``from_tvb`` builds it; ``kernel=None`` is the default path (the numba block kernel where it
+    applies), ``False`` (this script's default, rows 2-5 and C) the eager / torch.compile paths."""
     from tvb_torchfit.simulator.adapter import read_simulator
     from tvb_torchfit.simulator.twin import TorchSimulator
     return TorchSimulator(read_simulator(sim), noise="torch", batch=batch, dtype=dtype, compile=compile,
-                          checkpoint=checkpoint)
+                          checkpoint=checkpoint, kernel=kernel)
 
 
 def eager_fallbacks(twin) -> List[str]:
@@ -134,8 +137,9 @@ def bench_tvb(sim, ms: float, repeats: int) -> Dict:
     return dict(times=times, cpu=cpu, ms=ms, steps=n_steps_of(ms), batch=1)
 
 
-def bench_forward(sim, ms: float, repeats: int, batch: int, dtype: torch.dtype, compile: bool = False) -> Dict:
-    twin = make_twin(sim, batch, dtype, compile)
+def bench_forward(sim, ms: float, repeats: int, batch: int, dtype: torch.dtype, compile: bool = False,
+                  kernel: Optional[bool] = False) -> Dict:
+    twin = make_twin(sim, batch, dtype, compile, kernel=kernel)
     steps = n_steps_of(ms)
     t_warm = warm_up_twin(twin, steps)
 
@@ -175,9 +179,9 @@ def _grad_run(twin, ms: float, backward: bool, saved: Optional[Dict[int, int]] =
 
 
 def bench_grad(sim, ms: float, repeats: int, dtype: torch.dtype = torch.float64, compile: bool = False,
-               checkpoint: Optional[bool] = None, batch: int = 1) -> Dict:
+               checkpoint: Optional[bool] = None, batch: int = 1, kernel: Optional[bool] = False) -> Dict:
     """fwd (no_grad), fwd (building the graph) and fwd+bwd on the same window, interleaved."""
-    twin = make_twin(sim, batch, dtype, compile, checkpoint)
+    twin = make_twin(sim, batch, dtype, compile, checkpoint, kernel=kernel)
     steps = n_steps_of(ms)
     t_warm = warm_up_twin(twin, steps)
     t0 = time.perf_counter()
@@ -259,6 +263,60 @@ def fit_child(cfg: Dict) -> Dict:
                      warmup_ms=cfg["warmup_trs"] * tr_ms, progress=False)
     wall = time.perf_counter() - t0
     return dict(cfg, rss_setup_mib=rss0 / 1024.0, rss_peak_mib=_peak_rss_kb() / 1024.0, fit_s=wall)
+
+
+def first_call_child(cfg: Dict) -> Dict:
+    """In a fresh process (``--first-call-child``): ``from_tvb(sim)`` with no options and a ``cfg["ms"]`` run,
+    timed from the twin's construction to the run's end (kernel compilation or cache load included)."""
+    sim = build_tvb()
+    t0 = time.perf_counter()
+    twin = tvb_torchfit.from_tvb(sim)
+    with torch.no_grad():
+        twin.run(simulation_length=cfg["ms"])
+    return dict(cfg, wall_s=time.perf_counter() - t0, path=type(twin.paths.free).__name__)
+
+
+def bench_first_call(ms: float, cold: bool) -> Dict:
+    """``first_call_child`` in a subprocess; ``cold``: with an empty kernel cache (numba compiles)."""
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory() as tmp:
+        if cold:
+            env["TVB_TORCHFIT_CACHE"] = tmp
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--first-call-child",
+                               json.dumps(dict(ms=ms))], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"first-call subprocess failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]), cold=cold)
+
+
+def fit_step_child(cfg: Dict) -> Dict:
+    """In a fresh process (``--fit-step-child``): the demo's fit (``demo.FIT``: dt 1 ms, batch 8, 20-TR windows,
+    float32, one thread) for ``cfg["n_steps"]`` optimiser steps on the demo's start simulator, against a
+    random target FC; returns the fit's wall time."""
+    from tvb_torchfit import demo
+    torch.set_num_threads(1)
+    start = demo.demo_simulator(G=0.05, w_p=0.42)
+    rng = np.random.RandomState(0)
+    target = np.corrcoef(rng.randn(start.connectivity.number_of_regions, 300))
+    np.fill_diagonal(target, 1.0)
+    t0 = time.perf_counter()
+    tvb_torchfit.fit(start, target, demo.BOUNDS, rmse_weight=demo.RMSE_WEIGHT, compile=cfg["compile"],
+                     progress=False, **dict(demo.FIT, n_steps=cfg["n_steps"]))
+    return dict(cfg, fit_s=time.perf_counter() - t0)
+
+
+def bench_fit_steps(compile: bool, steps=(2, 6)) -> Dict:
+    """Seconds per optimiser step of the demo's fit: (wall(n2) - wall(n1)) / (n2 - n1), fresh processes (set-up,
+    warm-up and compilation cancel out)."""
+    walls = []
+    for n in steps:
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--fit-step-child",
+                               json.dumps(dict(n_steps=n, compile=compile))], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"fit subprocess failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+        walls.append(json.loads(proc.stdout.strip().splitlines()[-1])["fit_s"])
+    return dict(walls=walls, steps=list(steps), per_step=(walls[1] - walls[0]) / (steps[1] - steps[0]),
+                compile=compile)
 
 
 def _peak_rss_kb() -> int:
@@ -593,10 +651,20 @@ def main(argv=None) -> int:
                          f"{TVBOPTIM_DEFAULT_PYTHON} if it exists, else skipped; '' skips)")
     ap.add_argument("--tvboptim-threads", choices=("1", "default", "both"), default="both",
                     help="tvboptim runs: pinned to one core, XLA's default threads, or both (default)")
+    ap.add_argument("--no-fit-steps", action="store_true",
+                    help="skip the demo fit's cost per optimiser step (rows S; four fits in subprocesses)")
     ap.add_argument("--fit-child", help=argparse.SUPPRESS)
+    ap.add_argument("--first-call-child", help=argparse.SUPPRESS)
+    ap.add_argument("--fit-step-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.fit_child:
         print(json.dumps(fit_child(json.loads(args.fit_child))))
+        return 0
+    if args.first_call_child:
+        print(json.dumps(first_call_child(json.loads(args.first_call_child))))
+        return 0
+    if args.fit_step_child:
+        print(json.dumps(fit_step_child(json.loads(args.fit_step_child))))
         return 0
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
@@ -638,6 +706,20 @@ def main(argv=None) -> int:
                                                                    compile=True, batch=8)))
         if args.all:
             attempt("c_grad_nock", lambda: bench_grad(sim, cgrad_ms, R, compile=True, checkpoint=False))
+    # the default path (from_tvb(sim) with no options: the numba block kernel and its adjoint)
+    first_ms = 2000.0 if args.quick else 10000.0
+    attempt("first_warm", lambda: bench_first_call(first_ms, cold=False))
+    attempt("first_cold", lambda: bench_first_call(first_ms, cold=True))
+    attempt("k_f64", lambda: bench_forward(sim, sim_ms, R, 1, f64, kernel=None))
+    attempt("k_f32", lambda: bench_forward(sim, sim_ms, R, 1, f32, kernel=None))
+    attempt("k_b8", lambda: one_thread(lambda: bench_forward(sim, batch_ms, R, 8, f32, kernel=None)))
+    attempt("k_b64", lambda: one_thread(lambda: bench_forward(sim, batch_ms, R, 64, f32, kernel=None)))
+    attempt("k_grad", lambda: bench_grad(sim, cgrad_ms, R, kernel=None))
+    attempt("k_grad_b8", lambda: one_thread(lambda: bench_grad(sim, cgrad_ms, R, dtype=f32, batch=8, kernel=None)))
+    if not args.no_fit_steps:
+        attempt("fit_steps_kernel", lambda: bench_fit_steps(compile=False))
+        if not args.no_compile:
+            attempt("fit_steps_compile", lambda: bench_fit_steps(compile=True))
     attempt("f64", lambda: bench_forward(sim, sim_ms, R, 1, f64))
     attempt("f64_1t", lambda: one_thread(lambda: bench_forward(sim, one_thread_ms, R, 1, f64)))
     attempt("f32", lambda: bench_forward(sim, sim_ms, R, 1, f32))
@@ -747,6 +829,37 @@ def main(argv=None) -> int:
                    "reference of every ratio", "tvb")
     speed_row("1s", "  TVB at the start only", "tvb_start")
     speed_row("1e", "  TVB at the end only", "tvb_end")
+    for key, label in (("first_warm", "kernel cache warm"), ("first_cold", "empty kernel cache: numba compiles")):
+        if key in results:
+            r = results[key]
+            tvb_s = tvb_per_s * r["ms"] / 1000.0 if tvb_per_s else None
+            lines.append(fmt_row(["F" + ("w" if key == "first_warm" else "c"),
+                                  f"from_tvb(sim) with no options, first call in a fresh process ({label}; path "
+                                  f"{r['path']}): construction + {r['ms'] / 1000:g} s run, vs TVB's steady run of it",
+                                  f"{r['ms']:g} ms x 1", f"**{r['wall_s']:.2f} s** (TVB {tvb_s:.2f} s)" if tvb_s
+                                  else f"{r['wall_s']:.2f} s", "", f"{tvb_s / r['wall_s']:.2f}" if tvb_s else "",
+                                  "", ""]))
+        elif key in errors:
+            lines.append(fmt_row(["F", label, "", "FAILED", errors[key], "", "", ""]))
+    speed_row("K1", "default path (numba block kernel) forward, batch 1, float64 (no_grad)", "k_f64")
+    speed_row("K2", "default path forward, batch 1, float32 (no_grad)", "k_f32")
+    speed_row("K3", "default path forward, batch 8, float32, 1 thread, per sample", "k_b8")
+    speed_row("K4", "default path forward, batch 64, float32, 1 thread, per sample", "k_b64")
+    grad_rows("K5", "default path fwd+bwd (kernel adjoint, checkpointed groups), batch 1, float64, "
+                    "d mean(S_e(end)) / dG", "k_grad")
+    grad_rows("K7", "default path fwd+bwd, batch 8, float32, 1 thread (the fit's configuration), per sample",
+              "k_grad_b8")
+    for key, label in (("fit_steps_kernel", "default path (kernel)"), ("fit_steps_compile", "compile=True")):
+        if key in results:
+            r = results[key]
+            lines.append(fmt_row(["S" + ("k" if "kernel" in key else "c"),
+                                  f"the demo's fit (dt 1 ms, batch 8, 20-TR windows, float32, 1 thread), {label}: "
+                                  f"seconds per optimiser step = (wall({r['steps'][1]} steps) - wall({r['steps'][0]}))"
+                                  f" / {r['steps'][1] - r['steps'][0]}, fresh processes", "14400 steps x 8 per step",
+                                  f"**{r['per_step']:.2f} s** per step (walls {r['walls'][0]:.1f} / "
+                                  f"{r['walls'][1]:.1f} s)", "", "", "", ""]))
+        elif key in errors:
+            lines.append(fmt_row(["S", label, "", "FAILED", errors[key], "", "", ""]))
     speed_row("2", "torch eager forward, batch 1, float64 (no_grad)", "f64")
     speed_row("2t", "  same as 2 with torch.set_num_threads(1)", "f64_1t")
     speed_row("3", "torch eager forward, batch 1, float32 (no_grad)", "f32")

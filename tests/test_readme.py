@@ -14,9 +14,8 @@ import pytest
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 SKIPS = {
-    "Use": "bounded default path: speed branch (its 60 s batch-8 backward on compile=False records every step)",
     "Fitting": "needs `sim` and `target_fc` defined by the reader and a demo-size fit plus 2 x 300 s TVB runs "
-               "(minutes); bounded default path: speed branch",
+               "(minutes): a fragment of a session, not a script",
 }
 
 

@@ -180,7 +180,7 @@ def test_checkpointed_backward_equals_autograd():
     """checkpoint=True: blocks run without a graph and are recomputed in the backward; same outputs,
     same gradients (here through two runs and through the history carried between them)."""
     ref_out, ref_grads, _ = _checkpoint_grads(checkpoint=False)
-    out, grads, twin = _checkpoint_grads(checkpoint=True)
+    out, grads, twin = _checkpoint_grads(checkpoint=True, kernel=False)
     assert twin.checkpoint
     for x, y in zip(out, ref_out):
         assert torch.equal(x, y)
@@ -255,7 +255,7 @@ def test_checkpointed_backward_with_a_subset_of_parameters_requiring_grad(grad_n
     set; the noise scale only when nsig requires grad): same gradients as plain autograd for every subset,
     the noise-scale gradient alone or beside a model parameter, and none at all (start state only)."""
     ref_out, ref_grads, _ = _subset_grads(grad_names, checkpoint=False)
-    out, grads, twin = _subset_grads(grad_names, checkpoint=True, compile=compile)
+    out, grads, twin = _subset_grads(grad_names, checkpoint=True, compile=compile, kernel=False)
     if compile:                                    # the compiled block vjp ran (no eager fallback)
         vjps = twin.paths.graph.compiled_vjps
         assert vjps and all(f.error is None for f in vjps.values())
@@ -281,7 +281,7 @@ def test_checkpointed_backward_chunks_independent_of_forward_blocks(compile):
         loss.backward()
         return [x.detach() for out in outs for _, x in out], (G.grad, nsig.grad), twin
     ref_out, ref_grads, _ = grads(checkpoint=False)
-    out, got, twin = grads(checkpoint=True, compile=compile)
+    out, got, twin = grads(checkpoint=True, compile=compile, kernel=False)
     assert twin.block == 6 and twin.paths.graph.backward_block == 4
     if compile:
         vjps = twin.paths.graph.compiled_vjps
@@ -313,7 +313,7 @@ def test_checkpointed_backward_replays_the_noise_per_segment(noise):
         return [x.detach() for out in outs for _, x in out] + [after], (G.grad, nsig.grad), twin
     assert segment_blocks(6, 4, 8) == 2
     ref_out, ref_grads, _ = grads(checkpoint=False)
-    out, got, twin = grads(checkpoint=short)
+    out, got, twin = grads(checkpoint=short, kernel=False)
     assert twin.checkpoint and twin.paths.graph.segment_blocks == 2
     for x, y in zip(out, ref_out):
         assert torch.equal(x, y)
@@ -350,7 +350,7 @@ def test_checkpointed_run_in_several_autograd_groups_equals_autograd(compile):
         loss.backward()
         return [x.detach() for out in outs for _, x in out], (G.grad, nsig.grad, w_p.grad), twin
     ref_out, ref_grads, _ = grads(checkpoint=False)
-    out, got, twin = grads(checkpoint=CheckpointOptions(group_steps=12), compile=compile)
+    out, got, twin = grads(checkpoint=CheckpointOptions(group_steps=12), compile=compile, kernel=False)
     assert twin.checkpoint and twin.paths.graph.group_steps == 12
     for x, y in zip(out, ref_out):
         torch.testing.assert_close(x, y, rtol=0, atol=1e-12 if compile else 0)
@@ -360,9 +360,9 @@ def test_checkpointed_run_in_several_autograd_groups_equals_autograd(compile):
 
 def test_public_block_seams_step_as_run_does():
     """What benchmarks/profile_block.py drives: ``block_params()``, ``history_ring`` and
-    ``paths.free.forward_block`` step the twin exactly as ``run`` does (same state, same history)."""
+    ``paths.free.forward_block`` step the twin exactly as ``run`` does (same state, same history); the torch ring path (``kernel=False``)."""
     sim = _stoch_sim()
-    ref, twin = (tvb_torchfit.from_tvb(sim, block=4, seed=2) for _ in range(2))
+    ref, twin = (tvb_torchfit.from_tvb(sim, block=4, seed=2, kernel=False) for _ in range(2))
     with torch.no_grad():
         ref.run(n_steps=40)
         ref.run(n_steps=4)

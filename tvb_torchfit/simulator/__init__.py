@@ -6,7 +6,8 @@ TVB's modules of the same names; ``registry`` names every parameter; ``twin`` ho
 steps them. How it steps them, after diffrax's split: ``blocks`` (what is integrated: ``Dynamics`` and the pure
 block functions), ``paths`` (how a run is stepped: in place, graph, checkpointed or TVB-exact, one path chosen
 per run), ``monitors.Recording`` (what is saved), ``adjoint`` (how the gradient of a checkpointed run is
-taken) and ``compiled`` (``torch.compile`` with an eager fallback).
+taken), ``kernels`` (the numba block kernel and its adjoint, the default on CPU) and ``compiled``
+(``torch.compile`` with an eager fallback).
 """
 from typing import Optional, Union
 
@@ -18,7 +19,7 @@ from .twin import TorchSimulator
 def from_tvb(sim, *, noise: str = "torch", exact: bool = False, batch: int = 1,
              dtype: torch.dtype = torch.float64, device: Union[str, torch.device] = "cpu",
              block: Optional[int] = None, seed: Optional[int] = None,
-             compile: bool = False) -> TorchSimulator:
+             compile: bool = False, kernel: Optional[bool] = None) -> TorchSimulator:
     """The differentiable torch twin of a *configured* TVB ``Simulator``.
 
     Everything is read from the TVB objects (connectivity, model parameters, coupling, integrator,
@@ -34,10 +35,13 @@ def from_tvb(sim, *, noise: str = "torch", exact: bool = False, batch: int = 1,
     block:  most steps whose delayed coupling is gathered at once (capped by the shortest delay).
     compile: fuse each block of steps with ``torch.compile`` (needs a C++ compiler; the first run of a
             given batch/dtype pays a one-off compilation of tens of seconds, then steps run ~20x faster).
+    kernel: None (default) steps with the numba block kernel wherever it applies (CPU, default mode, Linear
+            coupling; compiled once, cached on disk across processes) and records gradients through its own
+            checkpointed adjoint; ``False``: the eager torch paths; ``True``: the kernel or an error.
     """
     TorchSimulator._check_options(noise, exact, batch, dtype, device, block, seed, compile, None)  # before any work
     return TorchSimulator(read_simulator(sim), noise=noise, exact=exact, batch=batch, dtype=dtype,
-                          device=device, block=block, seed=seed, compile=compile)
+                          device=device, block=block, seed=seed, compile=compile, kernel=kernel)
 
 
 __all__ = ["from_tvb", "read_simulator", "SimulatorSpec", "TorchSimulator"]

@@ -26,10 +26,15 @@ class CheckpointOptions:
     * ``segment_steps``: steps of noise redrawn at once by the backward (from a snapshot of the stream).
     * ``group_steps``: steps per autograd node; None: ``DEFAULT_GROUP_STEPS``, raised to 4 horizons (each
       node keeps a history window of its own besides the trajectory).
+    * ``keep_bytes`` (the block kernel's ``KernelRun``): most bytes of trajectories, coupling sums and noise draws
+      one run keeps for its backward; groups beyond it keep only their start (state, history window, noise
+      stream) and are integrated again in the backward, so that memory is bounded by this and the group
+      length, not by the run's length.
     """
     backward_block: int = 4
     segment_steps: int = 1024
     group_steps: Optional[int] = None
+    keep_bytes: int = 512 * 2 ** 20
 
     def group_length(self, horizon: int) -> int:
         """Steps per autograd node for a history of ``horizon`` steps."""
@@ -197,3 +202,66 @@ class CheckpointedRun(torch.autograd.Function):
             g_packed[list(var_idx)] = g_pv.sum_to_size((len(var_idx),) + tuple(packed.shape[1:]))
         return (None, None, None, gX, g_hist0,
                 g_scale.sum_to_size(noise_scale.shape) if g_scale is not None else None, g_packed)
+
+
+class KernelRun(torch.autograd.Function):
+    """A group of T steps of the block kernel (``kernels.BlockKernel``) under autograd, with its hand-written
+    adjoint.
+
+    ``apply(stepper, T, keep, X0, hist0, noise_scale, packed) -> (trajectory (T, V, N, B), history (L, N, B))``;
+    ``stepper`` provides ``kernel``, ``noise`` (or None) and ``block`` (the noise is drawn block by block, as
+    every path draws it: ``noise.TorchStream.draw_blocks``). Forward: the kernel without a graph; kept for
+    the backward are the start (state, history window, parameters, a snapshot of the noise stream) and, if
+    ``keep``, the trajectory, the coupling sums and the draws. Backward: if they were not kept, the group is
+    integrated again from its start (same draws, replayed from the snapshot, same values); then
+    ``kernels.BlockKernel.adjoint`` gives the gradients of the start state, the history window, the
+    parameters (``packed``: the twin's ``BlockParams.packed``) and the noise scale.
+    """
+
+    @staticmethod
+    def forward(ctx, stepper, T, keep, X0, hist0, noise_scale, packed):
+        kernel, noise = stepper.kernel, stepper.noise
+        L, N, B = hist0.shape
+        V = X0.shape[0]
+        ctx.snapshot = noise.state_dict() if noise is not None else None
+        normal = noise.draw_blocks(T, stepper.block) if noise is not None else None
+        prm = kernel.params(packed, N, B)
+        traj, window, gxs = kernel.forward(hist0, X0, normal, kernel.scale(noise_scale, V, N, B), prm, T)
+        ctx.stepper, ctx.T = stepper, T
+        ctx.kept = (gxs, normal) if keep else None
+        ctx.save_for_backward(X0, hist0, noise_scale, packed, traj if keep else None)
+        return traj, window.contiguous()
+
+    @staticmethod
+    def backward(ctx, g_traj, g_hist):
+        stepper, T = ctx.stepper, ctx.T
+        kernel = stepper.kernel
+        X0, hist0, noise_scale, packed, traj = ctx.saved_tensors
+        L, N, B = hist0.shape
+        V = X0.shape[0]
+        prm = kernel.params(packed, N, B)
+        scale = kernel.scale(noise_scale, V, N, B)
+        if ctx.kept is not None:
+            gxs, normal = ctx.kept
+        else:                                      # integrate the group again from its start
+            normal = None
+            if ctx.snapshot is not None:
+                replay = copy.deepcopy(stepper.noise)
+                replay.load_state_dict(ctx.snapshot)
+                normal = replay.draw_blocks(T, stepper.block)
+            traj, _, gxs = kernel.forward(hist0, X0, normal, scale, prm, T)
+        if g_traj is None:
+            g_traj = torch.zeros_like(traj)
+        if g_hist is None:
+            g_hist = hist0.new_zeros((L, N, B))
+        want_params = ctx.needs_input_grad[6]
+        g_X0, g_hist0, g_prm, g_scale = kernel.adjoint(L, X0, traj, gxs, normal, scale, prm, g_traj, g_hist,
+                                                       want_params)
+        g_packed = None
+        if want_params:
+            full = packed.new_zeros((packed.shape[0], N, B))
+            full[kernel.order] = g_prm.to(packed.dtype)
+            g_packed = full.sum_to_size(packed.shape)
+        g_sc = g_scale.sum_to_size(noise_scale.shape) if ctx.needs_input_grad[5] else None
+        return (None, None, None, g_X0 if ctx.needs_input_grad[3] else None,
+                g_hist0 if ctx.needs_input_grad[4] else None, g_sc, g_packed)

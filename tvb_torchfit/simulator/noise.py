@@ -58,6 +58,10 @@ class TVBStream:
         per_member = [s.normal(size=(n_steps,) + self.shape + (1,))[..., 0] for s in self.streams]
         return torch.as_tensor(np.stack(per_member, axis=-1), dtype=self.dtype, device=self.device)
 
+    def draw_blocks(self, n_steps: int, block: int) -> torch.Tensor:
+        """``draw(n_steps)``: numpy's normal stream is the same however it is cut into blocks."""
+        return self.draw(n_steps)
+
     def state_dict(self):
         return {"streams": [s.get_state() for s in self.streams]}
 
@@ -89,6 +93,18 @@ class TorchStream:
         out = torch.empty((len(self.generators),) + size, dtype=self.dtype, device=self.device)
         for b, g in enumerate(self.generators):
             torch.randn(size, generator=g, dtype=self.dtype, device=self.device, out=out[b])
+        return out.permute(*range(1, len(size) + 1), 0)
+
+    def draw_blocks(self, n_steps: int, block: int) -> torch.Tensor:
+        """(n_steps, nvar, N, B): the draws of ``draw(K)`` called for successive blocks of ``block`` steps (the
+        last one shorter), in one buffer (torch's generator gives other numbers when the same count is drawn in
+        other pieces, so a path that steps many blocks at once still draws block by block)."""
+        size = (n_steps,) + self.shape
+        out = torch.empty((len(self.generators),) + size, dtype=self.dtype, device=self.device)
+        for b, g in enumerate(self.generators):
+            for s in range(0, n_steps, block):
+                K = min(block, n_steps - s)
+                torch.randn((K,) + self.shape, generator=g, dtype=self.dtype, device=self.device, out=out[b, s:s + K])
         return out.permute(*range(1, len(size) + 1), 0)
 
     def state_dict(self):

@@ -11,6 +11,10 @@ date, hands the states to a ``monitors.Recording`` (what is saved) and advances 
   per block, through which autograd follows every step (``blocks.fused_block``).
 * ``CheckpointedPath`` (default mode, autograd records, ``checkpoint=True``): the ring path's blocks inside
   ``adjoint.CheckpointedRun``, which recomputes them in the backward.
+* ``KernelPath`` / ``KernelCheckpointedPath`` (default mode on CPU where numba is present): runs of many
+  steps per call of the numba block kernel (``kernels.BlockKernel``), without a graph, or, while autograd
+  records, as a chain of ``adjoint.KernelRun``s with the kernel's own adjoint (memory bounded by
+  ``CheckpointOptions.keep_bytes`` and the group length).
 * ``ExactPath`` (``exact=True``): TVB's float32 history and numpy-order float32 coupling sums
   (``DelayedLinearCoupling.far_sums``) outside the compiled steps; in place or as a graph tensor.
 
@@ -22,12 +26,12 @@ from typing import Dict, Optional, Tuple, Union
 
 import torch
 
-from .adjoint import CheckpointedRun, CheckpointOptions, detached, segment_blocks, without_grad
+from .adjoint import CheckpointedRun, CheckpointOptions, KernelRun, detached, segment_blocks, without_grad
 from .blocks import Dynamics, Params, block_vjp, fused_block, integrate_block, packed_block
 from .compiled import CompiledOrEager
 from .coupling import DelayedLinearCoupling
 from .history import DelayHistory, HistoryRing
-from .monitors import Recording
+from .monitors import Recording, chunk_steps
 from .noise import additive_increment
 
 
@@ -281,6 +285,74 @@ class CheckpointedPath:
             i = j
 
 
+class KernelPath(BlockLoop):
+    """Default mode without a graph, on CPU with numba: chunks of about ``monitors.MONITOR_CHUNK`` steps (a
+    multiple of ``block``) per call of the block kernel, the noise drawn block by block as every path draws it;
+    the history as a time-major tensor between chunks (``DelayHistory`` graph form, no graph)."""
+
+    def __init__(self, history, coupling, dynamics, block, noise, kernel):
+        super().__init__(history, coupling, dynamics, block, noise)
+        self.kernel = kernel
+
+    def chunk(self, values_per_step: int) -> int:
+        """Steps per kernel call: ``monitors.chunk_steps`` rounded down to a multiple of ``block``."""
+        return self.block * max(1, chunk_steps(self.block, values_per_step) // self.block)
+
+    def run(self, sim, n_steps: int, params: BlockParams, recording: Recording) -> None:
+        window = self.history.window()
+        L, N, B = window.shape
+        V = sim.state.shape[0]
+        prm = self.kernel.params(params.packed, N, B)
+        scale = self.kernel.scale(params.noise_scale, V, N, B)
+        chunk, done = self.chunk(V * N * B), 0
+        while done < n_steps:
+            T = min(chunk, n_steps - done)
+            normal = self.noise.draw_blocks(T, self.block) if self.noise is not None else None
+            traj, window, _ = self.kernel.forward(window, sim.state, normal, scale, prm, T)
+            sim.state = traj[-1]
+            sim.current_step += T
+            done += T
+            recording.add(traj)
+        self.history.set(window.contiguous())
+
+
+class KernelCheckpointedPath:
+    """Default mode while autograd records, on CPU with numba: the run as a chain of ``adjoint.KernelRun``s of
+    about ``group_steps`` steps (a multiple of ``block``), the first groups keeping their trajectories for the
+    backward up to ``CheckpointOptions.keep_bytes``, the later ones only their start (integrated again in the
+    backward). Memory: ``keep_bytes`` + one group + a start (state, history window) per group."""
+
+    def __init__(self, history, block, noise, kernel, options: CheckpointOptions = CheckpointOptions()):
+        self.history, self.block, self.noise, self.kernel, self.options = history, int(block), noise, kernel, options
+        steps = options.group_length(history.horizon)
+        self.group_steps = self.block * max(1, -(-steps // self.block))
+        #: bytes kept by the last run's groups for their backward (``keep_bytes`` at most)
+        self.kept_bytes = 0
+
+    def group_bytes(self, T: int, V: int) -> int:
+        """Bytes a group of T steps keeps when it keeps its trajectory: trajectory, draws, coupling sums."""
+        h = self.history
+        return T * (2 * V + 1) * h.n_nodes * h.batch * torch.empty((), dtype=h.dtype).element_size()
+
+    def run(self, sim, n_steps: int, params: BlockParams, recording: Recording) -> None:
+        hist = self.history.as_graph()
+        budget, done, self.kept_bytes = self.options.keep_bytes, 0, 0
+        V = sim.state.shape[0]
+        while done < n_steps:
+            T = min(self.group_steps, n_steps - done)
+            size = self.group_bytes(T, V)
+            keep = size <= budget              # a prefix of the groups: once one does not fit, none after it
+            budget = budget - size if keep else -1
+            if keep:
+                self.kept_bytes += size
+            traj, hist = KernelRun.apply(self, T, keep, sim.state, hist, params.noise_scale, params.packed)
+            sim.state = traj[-1]
+            sim.current_step += T
+            done += T
+            recording.add_trajectory(traj)
+        self.history.graph = hist
+
+
 @dataclass
 class Paths:
     """The two paths of a twin: ``free`` while no graph is recorded, ``graph`` while autograd records."""
@@ -304,9 +376,13 @@ class Paths:
 
 def build_paths(history: DelayHistory, coupling: DelayedLinearCoupling, dynamics: Dynamics, block: int, noise,
                 names: Tuple[str, ...], *, exact: bool, checkpoint: Optional[CheckpointOptions], compile: bool,
-                compile_options: Optional[Dict]) -> Paths:
-    """The paths of a twin: exact (TVB's float32 history), or the default mode's ring path with a graph path
-    or, when ``checkpoint`` options are given, a checkpointed path."""
+                compile_options: Optional[Dict], kernel=None) -> Paths:
+    """The paths of a twin: exact (TVB's float32 history); the block kernel's pair when a ``kernel``
+    (``kernels.BlockKernel``) is given; or the default mode's ring path with a graph path or, when
+    ``checkpoint`` options are given, a checkpointed path."""
+    if kernel is not None:
+        return Paths(KernelPath(history, coupling, dynamics, block, noise, kernel),
+                     KernelCheckpointedPath(history, block, noise, kernel, checkpoint or CheckpointOptions()))
     if exact:
         compiled = None
         if compile:

@@ -17,8 +17,9 @@ Internally tensors are laid out (state variable, node, batch): the batch axis si
 keeps its modes, so per-step arithmetic is the same as TVB's.
 
 The pieces, after diffrax: what is integrated is ``blocks.Dynamics``; how it is stepped, a run path of
-``paths`` (chosen once per run: in place, graph, checkpointed or TVB-exact); what is saved, a
-``monitors.Recording``; how the gradient is taken, autograd or ``adjoint.CheckpointedRun``.
+``paths`` (chosen once per run: the numba block kernel by default on CPU, else in place, graph, checkpointed or
+TVB-exact); what is saved, a ``monitors.Recording``; how the gradient is taken, the kernel's adjoint
+(``adjoint.KernelRun``), autograd or ``adjoint.CheckpointedRun``.
 """
 import functools
 import math
@@ -36,7 +37,9 @@ from .blocks import Dynamics, split_coupling
 from .compiled import CompiledOrEager, compile_options
 from .coupling import DelayedLinearCoupling, max_block, near_padded
 from .history import DelayHistory, HistoryRing
+from . import kernels
 from .integrators import SCHEMES
+from .kernels import BlockKernel
 from .monitors import Recording, build_monitor, chunk_steps
 from .noise import TorchStream, TVBStream, diffusion_scale
 from .paths import BlockParams, build_paths
@@ -57,7 +60,12 @@ class TorchSimulator:
       compiles once, tens of seconds for the forward and for the backward (chunks of 4 steps, one per set of
       parameters requiring grad) on a small CPU (inductor keeps them on disk for later processes). If
       compilation fails the blocks run eagerly, with a warning.
-    * ``checkpoint`` (default: on with ``compile=True``, off otherwise; never in the TVB-exact mode): while
+    * ``kernel`` (default None: wherever it applies): runs stepped by the numba block kernel
+      (``kernels.BlockKernel``: on CPU, default mode, Linear coupling), many steps per call, and while autograd
+      records its hand-written adjoint (``adjoint.KernelRun``, checkpointed: memory bounded by
+      ``CheckpointOptions.keep_bytes`` and the group length). Not used with ``compile=True`` (the torch.compile
+      route, for GPUs), ``exact=True`` or ``checkpoint=False`` (the eager paths); ``kernel=False`` refuses it.
+    * ``checkpoint`` (default: on with ``compile=True`` or the kernel, off otherwise; never in the TVB-exact mode): while
       autograd records, integrate without a graph and recompute each block in the backward
       (``adjoint.CheckpointedRun``). Same values and gradients; memory O(steps * nvar * N * batch) instead of
       every step's intermediates; with ``compile=True`` the forward runs at no-grad speed. A
@@ -72,8 +80,10 @@ class TorchSimulator:
     def __init__(self, spec: SimulatorSpec, *, noise: str = "torch", exact: bool = False, batch: int = 1,
                  dtype: torch.dtype = torch.float64, device: Union[str, torch.device] = "cpu",
                  block: Optional[int] = None, seed: Optional[int] = None, compile: bool = False,
-                 checkpoint: Union[None, bool, CheckpointOptions] = None):
+                 checkpoint: Union[None, bool, CheckpointOptions] = None, kernel: Optional[bool] = None):
         self._check_options(noise, exact, batch, dtype, device, block, seed, compile, checkpoint)
+        if not (kernel is None or isinstance(kernel, bool)):
+            raise ParameterError(f"kernel={kernel!r}: expected None (the block kernel where it applies), True or False.")
         dtype = checks.dtype(dtype)
         self.spec, self.model, self.dt = spec, spec.model, spec.dt
         self.batch, self.dtype, self.device = batch, dtype, torch.device(device)
@@ -108,19 +118,38 @@ class TorchSimulator:
                                  hi=t(spec.hi).view(-1, 1, 1) if bounded else None, dt=self.dt,
                                  coupling_names=coupling_parameter_names(spec.coupling))
         self.compiled = bool(compile)
+        self.kernel = self._build_kernel(kernel, checkpoint)
         if checkpoint is None:
-            checkpoint = self.compiled and not exact
+            checkpoint = (self.compiled or self.kernel is not None) and not exact
         options = checkpoint if isinstance(checkpoint, CheckpointOptions) else (
             CheckpointOptions() if checkpoint else None)
         self.checkpoint = options is not None
         self.paths = build_paths(self._history, self.coupling, self.dynamics, self.block, self.noise,
                                  self.packed_names, exact=exact, checkpoint=options, compile=self.compiled,
-                                 compile_options=compile_options(self.device))
+                                 compile_options=compile_options(self.device), kernel=self.kernel)
         voi = np.asarray(spec.model_voi, dtype=np.int64)
         n_var = len(self.model.state_variables)
         # observed variables: no selection (copy) when they are all the state variables, in order
         self._voi = None if np.array_equal(voi, np.arange(n_var)) else torch.as_tensor(voi, device=self.device)
         self._chunk = chunk_steps(self.block, n_var * N * B)
+
+    def _build_kernel(self, kernel: Optional[bool], checkpoint) -> Optional[BlockKernel]:
+        """The numba block kernel (``kernels.BlockKernel``) if it is to be used: ``kernel=True`` asks for it (an
+        error where it does not apply), ``False`` refuses it, None (default) uses it wherever it applies and no
+        other path was asked for (``compile=True``, ``exact=True``, ``checkpoint=False``)."""
+        applies = kernels.supports(self.model, self.spec.coupling, self.device, self.exact)
+        if kernel is None:
+            kernel = applies and not self.compiled and checkpoint is not False
+        elif kernel and not applies:
+            raise ValueError("kernel=True: the block kernel needs numba, device='cpu', exact=False, Linear coupling "
+                             f"and a model port with plain-math equations (here {self.model.__name__}, "
+                             f"{self.spec.coupling.__name__}, device {self.device}, exact={self.exact}).")
+        elif kernel and (self.compiled or checkpoint is False):
+            raise ValueError("kernel=True cannot be combined with compile=True or checkpoint=False.")
+        if not kernel:
+            return None
+        return BlockKernel(self.model, self.spec.scheme, self.spec.weights, self.spec.idelays, self.spec.lo,
+                           self.spec.hi, self.dt, self.packed_names, self.dtype)
 
     @staticmethod
     def _check_options(noise, exact, batch, dtype, device, block, seed, compile, checkpoint) -> None:

@@ -1,0 +1,386 @@
+"""The block kernel: TVB's Heun / Euler steps with the delayed coupling, the noise scaling and the history write in
+one numba loop nest over (steps, nodes, batch), and its hand-written discrete adjoint.
+
+For step s of a run of T steps (state X_{s-1} -> X_s; x(m) the coupling variable, state variable 0, of step m,
+and for m < 0 the history handed in), exactly the twin's ``blocks.integrate_block`` with TVB's scheme:
+
+    gx_k(s) = sum_j W[k, j] x_j(s - 1 - idelays[k, j])            (``coupling.DelayedLinearCoupling``)
+    c       = a * gx + b                                            (``coupling.Linear.post``)
+    z       = (normal * sqrt(dt)) * sqrt(2 nsig)                    (``noise.scaled_increment``)
+    Heun:   I = clip(X + dt f(X, c) + z);  X' = clip(X + (f(X, c) + f(I, c)) * dt / 2 + z)    (``integrators``)
+    Euler:  X' = clip(X + f(X, c) * dt + z)
+
+``forward`` writes the states, each step's coupling sum gx and the coupling variable into a node-major buffer
+(the history window, then the run's steps). ``adjoint`` runs the same steps backwards, last first: the
+gradient of X_s (from the monitors, from step s + 1, and from the coupling of later steps, *pulled* over
+each node's out-edges from the coupling-sum gradients of steps s + 1 + d, already known), then the
+vector-Jacobian product of the step — the predictor recomputed from X_{s-1} and gx(s), clipping included
+(torch.clamp's convention: gradient 1 where lo <= v <= hi) — giving the gradients of X_{s-1}, gx(s), the
+parameters and the noise scale; finally the gradients of the history rows handed in.
+
+The model's equations are not copied here: the kernel's source is generated from the port's own
+``equations`` and ``equations_vjp`` (``models/``) and the Wong-Wang transfer function of
+``models/transfer.py`` (``wong_wang_H_scalar``, ``wong_wang_H_partials``), written into one module per content
+hash under the kernel cache directory and compiled by numba with ``cache=True`` (a later process loads the
+machine code; an edited equation gives another hash, never a stale kernel). ``TVB_TORCHFIT_CACHE`` sets the
+directory (default ``~/.cache/tvb_torchfit``).
+"""
+import hashlib
+import importlib.util
+import inspect
+import os
+import sys
+import tempfile
+import textwrap
+import threading
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+
+from .models import transfer
+from .registry import COUPLING_PREFIX
+
+_LOCK = threading.Lock()
+_MODULES = {}
+
+
+def available() -> bool:
+    """Whether numba can be imported (the kernel's only requirement besides a CPU device)."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def supports(model, coupling, device: torch.device, exact: bool) -> bool:
+    """Whether the kernel applies: numba present, CPU tensors, the default (not TVB-exact) mode, Linear coupling
+    (``post`` c = a gx + b) and a model port that exposes ``equations`` / ``equations_vjp``."""
+    return (device.type == "cpu" and not exact and getattr(coupling, "parameter_names", None) == ("a", "b")
+            and hasattr(model, "equations") and hasattr(model, "equations_vjp") and available())
+
+
+def _function_source(fn) -> str:
+    return textwrap.dedent(inspect.getsource(fn))
+
+
+def _join(names) -> str:
+    return ", ".join(names)
+
+
+def kernel_source(model, scheme: str) -> str:
+    """The Python source of the kernel module for a model port and a TVB integrator scheme name."""
+    V, P = len(model.state_variables), len(model.parameter_names)
+    heun = scheme.startswith("Heun")
+    x = [f"x{v}" for v in range(V)]
+    prm = [f"prm[{i}, k, b]" for i in range(P)]
+    eq = lambda state, c: f"equations({_join(state)}, {c}, {_join(prm)})"
+    vjp = lambda state, c, g: f"equations_vjp({_join(state)}, {c}, {_join(prm)}, {_join(g)})"
+    lines = []
+    add = lines.append
+    # ----------------------------------------------------------------------------------------------- forward
+    add("@numba.njit(cache=True, error_model='numpy')")
+    add("def forward(buf, L, X0, normal, scale, sqdt, prm, far_ptr, far_src, far_delay, far_w, near_ptr, near_src,")
+    add("            near_w, lo, hi, dt, traj, gxs):")
+    add("    T = traj.shape[0]")
+    add("    N = X0.shape[1]")
+    add("    B = X0.shape[2]")
+    add("    noisy = normal.shape[0] > 0")
+    add("    acc = np.zeros(B, buf.dtype)")
+    add(f"    ia = {P}")
+    add(f"    ib = {P + 1}")
+    add("    for s in range(T):")
+    add("        prev = X0 if s == 0 else traj[s - 1]")
+    add("        for k in range(N):")
+    add("            acc[:] = 0")
+    add("            for e in range(far_ptr[k], far_ptr[k + 1]):")
+    add("                row = L + s - 1 - far_delay[e]")
+    add("                j = far_src[e]")
+    add("                w = far_w[e]")
+    add("                for b in range(B):")
+    add("                    acc[b] += w * buf[j, row, b]")
+    add("            for e in range(near_ptr[k], near_ptr[k + 1]):")
+    add("                j = near_src[e]")
+    add("                w = near_w[e]")
+    add("                for b in range(B):")
+    add("                    acc[b] += w * prev[0, j, b]")
+    add("            for b in range(B):")
+    add("                gx = acc[b]")
+    add("                gxs[s, k, b] = gx")
+    add("                c = prm[ia, k, b] * gx + prm[ib, k, b]")
+    for v in range(V):
+        add(f"                x{v} = prev[{v}, k, b]")
+        add(f"                z{v} = normal[s, {v}, k, b] * sqdt * scale[{v}, k, b] if noisy else 0.0")
+    add(f"                {_join(f'f{v}' for v in range(V))}, = {eq(x, 'c')}")
+    if heun:
+        for v in range(V):
+            add(f"                i{v} = x{v} + dt * f{v} + z{v} if noisy else x{v} + dt * f{v}")
+            add(f"                i{v} = min(max(i{v}, lo[{v}]), hi[{v}])")
+        add(f"                {_join(f'h{v}' for v in range(V))}, = {eq([f'i{v}' for v in range(V)], 'c')}")
+        for v in range(V):
+            add(f"                n{v} = x{v} + (f{v} + h{v}) * dt / 2.0")
+    else:
+        for v in range(V):
+            add(f"                n{v} = x{v} + f{v} * dt")
+    for v in range(V):
+        add(f"                if noisy:")
+        add(f"                    n{v} = n{v} + z{v}")
+        add(f"                traj[s, {v}, k, b] = min(max(n{v}, lo[{v}]), hi[{v}])")
+        if v == 0:
+            add(f"                buf[k, L + s, b] = traj[s, 0, k, b]")
+    # ----------------------------------------------------------------------------------------------- adjoint
+    add("")
+    add("")
+    add("@numba.njit(cache=True, error_model='numpy')")
+    add("def adjoint(L, X0, traj, gxs, normal, scale, sqdt, prm, out_ptr, out_dst, out_delay, out_w, lo, hi, dt,")
+    add("            g_traj, g_hist, g_X0, g_hist0, g_prm, g_scale):")
+    add("    T = traj.shape[0]")
+    add("    N = X0.shape[1]")
+    add("    B = X0.shape[2]")
+    add("    noisy = normal.shape[0] > 0")
+    add("    ggx = np.zeros((N, T + L + 1, B), traj.dtype)")
+    add("    gX = np.zeros(X0.shape, traj.dtype)")
+    add("    gprev = np.zeros(X0.shape, traj.dtype)")
+    add("    pull = np.zeros(B, traj.dtype)")
+    add(f"    ia = {P}")
+    add(f"    ib = {P + 1}")
+    add("    for s in range(T - 1, -1, -1):")
+    add("        prev = X0 if s == 0 else traj[s - 1]")
+    add("        r = L + s - T")
+    add("        for k in range(N):")
+    add("            pull[:] = 0")
+    add("            for e in range(out_ptr[k], out_ptr[k + 1]):")
+    add("                row = s + 1 + out_delay[e]")
+    add("                q = out_dst[e]")
+    add("                w = out_w[e]")
+    add("                for b in range(B):")
+    add("                    pull[b] += w * ggx[q, row, b]")
+    add("            for b in range(B):")
+    for v in range(V):
+        extra = " + pull[b]" if v == 0 else ""
+        add(f"                G{v} = gX[{v}, k, b] + g_traj[s, {v}, k, b]{extra}")
+    add("                if r >= 0:")
+    add("                    G0 += g_hist[r, k, b]")
+    add("                gx = gxs[s, k, b]")
+    add("                c = prm[ia, k, b] * gx + prm[ib, k, b]")
+    for v in range(V):
+        add(f"                x{v} = prev[{v}, k, b]")
+        add(f"                z{v} = normal[s, {v}, k, b] * sqdt * scale[{v}, k, b] if noisy else 0.0")
+    add(f"                {_join(f'f{v}' for v in range(V))}, = {eq(x, 'c')}")
+    if heun:
+        for v in range(V):
+            add(f"                ir{v} = x{v} + dt * f{v} + z{v} if noisy else x{v} + dt * f{v}")
+            add(f"                i{v} = min(max(ir{v}, lo[{v}]), hi[{v}])")
+        add(f"                {_join(f'h{v}' for v in range(V))}, = {eq([f'i{v}' for v in range(V)], 'c')}")
+        for v in range(V):
+            add(f"                nr{v} = x{v} + (f{v} + h{v}) * dt / 2.0")
+            add(f"                if noisy:")
+            add(f"                    nr{v} = nr{v} + z{v}")
+            add(f"                gv{v} = G{v} if lo[{v}] <= nr{v} <= hi[{v}] else 0.0")
+        # stage 2: f(I, c) with weight dt / 2
+        add(f"                r2 = {vjp([f'i{v}' for v in range(V)], 'c', [f'gv{v} * dt / 2.0' for v in range(V)])}")
+        for v in range(V):
+            add(f"                gi{v} = r2[{v}] if lo[{v}] <= ir{v} <= hi[{v}] else 0.0")
+        # stage 1: f(X, c) with weight dt / 2 (corrector) + dt * gI (predictor)
+        add(f"                r1 = {vjp(x, 'c', [f'gv{v} * dt / 2.0 + gi{v} * dt' for v in range(V)])}")
+        for v in range(V):
+            add(f"                gprev[{v}, k, b] = gv{v} + gi{v} + r1[{v}]")
+            add(f"                gz{v} = gv{v} + gi{v}")
+        add(f"                gc = r1[{V}] + r2[{V}]")
+        add("                if g_prm.shape[0] > 0:")
+        for i in range(P):
+            add(f"                    g_prm[{i}, k, b] += r1[{V + 1 + i}] + r2[{V + 1 + i}]")
+    else:
+        for v in range(V):
+            add(f"                nr{v} = x{v} + f{v} * dt")
+            add(f"                if noisy:")
+            add(f"                    nr{v} = nr{v} + z{v}")
+            add(f"                gv{v} = G{v} if lo[{v}] <= nr{v} <= hi[{v}] else 0.0")
+        add(f"                r1 = {vjp(x, 'c', [f'gv{v} * dt' for v in range(V)])}")
+        for v in range(V):
+            add(f"                gprev[{v}, k, b] = gv{v} + r1[{v}]")
+            add(f"                gz{v} = gv{v}")
+        add(f"                gc = r1[{V}]")
+        add("                if g_prm.shape[0] > 0:")
+        for i in range(P):
+            add(f"                    g_prm[{i}, k, b] += r1[{V + 1 + i}]")
+    add("                if g_prm.shape[0] > 0:")
+    add("                    g_prm[ia, k, b] += gc * gx")
+    add("                    g_prm[ib, k, b] += gc")
+    add("                ggx[k, s, b] = gc * prm[ia, k, b]")
+    add("                if noisy:")
+    for v in range(V):
+        add(f"                    g_scale[{v}, k, b] += gz{v} * (normal[s, {v}, k, b] * sqdt)")
+    add("        gX, gprev = gprev, gX")
+    # the start state: what the first step's state propagation sent, plus its zero-delay out-edges
+    add("    for k in range(N):")
+    add("        for b in range(B):")
+    for v in range(V):
+        add(f"            g_X0[{v}, k, b] = gX[{v}, k, b]")
+    add("        for e in range(out_ptr[k], out_ptr[k + 1]):")
+    add("            if out_delay[e] == 0:")
+    add("                for b in range(B):")
+    add("                    g_X0[0, k, b] += out_w[e] * ggx[out_dst[e], 0, b]")
+    # the history rows handed in: far out-edges read by steps 0 .. T - 1, and rows handed on unchanged
+    add("    for i in range(L):")
+    add("        for k in range(N):")
+    add("            for b in range(B):")
+    add("                g_hist0[i, k, b] = 0.0")
+    add("            for e in range(out_ptr[k], out_ptr[k + 1]):")
+    add("                step = i - L + 1 + out_delay[e]")
+    add("                if out_delay[e] > 0 and 0 <= step < T:")
+    add("                    for b in range(B):")
+    add("                        g_hist0[i, k, b] += out_w[e] * ggx[out_dst[e], step, b]")
+    add("            if i >= T:")
+    add("                for b in range(B):")
+    add("                    g_hist0[i, k, b] += g_hist[i - T, k, b]")
+    header = [
+        '"""Generated by tvb_torchfit.simulator.kernels: do not edit (regenerated from the sources on change)."""',
+        "import math", "", "import numba", "import numpy as np", "",
+        f"SERIES_BAND = {transfer.SERIES_BAND!r}", f"STABLE_BELOW = {transfer.STABLE_BELOW!r}", "",
+        _function_source(transfer.wong_wang_H_scalar), _function_source(transfer.wong_wang_H_partials),
+        "wong_wang_H_scalar = numba.njit(cache=True, error_model='numpy')(wong_wang_H_scalar)",
+        "wong_wang_H_partials = numba.njit(cache=True, error_model='numpy')(wong_wang_H_partials)",
+        "wong_wang_H = wong_wang_H_scalar", "",
+        _function_source(model.equations), _function_source(model.equations_vjp),
+        "equations = numba.njit(cache=True, error_model='numpy')(equations)",
+        "equations_vjp = numba.njit(cache=True, error_model='numpy')(equations_vjp)", "", ""]
+    return "\n".join(header + lines) + "\n"
+
+
+def cache_dir() -> str:
+    """Where generated kernel modules and numba's compiled code are kept (``TVB_TORCHFIT_CACHE``)."""
+    base = os.environ.get("TVB_TORCHFIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tvb_torchfit")
+    path = os.path.join(base, "kernels")
+    try:
+        os.makedirs(path, exist_ok=True)
+        if os.access(path, os.W_OK):
+            return path
+    except OSError:
+        pass
+    path = os.path.join(tempfile.gettempdir(), f"tvb_torchfit-kernels-{os.getuid()}")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def load(model, scheme: str):
+    """The compiled kernel module (``forward``, ``adjoint``, ``equations``, ``equations_vjp``) of a model port and
+    scheme: generated, written once per content hash, imported (numba compiles on first call, or loads its cache)."""
+    source = kernel_source(model, scheme)
+    key = hashlib.sha256(source.encode()).hexdigest()[:16]
+    with _LOCK:
+        if key in _MODULES:
+            return _MODULES[key]
+        name = f"tvbtf_kernel_{key}"
+        path = os.path.join(cache_dir(), name + ".py")
+        if not os.path.exists(path):
+            tmp = f"{path}.tmp{os.getpid()}"
+            with open(tmp, "w") as f:
+                f.write(source)
+            os.replace(tmp, path)              # atomic: another process sees the old file or this one
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        _MODULES[key] = module
+        return module
+
+
+@dataclass
+class EdgePlan:
+    """The connectome as the kernel reads it: in-edges per target for the forward (far: delay >= 1, read from the
+    history buffer; near: delay 0, read from the previous state), out-edges per source for the adjoint's pull."""
+    far: Tuple[np.ndarray, ...]
+    near: Tuple[np.ndarray, ...]
+    out: Tuple[np.ndarray, ...]
+
+
+def _csr(key: np.ndarray, other: np.ndarray, delay: np.ndarray, w: np.ndarray, n: int, dtype):
+    order = np.lexsort((other, key))                   # by key, then by the other end (edge order of the twin)
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(key, minlength=n), out=ptr[1:])
+    return (ptr, other[order].astype(np.int64), delay[order].astype(np.int64), w[order].astype(dtype))
+
+
+def edge_plan(weights: np.ndarray, idelays: np.ndarray, dtype: torch.dtype) -> EdgePlan:
+    """``EdgePlan`` of TVB's weights (rows are targets) and integer delays, weights in ``dtype``."""
+    np_dtype = np.float32 if dtype == torch.float32 else np.float64
+    k, j = np.nonzero(weights)
+    d, w = idelays[k, j], weights[k, j]
+    n = weights.shape[0]
+    far, near = d > 0, d == 0
+    f = _csr(k[far], j[far], d[far], w[far], n, np_dtype)
+    nr = _csr(k[near], j[near], d[near], w[near], n, np_dtype)
+    out = _csr(j, k, d, w, n, np_dtype)
+    return EdgePlan(far=(f[0], f[1], f[2], f[3]), near=(nr[0], nr[1], nr[3]), out=out)
+
+
+class BlockKernel:
+    """The compiled kernel of one twin: its model's module (``load``), edge plan, bounds, dt and the order of the
+    packed parameters (``kernel_order``: the model's ``parameter_names`` then the coupling's a, b)."""
+
+    def __init__(self, model, scheme: str, weights: np.ndarray, idelays: np.ndarray, lo: np.ndarray,
+                 hi: np.ndarray, dt: float, packed_names: Tuple[str, ...], dtype: torch.dtype):
+        self.module = load(model, scheme)
+        self.plan = edge_plan(weights, idelays, dtype)
+        np_dtype = np.float32 if dtype == torch.float32 else np.float64
+        self.lo = np.where(np.isfinite(lo), lo, -np.inf).astype(np_dtype)
+        self.hi = np.where(np.isfinite(hi), hi, np.inf).astype(np_dtype)
+        self.dt, self.dtype, self.np_dtype = float(dt), dtype, np_dtype
+        self.sqdt = float(np.sqrt(dt))
+        wanted = list(model.parameter_names) + [COUPLING_PREFIX + "a", COUPLING_PREFIX + "b"]
+        index = {name: i for i, name in enumerate(packed_names)}
+        self.order = torch.as_tensor([index[n] for n in wanted], dtype=torch.int64)
+
+    def params(self, packed: torch.Tensor, N: int, B: int) -> np.ndarray:
+        """The packed parameters (P, N or 1, B or 1) in kernel order, broadcast to (P, N, B), as numpy."""
+        p = packed.detach()[self.order]
+        return np.ascontiguousarray(p.expand(p.shape[0], N, B).numpy())
+
+    def scale(self, noise_scale: Optional[torch.Tensor], V: int, N: int, B: int) -> np.ndarray:
+        if noise_scale is None:
+            return np.zeros((V, N, B), self.np_dtype)
+        return np.ascontiguousarray(noise_scale.detach().expand(V, N, B).numpy())
+
+    def empty_normal(self, V: int, N: int, B: int) -> np.ndarray:
+        return np.zeros((0, V, N, B), self.np_dtype)
+
+    def forward(self, window: torch.Tensor, X0: torch.Tensor, normal: Optional[torch.Tensor], scale: np.ndarray,
+                prm: np.ndarray, T: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """T steps from X0 (V, N, B) and the history ``window`` (L, N, B): (trajectory (T, V, N, B), the history
+        window after the run (L, N, B), a view), coupling sums gx (T, N, B)). The kernel's buffer is node-major,
+        (N, L + T, B): the window, then each step's coupling variable; an edge then reads successive steps from
+        adjacent memory."""
+        L, N, B = window.shape
+        V = X0.shape[0]
+        buf = torch.empty((N, L + T, B), dtype=self.dtype)
+        buf[:, :L] = window.detach().permute(1, 0, 2)
+        traj = torch.empty((T, V, N, B), dtype=self.dtype)
+        gxs = torch.empty((T, N, B), dtype=self.dtype)
+        nrm = self.empty_normal(V, N, B) if normal is None else normal.detach().numpy()
+        f, nr = self.plan.far, self.plan.near
+        self.module.forward(buf.numpy(), L, np.ascontiguousarray(X0.detach().numpy()), nrm, scale, self.sqdt, prm,
+                            f[0], f[1], f[2], f[3], nr[0], nr[1], nr[2], self.lo, self.hi, self.dt, traj.numpy(),
+                            gxs.numpy())
+        return traj, buf[:, T:].permute(1, 0, 2), gxs
+
+    def adjoint(self, L: int, X0: torch.Tensor, traj: torch.Tensor, gxs: torch.Tensor,
+                normal: Optional[torch.Tensor], scale: np.ndarray, prm: np.ndarray, g_traj: torch.Tensor,
+                g_hist: torch.Tensor, want_params: bool):
+        """Gradients (X0 (V, N, B), history window (L, N, B), parameters (P, N, B) in kernel order or None,
+        noise scale (V, N, B)) of the run ``forward`` made, given those of its trajectory and handed-on history."""
+        T, V, N, B = traj.shape
+        g_X0 = torch.empty((V, N, B), dtype=self.dtype)
+        g_hist0 = torch.empty((L, N, B), dtype=self.dtype)
+        g_prm = torch.zeros((prm.shape[0] if want_params else 0, N, B), dtype=self.dtype)
+        g_scale = torch.zeros((V, N, B), dtype=self.dtype)
+        nrm = self.empty_normal(V, N, B) if normal is None else normal.detach().numpy()
+        o = self.plan.out
+        self.module.adjoint(L, np.ascontiguousarray(X0.detach().numpy()), traj.numpy(), gxs.numpy(),
+                            nrm, scale, self.sqdt, prm, o[0], o[1], o[2], o[3], self.lo, self.hi, self.dt,
+                            np.ascontiguousarray(g_traj.detach().numpy()),
+                            np.ascontiguousarray(g_hist.detach().numpy()), g_X0.numpy(), g_hist0.numpy(),
+                            g_prm.numpy(), g_scale.numpy())
+        return g_X0, g_hist0, (g_prm if want_params else None), g_scale
