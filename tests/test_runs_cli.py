@@ -95,18 +95,20 @@ def test_validate_again_gives_the_same_report(run):
 
 
 def test_rerun_with_the_same_seed_gives_identical_values(run, tmp_path):
-    """A rerun, as a user reruns: the same command in a new process."""
+    """A run and its rerun, as a user runs them: the same command, each in a new process. (Two runs inside one
+    long-lived process can differ in the last bit, depending on what ran before; see the issue note.)"""
     import os
     import subprocess
     import sys
-    cfg, out = run
-    again = tmp_path / "again"
+    cfg, _ = run
     root = str(__import__("pathlib").Path(__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + sys.path))
-    done = subprocess.run([sys.executable, "-m", "tvb_torchfit.cli"] + fit_args(cfg, again, "--no-validate"),
-                          capture_output=True, text=True, timeout=600, env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
-    a, b = values(out), values(again)
+    for name in ("first", "again"):
+        done = subprocess.run([sys.executable, "-m", "tvb_torchfit.cli"] + fit_args(cfg, tmp_path / name,
+                                                                                     "--no-validate"),
+                              capture_output=True, text=True, timeout=600, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+    a, b = values(tmp_path / "first"), values(tmp_path / "again")
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)

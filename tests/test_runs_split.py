@@ -49,8 +49,8 @@ def test_at_bounds_on_the_fit_scale():
     inside (3e-10, 3e-4) is not (on a linear scale it would be within 0.1 % of the range)."""
     import types
     from tvb_torchfit.runs.pipeline import _at_bounds
-    stage = types.SimpleNamespace(params={"noise.nsig": {"low": 3e-10, "high": 3e-4},
-                                          "G": {"low": 0.5, "high": 1.0}})
-    result = types.SimpleNamespace(params={"noise.nsig": np.array([1e-7, 3.0001e-10, 2.9999e-4]),
-                                           "G": np.array([0.5001])})
-    assert _at_bounds(stage, result, None) == {"noise.nsig": 2, "G": 1}
+    config = {"params": {"noise.nsig": {"low": 3e-10, "high": 3e-4, "log": True},
+                         "G": {"low": 0.5, "high": 1.0, "log": False}}}
+    result = types.SimpleNamespace(config=config, params={"noise.nsig": np.array([1e-7, 3.0001e-10, 2.9999e-4]),
+                                                          "G": np.array([0.5001])})
+    assert _at_bounds(result) == {"noise.nsig": 2, "G": 1}

@@ -25,7 +25,6 @@ from ..errors import ConfigError
 from ..inference.fitting import FitResult
 from ..inference.stages import Stage, StageResult, fit_stages
 from ..roundtrip.tvbfile import save_simulator
-from ..simulator.registry import NOISE_NSIG, canonical_name
 from ..roundtrip.validation import validate
 from ..version import __version__
 from . import folder as fs
@@ -114,16 +113,15 @@ def _finished(out: Path, stages: Sequence[Stage]) -> Dict[str, FitResult]:
     return done
 
 
-def _at_bounds(stage: Stage, result: FitResult, G_c: Optional[float]) -> Dict[str, int]:
+def _at_bounds(result: FitResult) -> Dict[str, int]:
+    """How many fitted values lie within ``BOUND_TOL`` of the range from a bound, per parameter, on the scale the
+    fit moved them (log for log-scale parameters), from the resolved specs the fit recorded (bounds relative to
+    G_c already applied)."""
     out = {}
-    for name, spec in stage.params.items():
-        low, high = spec["low"], spec["high"]
-        if spec.get("relative") == "G_c":
-            low, high = low * G_c, high * G_c
-        v = np.asarray(result.params.get(canonical_name(name), result.params.get(name, [])), dtype=float)
-        log = spec.get("log")
-        if log if log is not None else canonical_name(name) == NOISE_NSIG:     # the scale the fit moves on
-            v, low, high = np.log(np.maximum(v, 1e-300)), np.log(low), np.log(high)
+    for name, spec in result.config["params"].items():
+        v, low, high = np.asarray(result.params[name], dtype=float), spec["low"], spec["high"]
+        if spec["log"]:
+            v, low, high = np.log(v), math.log(low), math.log(high)
         tol = BOUND_TOL * (high - low)
         out[name] = int(np.sum((v < low + tol) | (v > high - tol)))
     return out
@@ -145,7 +143,7 @@ def _stage_writer(out: Path, stages: Sequence[Stage], walls: Dict[str, float], G
                "coefficient_names": {k: ["intercept"] + list(by_name[rec.name].params[k].get("map_names", ()))
                                      for k in rec.result.coefficients},
                "G_c": rec.G_c,
-               "at_bounds": _at_bounds(by_name[rec.name], rec.result, rec.G_c),
+               "at_bounds": _at_bounds(rec.result),
                "fit_wall_s": walls.get(rec.name)}
         fs.write_json(d / "values.json", doc)
         save_simulator(rec.simulator, d, fs.SIMULATOR_STEM)
