@@ -80,6 +80,21 @@ def kernel_source(model, scheme: str) -> str:
     vjp = lambda state, c, g: f"equations_vjp({_join(state)}, {c}, {_join(prm)}, {_join(g)})"
     lines = []
     add = lines.append
+
+    def step_stage_one() -> None:
+        """The lines both the forward and the adjoint (recomputing) need for one node and batch member from gx:
+        the coupling c, the state x, the noise increment z, the drift f and, for Heun, the clipped predictor i
+        (ir before clipping) with its drift h."""
+        add("                c = prm[ia, k, b] * gx + prm[ib, k, b]")
+        for v in range(V):
+            add(f"                x{v} = prev[{v}, k, b]")
+            add(f"                z{v} = normal[s, {v}, k, b] * sqdt * scale[{v}, k, b] if noisy else 0.0")
+        add(f"                {_join(f'f{v}' for v in range(V))}, = {eq(x, 'c')}")
+        if heun:
+            for v in range(V):
+                add(f"                ir{v} = x{v} + dt * f{v} + z{v} if noisy else x{v} + dt * f{v}")
+                add(f"                i{v} = min(max(ir{v}, lo[{v}]), hi[{v}])")
+            add(f"                {_join(f'h{v}' for v in range(V))}, = {eq([f'i{v}' for v in range(V)], 'c')}")
     # ----------------------------------------------------------------------------------------------- forward
     add("@numba.njit(cache=True, error_model='numpy')")
     add("def forward(buf, L, X0, normal, scale, sqdt, prm, far_ptr, far_src, far_delay, far_w, near_ptr, near_src,")
@@ -109,16 +124,8 @@ def kernel_source(model, scheme: str) -> str:
     add("            for b in range(B):")
     add("                gx = acc[b]")
     add("                gxs[s, k, b] = gx")
-    add("                c = prm[ia, k, b] * gx + prm[ib, k, b]")
-    for v in range(V):
-        add(f"                x{v} = prev[{v}, k, b]")
-        add(f"                z{v} = normal[s, {v}, k, b] * sqdt * scale[{v}, k, b] if noisy else 0.0")
-    add(f"                {_join(f'f{v}' for v in range(V))}, = {eq(x, 'c')}")
+    step_stage_one()
     if heun:
-        for v in range(V):
-            add(f"                i{v} = x{v} + dt * f{v} + z{v} if noisy else x{v} + dt * f{v}")
-            add(f"                i{v} = min(max(i{v}, lo[{v}]), hi[{v}])")
-        add(f"                {_join(f'h{v}' for v in range(V))}, = {eq([f'i{v}' for v in range(V)], 'c')}")
         for v in range(V):
             add(f"                n{v} = x{v} + (f{v} + h{v}) * dt / 2.0")
     else:
@@ -164,16 +171,8 @@ def kernel_source(model, scheme: str) -> str:
     add("                if r >= 0:")
     add("                    G0 += g_hist[r, k, b]")
     add("                gx = gxs[s, k, b]")
-    add("                c = prm[ia, k, b] * gx + prm[ib, k, b]")
-    for v in range(V):
-        add(f"                x{v} = prev[{v}, k, b]")
-        add(f"                z{v} = normal[s, {v}, k, b] * sqdt * scale[{v}, k, b] if noisy else 0.0")
-    add(f"                {_join(f'f{v}' for v in range(V))}, = {eq(x, 'c')}")
+    step_stage_one()
     if heun:
-        for v in range(V):
-            add(f"                ir{v} = x{v} + dt * f{v} + z{v} if noisy else x{v} + dt * f{v}")
-            add(f"                i{v} = min(max(ir{v}, lo[{v}]), hi[{v}])")
-        add(f"                {_join(f'h{v}' for v in range(V))}, = {eq([f'i{v}' for v in range(V)], 'c')}")
         for v in range(V):
             add(f"                nr{v} = x{v} + (f{v} + h{v}) * dt / 2.0")
             add(f"                if noisy:")
