@@ -57,8 +57,14 @@ def test_fit_writes_the_run_folder(run):
     for r in rows.values():
         assert r["ceiling_r"] == pytest.approx(ceiling)
         assert -1 <= r["in_sample_r"] <= 1 and -1 <= r["held_out_r"] <= 1 and r["fcd_ks"] is not None
+        with np.load(out / "stages" / r["stage"] / "validation" / "report.npz") as z:
+            all_runs = z["tvb_fc_per_seed"].mean(axis=0)
+        assert r["tvb_runs"] == 1                        # QUICK: one seed (two: tests/test_validation.py)
+        iu = np.triu_indices(rh.N, 1)
+        for key, half in (("held_out_r_all_runs", "test_fc"), ("in_sample_r_all_runs", "train_fc")):
+            assert r[key] == pytest.approx(np.corrcoef(all_runs[iu], data[half][iu])[0, 1], abs=1e-7), key
     md = (out / "report.md").read_text()
-    assert "r held out (test FC)" in md and "ceiling r" in md
+    assert "r held out (test FC)" in md and "r held out, FC of all runs" in md and "ceiling r" in md
     maps = json.loads((out / "stages" / "maps" / "values.json").read_text())
     assert len(maps["coefficients"]["J_i"]) == 3 and len(maps["params"]["J_i"]) == rh.N
     assert maps["coefficient_names"]["J_i"] == ["intercept", "myelin", "fc_gradient"]

@@ -191,6 +191,9 @@ def test_report_fields(setup):
     assert rep.bold_samples == setup["target_bold"].shape[0] - setup["discard"]
     assert rep.tvb_fc.shape == (N, N) and rep.tvb_fc_per_seed.shape == (2, N, N)
     np.testing.assert_array_equal(rep.tvb_fc, rep.tvb_fc_per_seed.mean(axis=0))
+    iu = np.triu_indices(N, 1)
+    assert rep.fc_corr_of_mean == pytest.approx(
+        np.corrcoef(rep.tvb_fc_per_seed.mean(axis=0)[iu], setup["target"][iu])[0, 1], abs=1e-12)
     assert rep.tvb_wall_s > 0
     # sim itself was neither run nor changed
     assert sim.current_step == 0

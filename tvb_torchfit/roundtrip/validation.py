@@ -87,6 +87,7 @@ class ValidationReport:
     fcd_ks_per_seed: Optional[List[float]] = None
     fcd_ks_seed_to_seed: Optional[float] = None  # mean KS between FCD distributions of the TVB runs
     torch_target_fc_corr: Optional[float] = None  # r(torch_fc, target FC)
+    fc_corr_of_mean: float = float("nan")  # r(mean TVB FC over seeds, target FC): the model's FC from all runs
     seeds: List[int] = field(default_factory=list)
     simulation_length: float = 0.0         # ms per run
     bold_period: float = 0.0               # ms
@@ -128,6 +129,7 @@ class ValidationReport:
         rows = [
             ("FC r(TVB, target), mean over seeds", fmt(self.fc_corr)),
             ("FC r per seed", fmt(self.fc_corr_per_seed)),
+            ("FC r(mean TVB FC over seeds, target)", fmt(self.fc_corr_of_mean)),
             ("FC RMSE(TVB, target)", fmt(self.fc_rmse)),
             ("FC r seed-to-seed (noise ceiling)", fmt(self.seed_to_seed_fc_corr)),
             ("mean FC: TVB / target", f"{fmt(self.mean_fc)} / {fmt(self.target_mean_fc)}"),
@@ -359,6 +361,7 @@ def fc_metrics(fcs: np.ndarray, target: np.ndarray, torch_fc: Optional[np.ndarra
         if pairs else None,
         torch_tvb_fc_corr=None if torch_fc is None else stats.pearson_r(up(torch_fc), up(mean_fc)),
         torch_target_fc_corr=None if torch_fc is None else stats.pearson_r(up(torch_fc), tu),
+        fc_corr_of_mean=stats.pearson_r(up(mean_fc), tu),
         mean_fc=float(np.nanmean(up(mean_fc))), target_mean_fc=float(np.mean(tu)), tvb_fc=mean_fc, tvb_fc_per_seed=fcs)
 
 
