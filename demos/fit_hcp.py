@@ -25,7 +25,8 @@ from tvb_torchfit.runs.config import load_config
 from tvb_torchfit.runs.pipeline import run_fit
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hcp_subject.toml")
-COLUMNS = [("in_sample_r", "r in sample"), ("held_out_r", "r held out"), ("ceiling_r", "ceiling r"),
+COLUMNS = [("in_sample_r", "r in sample"), ("held_out_r", "r held out"),
+           ("held_out_r_all_runs", "r held out, FC of all runs"), ("ceiling_r", "ceiling r"),
            ("fcd_ks", "FCD KS"), ("mean_fc_sim", "mean FC TVB"), ("mean_fc_train", "mean FC train"),
            ("mean_fc_test", "mean FC test")]
 
