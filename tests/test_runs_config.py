@@ -39,6 +39,14 @@ def test_overrides_by_index_and_name_with_toml_values(folder):
     assert cfg.stages[0].params["G"].high == 0.9
 
 
+def test_override_of_a_quoted_key_with_dots(folder):
+    """A parameter name with a dot in it ("noise.nsig", "coupling.a") is one part of the dotted key when quoted."""
+    cfg = load_config(rh.write_config(folder), ['stages.global.params."coupling.a"={low=0.5, high=2.0}'])
+    assert cfg.stages[0].params["coupling.a"].low == 0.5 and cfg.stages[0].params["coupling.a"].high == 2.0
+    with pytest.raises(ConfigError, match="not a dotted TOML key"):
+        load_config(rh.write_config(folder), ['stages..fit.n_steps=3'])
+
+
 def test_default_recipe_comes_from_defaults_toml(folder):
     text = rh.CONFIG.split("[[stages]]")[0]                  # no stages: the default recipe
     cfg = load_config(rh.write_config(folder, text))

@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from pydantic import ValidationError
 
@@ -59,12 +59,26 @@ def _parse_value(text: str):
         return text
 
 
+def _key_parts(key: str, where: str) -> List[str]:
+    """A dotted TOML key's parts, quoted parts kept whole (``stages.regional.params."noise.nsig".low``)."""
+    try:
+        node = tomllib.loads(f"{key} = 0")
+    except tomllib.TOMLDecodeError:
+        raise ConfigError(f"{where}: --set {key}: not a dotted TOML key (quote a part with dots in it: "
+                          'stages.regional.params."noise.nsig".low).') from None
+    parts = []
+    while isinstance(node, dict):
+        (part, node), = node.items()
+        parts.append(part)
+    return parts
+
+
 def apply_override(doc: Dict, item: str, where: str) -> None:
     """Set ``key=value`` (dotted key; a stage by index or name) in ``doc``."""
     if "=" not in item:
         raise ConfigError(f"{where}: --set {item!r}: expected key=value (e.g. validation.length=60000).")
     key, text = item.split("=", 1)
-    parts = key.strip().split(".")
+    parts = _key_parts(key.strip(), where)
     node = doc
     for i, part in enumerate(parts[:-1]):
         if isinstance(node, list):
