@@ -31,7 +31,9 @@ of a separate venv that has tvboptim (``python -m venv /work/venvs/tvboptim && /
 tvboptim``; jax is never imported into this process). Found through --tvboptim-python, else $TVBOPTIM_PYTHON, else
 /work/venvs/tvboptim/bin/python if it exists; otherwise skipped. This script writes the set-up (weights, TVB's
 idelays, model parameters, coupling, noise, bounds and a deterministic TVB reference trajectory) to an npz the
-other script reads; see its docstring for how tvboptim is configured. Adds about a minute, plus the float32
+other script reads; see its docstring for how tvboptim is configured. Rows R1-R3 compare tvboptim with the
+compile=True rows, R5-R8 with the default path (kernel rows K2, K4, K8 and K7: value and gradient at batch 1
+and 8). Adds about a minute, plus the float32
 compiled fwd+bwd row C5f it is compared with (first compile on a fresh inductor cache: minutes).
 """
 import argparse
