@@ -31,7 +31,9 @@ of a separate venv that has tvboptim (``python -m venv /work/venvs/tvboptim && /
 tvboptim``; jax is never imported into this process). Found through --tvboptim-python, else $TVBOPTIM_PYTHON, else
 /work/venvs/tvboptim/bin/python if it exists; otherwise skipped. This script writes the set-up (weights, TVB's
 idelays, model parameters, coupling, noise, bounds and a deterministic TVB reference trajectory) to an npz the
-other script reads; see its docstring for how tvboptim is configured. Adds about a minute, plus the float32
+other script reads; see its docstring for how tvboptim is configured. Rows R1-R3 compare tvboptim with the
+compile=True rows, R5-R8 with the default path (kernel rows K2, K4, K8 and K7: value and gradient at batch 1
+and 8). Adds about a minute, plus the float32
 compiled fwd+bwd row C5f it is compared with (first compile on a fresh inductor cache: minutes).
 """
 import argparse
@@ -566,7 +568,7 @@ def tvboptim_rows(lines: List[str], results: Dict, errors: Dict, modes: List[str
         if r is None:
             return None
         if "both" in r:
-            return statistics.median(r["both"]) / r["steps"] * 1e6
+            return statistics.median(r["both"]) / (r["steps"] * r["batch"]) * 1e6
         return statistics.median(r["times"]) / (r["steps"] * r["batch"]) * 1e6
 
     def ratio_row(idx, label, ours_key, ours_name, mode, name, loss=None):
@@ -575,7 +577,7 @@ def tvboptim_rows(lines: List[str], results: Dict, errors: Dict, modes: List[str
         for cfg in (main_cfg, default_cfg):
             r, _ = part(mode, cfg, name)
             if r is not None and loss is not None:
-                r = r.get(loss, {}).get("vg")
+                r = r.get(loss, {}).get("vg") if loss else r.get("vg")
             if r is None or ours is None:
                 cells.append(f"{cfg}: n/a")
                 continue
@@ -601,6 +603,22 @@ def tvboptim_rows(lines: List[str], results: Dict, errors: Dict, modes: List[str
             ours_ratio = statistics.median(b / f for b, f in zip(g["both"], g["fwd"]))
             lines.append(fmt_row(["R3b", "  fwd+bwd / forward on the same window: ours (C5f) vs tvboptim (T3)", "",
                                   f"{ours_ratio:.2f} vs {r['end']['ratio_vg_fwd']:.2f}", "", "", "", ""]))
+
+    # the default path (the numba block kernel, rows K) against the same tvboptim figures
+    if "1" in modes:
+        ratio_row("R5", "time ours / tvboptim, forward batch 1 float32, µs per step", "k_f32", "K2", "1", "fwd")
+        ratio_row("R6", "time ours / tvboptim, forward batch 64 float32, µs per sample-step", "k_b64", "K4", "1",
+                  "batch")
+        ratio_row("R7", "time ours / tvboptim, value and gradient of d mean(S_e(end))/dG, batch 1 float32, µs per "
+                        "step", "k_grad_f32", "K8", "1", "grad", loss="end")
+        ratio_row("R8", "time ours / tvboptim, value and gradient of d mean(S_e(end))/dG, batch 8 float32, µs per "
+                        "sample-step", "k_grad_b8", "K7", "1", "grad_batch", loss="")
+        g = results.get("k_grad_b8")
+        r, _ = part("1", main_cfg, "grad_batch")
+        if g is not None and r is not None:
+            ours_ratio = statistics.median(b / f for b, f in zip(g["both"], g["fwd"]))
+            lines.append(fmt_row(["R8b", "  fwd+bwd / forward on the same window, batch 8: ours (K7) vs tvboptim",
+                                  "", f"{ours_ratio:.2f} vs {r['ratio_vg_fwd']:.2f}", "", "", "", ""]))
 
     notes = []
     if first:
@@ -737,6 +755,8 @@ def main(argv=None) -> int:
         if not args.no_compile:       # like-for-like with tvboptim's float32 value_and_grad on one core
             attempt("c_grad_f32_1t", lambda: one_thread(lambda: bench_grad(sim, cgrad_ms, R, dtype=f32,
                                                                            compile=True)))
+        # like-for-like with tvboptim's float32 value_and_grad at batch 1, on the default path (one thread)
+        attempt("k_grad_f32", lambda: one_thread(lambda: bench_grad(sim, cgrad_ms, R, dtype=f32, kernel=None)))
         with tempfile.TemporaryDirectory() as tmp:
             setup_path = os.path.join(tmp, "tvboptim_setup.npz")
             attempt("tvboptim_setup", lambda: write_tvboptim_setup(sim, setup_path, args.coupling_a) or {})
@@ -849,6 +869,9 @@ def main(argv=None) -> int:
                     "d mean(S_e(end)) / dG", "k_grad")
     grad_rows("K7", "default path fwd+bwd, batch 8, float32, 1 thread (the fit's configuration), per sample",
               "k_grad_b8")
+    if "k_grad_f32" in results or "k_grad_f32" in errors:
+        grad_rows("K8", "default path fwd+bwd, batch 1, float32, 1 thread (like-for-like with tvboptim's T3)",
+                  "k_grad_f32")
     for key, label in (("fit_steps_kernel", "default path (kernel)"), ("fit_steps_compile", "compile=True")):
         if key in results:
             r = results[key]

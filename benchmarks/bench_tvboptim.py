@@ -34,6 +34,9 @@ median of ``--repeats`` timed calls, each ended by block_until_ready; process CP
   the same float32 loss, a rough check only: over longer windows float32 AD and the difference part (up to ~25%
   for "fc" over 200 ms, seen here), while with jax_enable_x64 the two agree to ~1e-8.
 
+* value and gradient, batch ``--grad-batch`` (part grad_batch): the "end" loss averaged over that many noise
+  realisations (jax.vmap over noise keys inside the loss), interleaved with its forward.
+
 Each part is measured for each tvboptim configuration in ``--configs``: "dense-roll" is tvboptim's default
 (DenseDelayGraph, buffer_strategy="roll": the whole history buffer shifts every step), "sparse-circular" the
 fastest found here (SparseDelayGraph over the edges with weight > 0, buffer_strategy="circular": a write pointer).
@@ -69,7 +72,9 @@ def parse(argv=None):
                     help="comma-separated GRAPH-BUFFER configurations, GRAPH in dense|sparse (DenseDelayGraph or "
                          "SparseDelayGraph over the edges with weight > 0), BUFFER in roll|circular (the "
                          "DelayedCoupling buffer_strategy); default: sparse-circular,dense-roll")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: fwd,batch,grad,check")
+    ap.add_argument("--grad-batch", type=int, default=8, help="batch of the vmapped value-and-gradient (part "
+                    "grad_batch; 0: skip it)")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: fwd,batch,grad,grad_batch,check")
     return ap.parse_args(argv)
 
 
@@ -251,6 +256,36 @@ def bench_grad(setup, cfg, ms):
     return out
 
 
+def bench_grad_batch(setup, cfg, ms, batch):
+    """value_and_grad w.r.t. G of the mean S_e at the window's end over ``batch`` noise realisations (jax.vmap over
+    noise keys inside the loss; the loss of bench_speed.py's batched grad rows), interleaved with the forward."""
+    fn, config, mismatch = build(setup, cfg, ms)
+    keys = jax.random.split(jax.random.key(setup["seed"]), batch)
+    G0 = jnp.float32(setup["params"]["G"])
+
+    def loss_end(G):
+        ys = jax.vmap(lambda k: fn(with_params(config, G, k)).ys)(keys)     # (batch, steps, 2, N)
+        return jnp.mean(ys[:, -1, 0, :])
+
+    fwd, t_fwd = compile_jit(loss_end, G0)
+    vg, t_vg = compile_jit(jax.value_and_grad(loss_end), G0)
+    jax.block_until_ready(fwd(G0))
+    _, g1 = jax.block_until_ready(vg(G0))
+    assert np.isfinite(float(g1)), "non-finite gradient"
+    f_w, f_c, b_w, b_c = [], [], [], []
+    for _ in range(ARGS.repeats):
+        w, c = timed(lambda: fwd(G0), 1)
+        f_w += w
+        f_c += c
+        w, c = timed(lambda: vg(G0), 1)
+        b_w += w
+        b_c += c
+    n_steps = int(round(ms / setup["dt"]))
+    return dict(ms=ms, steps=n_steps, batch=batch, compile_fwd_s=t_fwd, compile_vg_s=t_vg, grad=float(g1),
+                fwd=summary(f_w, f_c, n_steps, batch), vg=summary(b_w, b_c, n_steps, batch),
+                ratio_vg_fwd=statistics.median(b / f for b, f in zip(b_w, f_w)), delay_mismatch=mismatch)
+
+
 def check_against_tvb(setup, cfg):
     """Deterministic (no noise) tvboptim from the same constant initial history as the TVB reference run that
     bench_speed.py stored: max |difference| of S_e and S_i over the reference steps."""
@@ -303,6 +338,8 @@ def main():
                  ("fwd", lambda: bench_forward(setup, cfg, ARGS.fwd_ms, 1)),
                  ("batch", lambda: bench_forward(setup, cfg, ARGS.batch_ms, ARGS.batch)),
                  ("grad", lambda: bench_grad(setup, cfg, ARGS.grad_ms))]
+        if ARGS.grad_batch > 0:
+            parts.append(("grad_batch", lambda: bench_grad_batch(setup, cfg, ARGS.grad_ms, ARGS.grad_batch)))
         for part, fn in parts:
             if part in skip:
                 continue

@@ -30,6 +30,17 @@ def test_torch_stream_member_independent_of_batch_size():
     assert torch.equal(four, again)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_torch_stream_draw_blocks_equal_successive_block_draws(dtype):
+    """``draw_blocks(n, K)`` (one buffer, in-place draws per block) gives the numbers of ``draw`` called block by
+    block, the last block shorter; blocks of 20 and 3 steps (torch's normal draws 16 at a time above 16 numbers)."""
+    for block in (20, 3):
+        blocks = TorchStream(5, (2, 7), 3, dtype, torch.device("cpu")).draw_blocks(50, block)
+        ref = TorchStream(5, (2, 7), 3, dtype, torch.device("cpu"))
+        steps = torch.cat([ref.draw(min(block, 50 - s)) for s in range(0, 50, block)])
+        assert torch.equal(blocks, steps)
+
+
 def _stochastic_sim():
     return build(models.ReducedWongWangExcInh(), heun_stochastic(dt=0.1, nsig=1e-4), (monitors.Raw(),),
                  conn=small_connectivity(5), a=0.2)

@@ -103,27 +103,23 @@ def kernel_source(model, scheme: str) -> str:
     add("    N = X0.shape[1]")
     add("    B = X0.shape[2]")
     add("    noisy = normal.shape[0] > 0")
+    add("    R = buf.shape[1]")
+    add("    flat = buf.reshape(-1)")
+    add("    zero = buf.dtype.type(0)")
     add("    acc = np.zeros(B, buf.dtype)")
+    add("    base = np.empty(far_src.shape[0], np.int64)")
+    add("    for e in range(far_src.shape[0]):")
+    add("        base[e] = far_src[e] * R - far_delay[e]")
     add(f"    ia = {P}")
     add(f"    ib = {P + 1}")
     add("    for s in range(T):")
     add("        prev = X0 if s == 0 else traj[s - 1]")
+    add("        gsum = gxs[s]")
+    add("        gather_coupling(buf, flat, L + s - 1, base, far_ptr, far_src, far_delay, far_w, near_ptr, near_src,")
+    add("                        near_w, prev, gsum, acc, zero)")
     add("        for k in range(N):")
-    add("            acc[:] = 0")
-    add("            for e in range(far_ptr[k], far_ptr[k + 1]):")
-    add("                row = L + s - 1 - far_delay[e]")
-    add("                j = far_src[e]")
-    add("                w = far_w[e]")
-    add("                for b in range(B):")
-    add("                    acc[b] += w * buf[j, row, b]")
-    add("            for e in range(near_ptr[k], near_ptr[k + 1]):")
-    add("                j = near_src[e]")
-    add("                w = near_w[e]")
-    add("                for b in range(B):")
-    add("                    acc[b] += w * prev[0, j, b]")
     add("            for b in range(B):")
-    add("                gx = acc[b]")
-    add("                gxs[s, k, b] = gx")
+    add("                gx = gsum[k, b]")
     step_stage_one()
     if heun:
         for v in range(V):
@@ -150,23 +146,28 @@ def kernel_source(model, scheme: str) -> str:
     add("    ggx = np.zeros((N, T + L + 1, B), traj.dtype)")
     add("    gX = np.zeros(X0.shape, traj.dtype)")
     add("    gprev = np.zeros(X0.shape, traj.dtype)")
-    add("    pull = np.zeros(B, traj.dtype)")
+    add("    pulls = np.zeros((N, B), traj.dtype)")
+    add("    acc = np.zeros(B, traj.dtype)")
+    add("    zero = traj.dtype.type(0)")
+    # the pull is the forward's gather over the out-edges, reading ggx at rows s + 1 + delay (no near part)
+    add("    R = ggx.shape[1]")
+    add("    flat = ggx.reshape(-1)")
+    add("    neg_delay = -out_delay")
+    add("    base = np.empty(out_dst.shape[0], np.int64)")
+    add("    for e in range(out_dst.shape[0]):")
+    add("        base[e] = out_dst[e] * R + out_delay[e]")
+    add("    no_ptr = np.zeros(N + 1, np.int64)")
     add(f"    ia = {P}")
     add(f"    ib = {P + 1}")
     add("    for s in range(T - 1, -1, -1):")
     add("        prev = X0 if s == 0 else traj[s - 1]")
     add("        r = L + s - T")
+    add("        gather_coupling(ggx, flat, s + 1, base, out_ptr, out_dst, neg_delay, out_w, no_ptr, out_dst, out_w,")
+    add("                        prev, pulls, acc, zero)")
     add("        for k in range(N):")
-    add("            pull[:] = 0")
-    add("            for e in range(out_ptr[k], out_ptr[k + 1]):")
-    add("                row = s + 1 + out_delay[e]")
-    add("                q = out_dst[e]")
-    add("                w = out_w[e]")
-    add("                for b in range(B):")
-    add("                    pull[b] += w * ggx[q, row, b]")
     add("            for b in range(B):")
     for v in range(V):
-        extra = " + pull[b]" if v == 0 else ""
+        extra = " + pulls[k, b]" if v == 0 else ""
         add(f"                G{v} = gX[{v}, k, b] + g_traj[s, {v}, k, b]{extra}")
     add("                if r >= 0:")
     add("                    G0 += g_hist[r, k, b]")
@@ -245,8 +246,56 @@ def kernel_source(model, scheme: str) -> str:
         "wong_wang_H = wong_wang_H_scalar", "",
         _function_source(model.equations), _function_source(model.equations_vjp),
         "equations = numba.njit(cache=True, error_model='numpy')(equations)",
-        "equations_vjp = numba.njit(cache=True, error_model='numpy')(equations_vjp)", "", ""]
+        "equations_vjp = numba.njit(cache=True, error_model='numpy')(equations_vjp)", "",
+        _function_source(gather_coupling),
+        "gather_coupling = numba.njit(cache=True, error_model='numpy')(gather_coupling)", "", ""]
     return "\n".join(header + lines) + "\n"
+
+
+def gather_coupling(buf, flat, row0, base, far_ptr, far_src, far_delay, far_w, near_ptr, near_src, near_w, prev,
+                    out, acc, zero):
+    """One step's coupling sums ``out[k, b] = sum_e w_e x_{src_e}(delayed)``: far edges read the node-major
+    buffer ``buf`` (N, rows, B) at row ``row0 - delay`` (batch 1: its flattening ``flat`` at ``base[e] + row0``,
+    ``base`` precomputed per edge), near ones the previous state. Batch 1 sums each node's edges in four
+    interleaved partial sums (independent chains the CPU overlaps); wider batches sum along the contiguous batch
+    axis. Plain Python; compiled into the kernel module."""
+    N, B = out.shape
+    if B == 1:
+        for k in range(N):
+            a0 = zero
+            a1 = zero
+            a2 = zero
+            a3 = zero
+            e = far_ptr[k]
+            end = far_ptr[k + 1]
+            while e + 4 <= end:
+                a0 += far_w[e] * flat[base[e] + row0]
+                a1 += far_w[e + 1] * flat[base[e + 1] + row0]
+                a2 += far_w[e + 2] * flat[base[e + 2] + row0]
+                a3 += far_w[e + 3] * flat[base[e + 3] + row0]
+                e += 4
+            while e < end:
+                a0 += far_w[e] * flat[base[e] + row0]
+                e += 1
+            for e in range(near_ptr[k], near_ptr[k + 1]):
+                a1 += near_w[e] * prev[0, near_src[e], 0]
+            out[k, 0] = (a0 + a1) + (a2 + a3)
+        return
+    for k in range(N):
+        acc[:] = zero
+        for e in range(far_ptr[k], far_ptr[k + 1]):
+            row = row0 - far_delay[e]
+            j = far_src[e]
+            w = far_w[e]
+            for b in range(B):
+                acc[b] += w * buf[j, row, b]
+        for e in range(near_ptr[k], near_ptr[k + 1]):
+            j = near_src[e]
+            w = near_w[e]
+            for b in range(B):
+                acc[b] += w * prev[0, j, b]
+        for b in range(B):
+            out[k, b] = acc[b]
 
 
 def cache_dir() -> str:

@@ -101,10 +101,14 @@ class TorchStream:
         other pieces, so a path that steps many blocks at once still draws block by block)."""
         size = (n_steps,) + self.shape
         out = torch.empty((len(self.generators),) + size, dtype=self.dtype, device=self.device)
+        full = n_steps // block * block
         for b, g in enumerate(self.generators):
-            for s in range(0, n_steps, block):
-                K = min(block, n_steps - s)
-                torch.randn((K,) + self.shape, generator=g, dtype=self.dtype, device=self.device, out=out[b, s:s + K])
+            # in-place normal_ on each block's contiguous slice draws what torch.randn(out=) draws there; the
+            # slices come from one unbind (the per-block Python work is one call)
+            for piece in out[b, :full].view((full // block, block) + self.shape).unbind(0):
+                piece.normal_(generator=g)
+            if full < n_steps:
+                out[b, full:].normal_(generator=g)
         return out.permute(*range(1, len(size) + 1), 0)
 
     def state_dict(self):
