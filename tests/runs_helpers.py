@@ -87,7 +87,8 @@ COHORT = """
 [cohort]
 name = "tiny3"
 config = "run.toml"
-set = ["validation.length=15000.0", "validation.seeds=[11]"]
+set = ["validation.length=15000.0", "validation.seeds=[11]", "validation.fcd_window=2880.0",
+       "validation.fcd_step=720.0"]
 retries = 3
 
 [subjects]
