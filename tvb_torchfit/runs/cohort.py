@@ -114,6 +114,14 @@ def is_complete(task: SubjectTask) -> bool:
     return fs.read_json(d / "config.json") == config_to_dict(task.load())
 
 
+def _quiet_worker_plugin(distributed):
+    """A Dask worker plugin of the embedded cluster: the worker's own INFO lines (each task, each close) off."""
+    class QuietWorker(distributed.WorkerPlugin):
+        def setup(self, worker) -> None:
+            logging.getLogger("distributed").setLevel(logging.ERROR)
+    return QuietWorker()
+
+
 @contextlib.contextmanager
 def dask_client(scheduler: Optional[str] = None, workers: Optional[int] = None, torch_threads: int = 1,
                 retries: int = 3):
@@ -137,6 +145,7 @@ def dask_client(scheduler: Optional[str] = None, workers: Optional[int] = None, 
             with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                           dashboard_address=None, env=env, silence_logs=logging.ERROR) as cluster, \
                     distributed.Client(cluster) as client:
+                client.register_plugin(_quiet_worker_plugin(distributed))
                 yield client
         finally:
             quiet.setLevel(level)
