@@ -9,7 +9,7 @@ Bold at TR 720 ms). Its BOLD: 1200 independent Gaussian volumes whose correlatio
 there (``analyzers.linear.linear_bold_fc``) — the FC is the linear model's, the time course is not a BOLD
 time course (FCD means nothing on it). Written: ``OUT/subjects/sub-XXX/{sc.csv, lengths.npy, labels.txt,
 bold.npy, truth.json}``, ``OUT/run.toml`` (a cheap subject: the recipe's global stage only, G in 0.5-0.95 G_c from
-0.8 G_c, J_i following FIC, linear, 10 steps instead of 25; one 25 s TVB validation, first 5 s dropped) and
+0.8 G_c, J_i following FIC, linear, 10 steps instead of 25; one 30 s TVB validation, first 10 s dropped) and
 ``OUT/cohort.toml``.
 
     python demos/synthetic_cohort.py --n 200 --out out/synth200            # (or --part 0/2 and --part 1/2 at once)
@@ -45,8 +45,8 @@ tr = 720.0
 homotopic = 0.0               # done in the synthetic SC already
 
 [validation]
-length = 25000.0
-discard = 5000.0
+length = 30000.0
+discard = 10000.0
 fcd_window = 7200.0
 fcd_step = 1440.0
 seeds = [1001]
