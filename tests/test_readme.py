@@ -16,6 +16,7 @@ README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 SKIPS = {
     "Fitting": "needs `sim` and `target_fc` defined by the reader and a demo-size fit plus 2 x 300 s TVB runs "
                "(minutes): a fragment of a session, not a script",
+    "Cohorts": "needs a Slurm cluster and dask-jobqueue (the cohort's own behaviour: tests/test_runs_cohort.py)",
 }
 
 
@@ -35,7 +36,7 @@ BLOCKS = blocks()
 
 
 def test_the_readme_has_its_blocks():
-    assert [h for h, _ in BLOCKS] == ["Use", "Fitting", "Real data"]
+    assert [h for h, _ in BLOCKS] == ["Use", "Fitting", "Real data", "Cohorts"]
 
 
 def user_files(folder: pathlib.Path, n: int = 76, t: int = 120) -> None:

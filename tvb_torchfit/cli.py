@@ -10,6 +10,9 @@
     tvb-torchfit validate RUN_DIR      TVB validation of a fitted run (again, with --force)
     tvb-torchfit simulate RUN_DIR --length MS [--seed N] [--out FILE]
                              TVB's own simulator at the fitted values; BOLD (time x regions) to .npy or .csv
+    tvb-torchfit cohort cohort.toml [--scheduler ADDRESS] [--workers N] [--threads-per-worker T] [--set ...]
+                             every subject of a cohort, one Dask task each (a local cluster, or a running one):
+                             a run folder per subject, summary.csv / .md / .png (tvb_torchfit.runs.cohort)
 
 Units: every time is in ms (dt, TR, Bold period, simulation and validation lengths, FCD windows); speed in mm/ms;
 rates and band edges in Hz.
@@ -158,6 +161,34 @@ def _simulate_run(args) -> int:
     return 0
 
 
+def _cohort(args) -> int:
+    from .runs.cohort import run_cohort
+    from .runs.cohort_config import load_cohort
+    cohort = load_cohort(args.config, args.set or [], out=args.out, torch_threads=args.threads_per_worker)
+    run_cohort(cohort, scheduler=args.scheduler, workers=args.workers, progress=not args.quiet, log=_log(args))
+    return 0
+
+
+def _add_cohort_command(sub) -> None:
+    co = sub.add_parser("cohort", help="a cohort: every subject fitted and validated (one Dask task each), a summary",
+                        description="Fit every subject of a cohort file (see tvb_torchfit/runs/cohort_config.py): a "
+                                    "run folder per subject (OUT/subjects/<name>), summary.csv, summary.md and "
+                                    "summary.png in OUT. A rerun skips complete subjects and resumes the others.")
+    co.add_argument("config", help="cohort configuration (.toml)")
+    co.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler (e.g. tcp://host:8786); "
+                                                           "default: an embedded LocalCluster on this machine")
+    co.add_argument("--workers", type=_positive(int), metavar="N",
+                    help="worker processes of the embedded cluster (default: cores // threads per worker)")
+    co.add_argument("--threads-per-worker", type=_positive(int), default=1, metavar="T",
+                    help="torch threads per worker (default 1)")
+    co.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a key: cohort.*, subjects.*, overrides.* of the cohort file, any other key of "
+                         "every subject's run config (as `fit --set`, e.g. validation.length=60000, ms); repeatable")
+    co.add_argument("--out", metavar="DIR", help="cohort folder (default cohorts/<cohort.name>); a rerun resumes it")
+    co.add_argument("--quiet", action="store_true", help="no progress bar or messages (batch systems)")
+    co.set_defaults(func=_cohort)
+
+
 def _add_run_commands(sub) -> None:
     fit = sub.add_parser("fit", help="a config-file run (TOML): staged fits, TVB validation, a run folder",
                          description="Fit a run configured in a TOML file (see demos/hcp_subject.toml and "
@@ -227,6 +258,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     cmp_.add_argument("--float64", action="store_true", help="float64 fitting mode instead of TVB-exact mode")
     cmp_.set_defaults(func=_compare)
     _add_run_commands(sub)
+    _add_cohort_command(sub)
     args = parser.parse_args(argv)
     from .errors import TVBTorchFitError
     try:

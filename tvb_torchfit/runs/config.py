@@ -33,7 +33,8 @@ DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
 
 
 # ------------------------------------------------------------------------------------------------ reading
-def _read_file(path: Path) -> Dict[str, Any]:
+def read_file(path: Path) -> Dict[str, Any]:
+    """A TOML or JSON config file as a dict; ``ConfigError`` naming the file if it is missing or malformed."""
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist.")
     try:
@@ -101,6 +102,17 @@ def _dotted(loc) -> str:
     return ".".join(str(x) for x in loc)
 
 
+def schema_error(path, err: ValidationError) -> ConfigError:
+    """A pydantic ``ValidationError`` as the ``ConfigError`` a user reads: the file, the dotted key, what was
+    expected and what was given (the first problem; how many more)."""
+    e = err.errors()[0]
+    key = _dotted(e["loc"])
+    what = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+    more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
+    got = "" if e["type"] in ("extra_forbidden", "missing") else f", got {e.get('input')!r}"
+    return ConfigError(f"{path}: key '{key}': {what}{got}{more}.")
+
+
 def resolve_path(value: Optional[str], base: Path) -> Optional[str]:
     if value is None:
         return None
@@ -112,8 +124,8 @@ def load_config(path: Union[str, os.PathLike], overrides: Sequence[str] = ()) ->
     """The validated ``RunConfig`` of a run file (TOML, or a run folder's resolved ``config.json``) with
     ``overrides``; every check of ``check_config`` is done. ``ConfigError`` names the file and the key."""
     path = Path(path).resolve()
-    user = _read_file(path)
-    defaults = _read_file(DEFAULTS_PATH)
+    user = read_file(path)
+    defaults = read_file(DEFAULTS_PATH)
     stage_defaults = defaults.pop("stage_defaults")
     user_stages = user.pop("stages", None)
     user.pop("stage_defaults", None) if "stage_defaults" in user else None
@@ -130,12 +142,7 @@ def load_config(path: Union[str, os.PathLike], overrides: Sequence[str] = ()) ->
     try:
         cfg = RunConfig.model_validate(doc)
     except ValidationError as err:
-        e = err.errors()[0]
-        key = _dotted(e["loc"])
-        what = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
-        got = "" if e["type"] in ("extra_forbidden", "missing") else f", got {e.get('input')!r}"
-        raise ConfigError(f"{path}: key '{key}': {what}{got}{more}.") from None
+        raise schema_error(path, err) from None
     base = path.parent
     d = cfg.data
     for field in ("weights", "tract_lengths", "region_labels", "bold", "bold_test"):
