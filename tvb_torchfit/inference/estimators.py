@@ -22,7 +22,7 @@ from typing import Dict, Optional
 import torch
 
 from ..analyzers.bifurcation import from_spec, from_twin
-from ..analyzers.fic import fic_J_i
+from ..analyzers.fic import fic_J_i, fic_state
 from ..analyzers.linear import FixedPointError, linear_bold_fc
 from ..simulator.adapter import SimulatorSpec
 from . import losses
@@ -119,7 +119,9 @@ class LinearEstimator:
     def model_values(self, pset) -> Dict[str, torch.Tensor]:
         values = pset.values()
         if self.cfg.fic_rate is not None:
-            values["J_i"] = self.fic_J_i(values)
+            values["J_i"], state = fic_state(self.spec, values, target_rate=self.cfg.fic_rate)
+            if self.fixed_point is None:     # FIC's state is the network's fixed point at these J_i: Newton starts
+                self.fixed_point = state.detach()      # there instead of relaxing from the low start
         return values
 
     def warm_up(self, pset) -> None:

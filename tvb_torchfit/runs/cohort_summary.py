@@ -3,7 +3,8 @@ says what the folders hold): one row per subject in ``summary.csv`` and ``summar
 ``summary.png`` (the distributions of the fitted values and of the TVB-validated r).
 
 Columns: ``subject``, ``status`` (``ok``, ``failed``, ``not run``), ``n_regions``, ``ceiling_r`` (the data's own
-train-vs-test FC r), per validated stage ``<stage>.in_sample_r``, ``<stage>.held_out_r``, ``<stage>.fcd_ks`` and
+train-vs-test FC r), per validated stage ``<stage>.in_sample_r``, ``<stage>.held_out_r`` (per TVB run),
+``<stage>.held_out_r_all_runs`` (the FC of all runs), ``<stage>.fcd_ks``, ``<stage>.mean_fc_sim``, ``.mean_fc_test`` and
 ``<stage>.G_over_G_c``, per fitted parameter ``<stage>.<param>`` (one value) or ``<stage>.<param>.mean`` and
 ``.sd`` (region-wise), ``wall_s`` (the wall time of the attempt that finished the subject, s), ``attempts`` and
 ``error`` (the failed subject's message).
@@ -20,7 +21,7 @@ from ..files import atomic_write
 from . import folder as fs
 
 TASK_RECORD = "cohort_task.json"         # in each run folder: the worker's record of its attempts and the status
-STAGE_COLUMNS = ("in_sample_r", "held_out_r", "fcd_ks", "G_over_G_c")
+STAGE_COLUMNS = ("in_sample_r", "held_out_r", "held_out_r_all_runs", "fcd_ks", "mean_fc_sim", "mean_fc_test", "G_over_G_c")
 
 
 def read_record(run_dir) -> Optional[Dict]:
