@@ -240,20 +240,26 @@ def bench_grad(setup, cfg, ms):
         # finite-difference check of the gradient (float32: loose; central difference on G)
         h = 1e-2
         fd = (float(fwd(G0 + h)) - float(fwd(G0 - h))) / (2 * h)
-        f_w, f_c, b_w, b_c = [], [], [], []
-        for _ in range(ARGS.repeats):
-            w, c = timed(lambda: fwd(G0), 1)
-            f_w += w
-            f_c += c
-            w, c = timed(lambda: vg(G0), 1)
-            b_w += w
-            b_c += c
+        f_w, f_c, b_w, b_c = interleaved(fwd, vg, G0)
         n_steps = int(round(ms / setup["dt"]))
         out[name] = dict(
             ms=ms, steps=n_steps, compile_fwd_s=t_fwd, compile_vg_s=t_vg, loss=v0, loss_vg=float(v1),
             grad=float(g1), grad_fd=fd, fwd=summary(f_w, f_c, n_steps), vg=summary(b_w, b_c, n_steps),
             ratio_vg_fwd=statistics.median(b / f for b, f in zip(b_w, f_w)), delay_mismatch=mismatch)
     return out
+
+
+def interleaved(fwd, vg, G0):
+    """Wall and CPU times of ``fwd(G0)`` and ``vg(G0)``, one call of each per repeat, interleaved."""
+    f_w, f_c, b_w, b_c = [], [], [], []
+    for _ in range(ARGS.repeats):
+        w, c = timed(lambda: fwd(G0), 1)
+        f_w += w
+        f_c += c
+        w, c = timed(lambda: vg(G0), 1)
+        b_w += w
+        b_c += c
+    return f_w, f_c, b_w, b_c
 
 
 def bench_grad_batch(setup, cfg, ms, batch):
@@ -272,14 +278,7 @@ def bench_grad_batch(setup, cfg, ms, batch):
     jax.block_until_ready(fwd(G0))
     _, g1 = jax.block_until_ready(vg(G0))
     assert np.isfinite(float(g1)), "non-finite gradient"
-    f_w, f_c, b_w, b_c = [], [], [], []
-    for _ in range(ARGS.repeats):
-        w, c = timed(lambda: fwd(G0), 1)
-        f_w += w
-        f_c += c
-        w, c = timed(lambda: vg(G0), 1)
-        b_w += w
-        b_c += c
+    f_w, f_c, b_w, b_c = interleaved(fwd, vg, G0)
     n_steps = int(round(ms / setup["dt"]))
     return dict(ms=ms, steps=n_steps, batch=batch, compile_fwd_s=t_fwd, compile_vg_s=t_vg, grad=float(g1),
                 fwd=summary(f_w, f_c, n_steps, batch), vg=summary(b_w, b_c, n_steps, batch),
