@@ -129,6 +129,24 @@ def test_gradcheck_rww():
                                     eps=1e-7, atol=1e-6, rtol=1e-4)
 
 
+# ----------------------------------------------------------------------------------------- Bold filter sum
+@pytest.mark.parametrize("L", [1, 2, 7, 143, 20000])
+def test_rho_equals_the_direct_lag_sum(L):
+    """rho(lambda) = R(0)/2 + sum_{m>=1} R(m) exp(lambda m dt) and its derivative, against the plain sum over every
+    lag (numpy), for lag counts that are and are not squares."""
+    rng = np.random.default_rng(L)
+    R = rng.normal(size=L)
+    lam = -rng.uniform(1e-4, 1.0, size=30) + 1j * rng.normal(scale=0.1, size=30)
+    dt = 0.7
+    val, der = linear._Rho._eval(torch.as_tensor(lam), torch.as_tensor(R), dt, deriv=True)
+    m = np.arange(L) * dt
+    E = np.exp(np.outer(lam, m))
+    w = R.copy()
+    w[0] /= 2
+    np.testing.assert_allclose(val.numpy(), E @ w, rtol=1e-12, atol=1e-12 * np.abs(E @ w).max())
+    np.testing.assert_allclose(der.numpy(), E @ (w * m), rtol=1e-12, atol=1e-12 * max(np.abs(E @ (w * m)).max(), 1))
+
+
 # ----------------------------------------------------------------------------------------- against TVB
 def _tvb_bold_fc(sim, length_ms: float, discard_s: float = 20.0) -> np.ndarray:
     (t, bold), = sim.run(simulation_length=length_ms)
