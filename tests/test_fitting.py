@@ -187,6 +187,19 @@ def test_fcd_term_adds_the_fcd_distance(sim, target):
     assert with_fcd.history["fc_corr"][0] == plain.history["fc_corr"][0]
 
 
+def test_variance_term_compares_bold_variances(sim, target):
+    """The twin's first window is the same with and without the term; the term is the mean squared log ratio of
+    the window's BOLD variance (mean over realisations) to the target's, > 0 for a target 100x too loud; it
+    needs target_bold."""
+    plain = tvb_torchfit.fit(sim, target, PARAMS, seed=2, **FAST)
+    loud = np.random.RandomState(1).randn(60, N) * 10.0
+    with_var = tvb_torchfit.fit(sim, target, PARAMS, seed=2, target_bold=loud, variance_weight=1.0, **FAST)
+    assert with_var.history["fc_corr"][0] == plain.history["fc_corr"][0]
+    assert with_var.history["loss"][0] > plain.history["loss"][0] + 1.0
+    with pytest.raises(ParameterError, match="variance_weight=1.0 needs target_bold"):
+        tvb_torchfit.fit(sim, target, PARAMS, variance_weight=1.0, **FAST)
+
+
 @pytest.mark.parametrize("bold,match", [
     (None, "needs target_bold"),
     (np.zeros((60, N + 1)), r"expected \(time, 4\)"),

@@ -13,9 +13,9 @@ from scipy.stats import ks_2samp, pearsonr, wasserstein_distance
 
 from tvb_torchfit.errors import ParameterError
 from tvb_torchfit.inference.objective import combine
-from tvb_torchfit.inference.losses import (check_target_fc, fc, fc_corr, fcd, fcd_distance, fcd_values,
-                                 gaussian_prior, ks_statistic, loss_log_corr, loss_neg_corr, loss_rmse,
-                                 upper)
+from tvb_torchfit.inference.losses import (bold_variance, check_target_fc, fc, fc_corr, fcd, fcd_distance, fcd_values,
+                                 gaussian_prior, ks_statistic, loss_log_corr, loss_log_variance, loss_neg_corr,
+                                 loss_rmse, upper)
 
 F64 = torch.float64
 
@@ -116,6 +116,20 @@ def test_losses_at_known_values():
     assert abs(loss_rmse(c, other).item() - rmse) < 1e-12
     # batched: one value per member
     assert loss_log_corr(torch.stack((c, other)), c).shape == (2,)
+
+
+def test_bold_variance_and_log_variance_loss():
+    x = _bold((3, 40, 5), seed=8)
+    np.testing.assert_allclose(bold_variance(x).numpy(), np.var(x.numpy(), axis=1), rtol=1e-12)
+    v = bold_variance(x[0])
+    assert loss_log_variance(v, v).item() == 0
+    w = v * torch.tensor([1.0, 2.0, 1.0, 0.5, 1.0], dtype=F64)
+    assert abs(loss_log_variance(w, v).item() - 2 * np.log(2.0) ** 2 / 5) < 1e-12
+    assert loss_log_variance(bold_variance(x), v).shape == (3,)
+    with pytest.raises(ParameterError, match="var_target has 1 non-positive"):
+        loss_log_variance(v, torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0], dtype=F64))
+    with pytest.raises(ParameterError, match="at least 2 time points"):
+        bold_variance(x[:, :1])
 
 
 def test_loss_gradients_finite_at_degenerate_points():

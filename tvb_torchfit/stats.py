@@ -4,7 +4,7 @@ validation (``roundtrip.validation``) and the data loaders (``data.datasets``) a
 Two kinds of functions, kept apart on purpose:
 
 * **Differentiable** (torch tensors in and out; numpy arrays are accepted and become float64 tensors):
-  ``fc``, ``upper``, ``fc_corr``, ``fc_rmse``, ``fcd``, ``fcd_values``, ``wasserstein``, ``smooth_ks``. A BOLD
+  ``fc``, ``upper``, ``fc_corr``, ``fc_rmse``, ``fcd``, ``fcd_values``, ``bold_variance``, ``wasserstein``, ``smooth_ks``. A BOLD
   array is shaped ``(..., time, nodes)``, an FC ``(..., nodes, nodes)``; ``...`` are batch axes. Correlations
   carry a small *relative* variance floor (see :func:`fc`): a constant node gets correlation 0 with finite
   gradients instead of NaN, and non-finite inputs raise :class:`~tvb_torchfit.errors.ParameterError`.
@@ -33,7 +33,7 @@ from .errors import ParameterError
 ArrayLike = Union[Tensor, np.ndarray]
 
 __all__ = ["fc", "upper", "fc_corr", "fc_rmse", "corrcoef_fc", "pearson_r", "fcd", "n_windows", "fcd_values",
-           "wasserstein", "smooth_ks", "ks_statistic", "check_target_fc"]
+           "bold_variance", "wasserstein", "smooth_ks", "ks_statistic", "check_target_fc"]
 
 _DEFAULT_EPS = 1e-8
 
@@ -300,6 +300,16 @@ def fcd_values(bold: ArrayLike, window: int, step: int, eps: Optional[float] = N
     """
     return upper(fcd(bold, window, step, eps=eps))
 
+
+def bold_variance(bold: ArrayLike) -> Tensor:
+    """Each node's variance over time, (..., time, nodes) -> (..., nodes): mean_t (x_t - mean_t x)**2 (the
+    signal's units squared). At least 2 time points; non-finite values raise ``ParameterError``."""
+    x = _as_tensor(bold, "bold")
+    if x.ndim < 2 or x.shape[-2] < 2:
+        raise ParameterError(f"bold has shape {tuple(x.shape)}; expected (..., time, nodes) with at least 2 time "
+                             "points.")
+    _require_finite(x, "bold")
+    return ((x - x.mean(dim=-2, keepdim=True)) ** 2).mean(dim=-2)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ class FitConfig:
     observation: str = "bold"                   # "bold": the simulator's TVB Bold monitor; "balloon": Balloon-Windkessel
     balloon_period_ms: float = 10.0             # "balloon": TemporalAverage period of its neural input, ms
     fcd_weight: float = 0.0                     # + weight * W1(FCD values sim, FCD values of target_bold) (0: off)
+    variance_weight: float = 0.0                # + weight * mean_i (log Var sim BOLD_i - log Var target_bold_i)**2 (0: off)
     fcd_window_trs: int = 40                    # FCD sliding window, TRs
     fcd_step_trs: int = 10                      # FCD window step, TRs
     bifurcation_weight: float = 0.0             # + weight * bifurcation.bifurcation_penalty (0: off)
@@ -64,7 +65,7 @@ def _check_types(cfg: FitConfig) -> None:
     for name in ("patience", "data_trs"):
         checks.optional(checks.integer, getattr(cfg, name), name, minimum=1)
     checks.positive(cfg.lr, "lr")
-    for name in ("rmse_weight", "prior_weight", "fcd_weight", "bifurcation_weight"):
+    for name in ("rmse_weight", "prior_weight", "fcd_weight", "variance_weight", "bifurcation_weight"):
         checks.non_negative(getattr(cfg, name), name)
     checks.optional(checks.non_negative, cfg.warmup_ms, "warmup_ms", unit="ms")
     checks.positive(cfg.balloon_period_ms, "balloon_period_ms", unit="ms")

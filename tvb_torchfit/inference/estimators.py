@@ -88,7 +88,8 @@ class TwinEstimator:
         if self.buffer is not None:
             seq = torch.cat((self.buffer, seq), dim=1)
         seq = seq[:, -self.cfg.fc_window_trs:]
-        return Prediction(fc=losses.fc(seq).mean(dim=0), bold=seq, bifurcation_inputs=lambda: from_twin(self.twin))
+        return Prediction(fc=losses.fc(seq).mean(dim=0), bold=seq, variance=losses.bold_variance(seq).mean(dim=0),
+                          bifurcation_inputs=lambda: from_twin(self.twin))
 
     def accept(self, pred: Prediction) -> None:
         self.twin.detach_()
@@ -144,7 +145,7 @@ class LinearEstimator:
             return None
         self.last = (copy.deepcopy(self.pset.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
         self.fixed_point = info.fixed_point.detach()
-        return Prediction(fc=fc, lambda_max=info.lambda_max,
+        return Prediction(fc=fc, variance=torch.diagonal(info.covariance), lambda_max=info.lambda_max,
                           bifurcation_inputs=lambda: from_spec(self.spec, values))
 
     def accept(self, pred: Prediction) -> None:

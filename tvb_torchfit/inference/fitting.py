@@ -56,7 +56,9 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
     ``sim`` itself is not modified; use ``FitResult.apply(sim)`` to write the fitted values back.
     ``target_bold`` (time, nodes), sampled at the TR, is needed only for the FCD term (``fcd_weight`` > 0):
     the distribution of its FCD values (``stats.fcd_values``, windows of ``fcd_window_trs`` every
-    ``fcd_step_trs``) is compared with the simulated one by the exact Wasserstein-1 distance.
+    ``fcd_step_trs``) is compared with the simulated one by the exact Wasserstein-1 distance; and for the
+    variance term (``variance_weight`` > 0): each node's BOLD variance, in the units of the simulator's Bold
+    monitor (meaningful where the target comes from TVB or is in those units).
     """
     cfg = make_config(settings)
     if not isinstance(params, Mapping):
@@ -97,7 +99,7 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
                                           prints)
         callbacks.append(loop.Checkpointing(checkpoint, checkpoint_every, cfg.n_steps, snapshot, progress))
     callbacks += [loop.Stop(early)] if cfg.patience is not None else []
-    objective = Objective(cfg, problem.target, pset, problem.target_fcd)
+    objective = Objective(cfg, problem.target, pset, problem.target_fcd, problem.target_variance)
     loop.optimise(lambda: loop.optimiser_step(estimator, objective, pset, optimizer, scheduler), state,
                   cfg.n_steps, callbacks)
     fitted, selected, coefficients = select_values(history, cfg, estimator.fic_J_i, pset.values_from_coefficients)

@@ -7,6 +7,8 @@ convenience. The weighted combination of terms is ``inference.objective``.
 * ``loss_neg_corr``, ``loss_log_corr``, ``loss_rmse``: FC losses (``loss_log_corr`` is Griffiths
   et al. 2022's).
 * ``fcd_distance``: distance between FCD value distributions (exact W1, or a smooth KS surrogate).
+* ``loss_log_variance``: mean squared log ratio of the nodes' BOLD variances (the signal's amplitude, which FC,
+  a normalised statistic, does not see).
 * ``gaussian_prior``: the negative log of a Gaussian prior (``ParameterSet.prior_loss`` uses it).
 """
 from __future__ import annotations
@@ -17,11 +19,11 @@ import torch
 from torch import Tensor
 
 from ..errors import ParameterError
-from ..stats import (ArrayLike, check_target_fc, fc, fc_corr, fc_rmse, fcd, fcd_values, ks_statistic, smooth_ks,
-                     upper, wasserstein)
+from ..stats import (ArrayLike, bold_variance, check_target_fc, fc, fc_corr, fc_rmse, fcd, fcd_values, ks_statistic,
+                     smooth_ks, upper, wasserstein)
 
 __all__ = ["fc", "upper", "fc_corr", "loss_neg_corr", "loss_log_corr", "loss_rmse", "fcd", "fcd_values",
-           "fcd_distance", "ks_statistic", "gaussian_prior", "check_target_fc"]
+           "fcd_distance", "bold_variance", "loss_log_variance", "ks_statistic", "gaussian_prior", "check_target_fc"]
 
 
 def loss_neg_corr(fc_sim: ArrayLike, fc_target: ArrayLike) -> Tensor:
@@ -44,6 +46,17 @@ def loss_rmse(fc_sim: ArrayLike, fc_target: ArrayLike) -> Tensor:
     """loss = ``stats.fc_rmse``: sqrt(mean_k (upper(fc_sim)_k - upper(fc_target)_k)**2), 0 for identical FC
     (gradient 0 there, not NaN). Shape as fc_corr."""
     return fc_rmse(fc_sim, fc_target)
+
+
+def loss_log_variance(var_sim: ArrayLike, var_target: ArrayLike) -> Tensor:
+    """loss = mean_i (log var_sim_i - log var_target_i)**2 over the nodes (last axis), 0 for equal variances.
+    Both positive (nodes,) (or (..., nodes)); a non-positive variance raises ``ParameterError``."""
+    a, b = torch.as_tensor(var_sim), torch.as_tensor(var_target)
+    for x, name in ((a, "var_sim"), (b, "var_target")):
+        if not bool((x.detach() > 0).all()):
+            raise ParameterError(f"{name} has {int((x.detach() <= 0).sum())} non-positive value(s); the log-variance "
+                                 "loss needs positive BOLD variances (a constant region has none).")
+    return ((torch.log(a) - torch.log(b.to(a.dtype))) ** 2).mean(dim=-1)
 
 
 def fcd_distance(values_sim: ArrayLike, values_target: ArrayLike, kind: str = "wasserstein",

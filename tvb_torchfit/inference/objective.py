@@ -9,6 +9,7 @@ name             weight                      term
 ``fc_rmse``      ``rmse_weight``             RMS difference of the FC upper triangles (pins the FC level)
 ``prior``        ``prior_weight``            ``ParameterSet.prior_loss``: the Gaussian priors of the ``Param``s
 ``fcd``          ``fcd_weight``              exact W1 between simulated and target FCD value distributions
+``variance``     ``variance_weight``         ``losses.loss_log_variance``: the nodes' BOLD variances (amplitude)
 ``stability``    10                          ``method="linear"`` with ``stability_margin``: a quadratic wall once
                                              the network's slowest mode is closer than the margin to instability
 ``bifurcation``  ``bifurcation_weight``      ``analyzers.bifurcation.bifurcation_penalty`` (band around lambda_eff)
@@ -36,10 +37,12 @@ STABILITY_WEIGHT = 10.0
 @dataclass
 class Prediction:
     """What an estimator gives for one optimiser step: the mean simulated FC (N, N), the BOLD of the FC window
-    (batch, time, nodes; twin only), lambda_max of the network Jacobian (1/ms; linear only) and the keyword
+    (batch, time, nodes; twin only), each node's BOLD variance (nodes,: the linear covariance's diagonal, or
+    the window's variance over time averaged over the twin's realisations), lambda_max of the network Jacobian (1/ms; linear only) and the keyword
     arguments of ``bifurcation_penalty`` at this step's values (built only when that term asks for them)."""
     fc: Tensor
     bold: Optional[Tensor] = None
+    variance: Optional[Tensor] = None
     lambda_max: Optional[Tensor] = None
     bifurcation_inputs: Optional[Callable[[], Dict]] = None
 
@@ -73,8 +76,10 @@ def combine(terms: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor
 class Objective:
     """The weighted terms of a fit, from its ``FitConfig``; ``objective(prediction)`` -> (total, terms)."""
 
-    def __init__(self, cfg, target: Tensor, pset, target_fcd: Optional[Tensor] = None):
+    def __init__(self, cfg, target: Tensor, pset, target_fcd: Optional[Tensor] = None,
+                 target_variance: Optional[Tensor] = None):
         self.cfg, self.target, self.pset, self.target_fcd = cfg, target, pset, target_fcd
+        self.target_variance = target_variance
         weights = {"fc": 1.0}
         if cfg.rmse_weight:
             weights["fc_rmse"] = cfg.rmse_weight
@@ -82,6 +87,8 @@ class Objective:
             weights["prior"] = cfg.prior_weight
         if target_fcd is not None:
             weights["fcd"] = cfg.fcd_weight
+        if target_variance is not None:
+            weights["variance"] = cfg.variance_weight
         if cfg.method == "linear" and cfg.stability_margin:
             weights["stability"] = STABILITY_WEIGHT
         if cfg.bifurcation_weight:
@@ -100,6 +107,8 @@ class Objective:
             elif name == "fcd":
                 sim_fcd = losses.fcd_values(pred.bold, cfg.fcd_window_trs, cfg.fcd_step_trs).reshape(-1)
                 out[name] = losses.fcd_distance(sim_fcd, self.target_fcd.to(sim_fcd.dtype))
+            elif name == "variance":
+                out[name] = losses.loss_log_variance(pred.variance, self.target_variance)
             elif name == "stability":
                 out[name] = (torch.relu(pred.lambda_max + cfg.stability_margin) / cfg.stability_margin) ** 2
             elif name == "bifurcation":

@@ -29,6 +29,7 @@ class FitProblem:
     sim: object                          # the user's TVB Simulator (never changed)
     target: torch.Tensor                 # (N, N) float64
     target_fcd: Optional[torch.Tensor]   # FCD values of target_bold, when the FCD term is on
+    target_variance: Optional[torch.Tensor]   # (N,) each node's variance of target_bold, when the variance term is on
     bold_index: int                      # the Bold monitor among sim.monitors
     tr_steps: int                        # integration steps per TR
     n_nodes: int
@@ -48,8 +49,10 @@ def define(sim, target_fc, target_bold, cfg: FitConfig) -> FitProblem:
     target = stats.check_target_fc(target_fc, n)
     checks.informative_fc(target.numpy(), "target FC")
     fcd = target_fcd(target_bold, cfg, n) if cfg.fcd_weight else None
-    return FitProblem(cfg=cfg, sim=sim, target=target, target_fcd=fcd, bold_index=bold_index, tr_steps=tr_steps,
-                      n_nodes=n)
+    var = stats.bold_variance(checked_bold(target_bold, n, f"variance_weight={cfg.variance_weight}")) \
+        if cfg.variance_weight else None
+    return FitProblem(cfg=cfg, sim=sim, target=target, target_fcd=fcd, target_variance=var, bold_index=bold_index,
+                      tr_steps=tr_steps, n_nodes=n)
 
 
 def bold_period_steps(sim, bold_index: int) -> int:
@@ -62,17 +65,23 @@ def bold_period_steps(sim, bold_index: int) -> int:
     return int(round(steps))
 
 
-def target_fcd(target_bold, cfg: FitConfig, n: int) -> torch.Tensor:
-    """FCD values of the empirical BOLD (time, nodes) for the FCD term, with clear errors."""
+def checked_bold(target_bold, n: int, needed_by: str) -> np.ndarray:
+    """The empirical BOLD (time, nodes), checked, for a term (``needed_by``) that reads it."""
     if target_bold is None:
-        raise ParameterError(f"fcd_weight={cfg.fcd_weight} needs target_bold= (the empirical BOLD, shaped (time, "
-                             "nodes), sampled at the TR) to compare FCD distributions.")
+        raise ParameterError(f"{needed_by} needs target_bold= (the empirical BOLD, shaped (time, nodes), sampled at "
+                             "the TR).")
     bold = checks.array(target_bold, "target_bold", finite_values=False)
     if bold.ndim != 2 or bold.shape[1] != n:
         raise ParameterError(f"target_bold has shape {bold.shape}; expected (time, {n}) (time by nodes, at the TR).")
     if not np.isfinite(bold).all():
         raise ParameterError(f"target_bold has {int((~np.isfinite(bold)).sum())} non-finite values; expected finite.")
     checks.signal(bold, "target_bold")                    # constant regions, absurd scale
+    return bold
+
+
+def target_fcd(target_bold, cfg: FitConfig, n: int) -> torch.Tensor:
+    """FCD values of the empirical BOLD (time, nodes) for the FCD term, with clear errors."""
+    bold = checked_bold(target_bold, n, f"fcd_weight={cfg.fcd_weight} (to compare FCD distributions)")
     if bold.shape[0] < cfg.fcd_window_trs + cfg.fcd_step_trs:
         raise ParameterError(f"target_bold has {bold.shape[0]} TRs: too short for two FCD windows of "
                              f"{cfg.fcd_window_trs} TRs {cfg.fcd_step_trs} apart.")
