@@ -97,9 +97,11 @@ class PreparedFit:
         fitted, selected, coefficients = select_values(history, cfg, self.estimator.fic_J_i,
                                                        pset.values_from_coefficients)
         last_fc = self.recorder.last_fc
+        prov = provenance(self.sim, self.problem, len(history["loss"]), selected)
+        if cfg.method == "linear":
+            prov["retreats"] = self.estimator.retreats
         return FitResult(params=fitted, history=history, config=self.config_doc, start=self.start,
-                         last_iterate=pset.numpy(), coefficients=coefficients,
-                         provenance=provenance(self.sim, self.problem, len(history["loss"]), selected),
+                         last_iterate=pset.numpy(), coefficients=coefficients, provenance=prov,
                          fc=None if last_fc is None else last_fc.cpu().numpy())
 
 
