@@ -172,7 +172,8 @@ def _stage_result(stage: Stage, result: FitResult, start_sim, start, G_c, fic_ra
     return StageResult(stage.name, result, fitted, {k: v for k, v in start.items() if k in result.params}, G_c)
 
 
-def fit_stages_batch(sims: Sequence[Any], train_fcs: Sequence[Any], stages: Sequence[Stage], *,
+def fit_stages_batch(sims: Sequence[Any], train_fcs: Sequence[Any],
+                     stages: Union[Sequence[Stage], Sequence[Sequence[Stage]]], *,
                      fic_rate: float = 3.0, target_bolds: Optional[Sequence[Any]] = None,
                      G_cs: Optional[Sequence[Optional[float]]] = None,
                      done: Optional[Sequence[Mapping[str, FitResult]]] = None, progress: bool = True,
@@ -182,24 +183,30 @@ def fit_stages_batch(sims: Sequence[Any], train_fcs: Sequence[Any], stages: Sequ
     (``inference.batched.fit_batch``: every subject's result is its own ``fit_stages``'s, to round-off).
 
     Per subject (lists in the subjects' order): its simulator, training FC, BOLD (``target_bolds``), G_c (computed
-    when None and needed) and finished stages (``done``). Returns per subject its ``StageResult``s, or the exception
+    when None and needed) and finished stages (``done``). ``stages``: one list for all, or one list per subject (e.g.
+    with the subject's own maps) with the same stage names. Returns per subject its ``StageResult``s, or the exception
     that stopped its stages (the others go on without it). ``on_stage(k, record)`` after every stage of subject k
     (an exception there is subject k's). No fit checkpoints are written.
     """
     from .batched import FitJob, fit_batch
-    _check(stages)
-    for s in stages:
-        if s.method != "linear":
-            raise ParameterError(f"stage {s.name!r}: method={s.method!r}; batched stages are linear only "
-                                 "(fit_stages fits the others).")
     n = len(sims)
+    per = [list(stages)] * n if not stages or isinstance(stages[0], Stage) else [list(x) for x in stages]
+    for ss in per:
+        _check(ss)
+        if [s.name for s in ss] != [s.name for s in per[0]] or len(per) != n:
+            raise ParameterError(f"stages: expected one list for all subjects or one per subject ({n}) with the "
+                                 f"same names; got {[[s.name for s in x] for x in per]}.")
+        for s in ss:
+            if s.method != "linear":
+                raise ParameterError(f"stage {s.name!r}: method={s.method!r}; batched stages are linear only "
+                                     "(fit_stages fits the others).")
     target_bolds = list(target_bolds) if target_bolds is not None else [None] * n
     G_cs = list(G_cs) if G_cs is not None else [None] * n
     done = [dict(d or {}) for d in done] if done is not None else [{} for _ in range(n)]
     out: List[Union[List[StageResult], Exception]] = [[] for _ in range(n)]
     current = list(sims)
     for k in range(n):
-        if G_cs[k] is None and _needs_G_c(stages):
+        if G_cs[k] is None and _needs_G_c(per[k]):
             try:
                 G_cs[k] = critical_coupling(read_simulator(sims[k]), fic_rate)
             except Exception as err:
@@ -217,9 +224,10 @@ def fit_stages_batch(sims: Sequence[Any], train_fcs: Sequence[Any], stages: Sequ
         out[k].append(record)
         current[k] = record.simulator
 
-    for stage in stages:
+    for i in range(len(per[0]) if n else 0):
         jobs, fitted = [], []
         for k in alive():
+            stage = per[k][i]
             try:
                 start_sim = _start_simulator(current[k], stage, G_cs[k], fic_rate)
                 start = read_params(start_sim)
@@ -237,5 +245,5 @@ def fit_stages_batch(sims: Sequence[Any], train_fcs: Sequence[Any], stages: Sequ
             if isinstance(result, Exception):
                 out[k] = result
             else:
-                finish(k, stage, result, start_sim, start)
+                finish(k, per[k][i], result, start_sim, start)
     return out
