@@ -164,6 +164,7 @@ class RunSetup:
     done: Dict[str, FitResult]
     after: Callable[[StageResult], None]
     t0: float
+    clock: Dict[str, float]                  # "t": when the running stage started; "share": runs fitted together
 
 
 def setup_run(cfg: RunConfig, out_dir, *, on_stage: Optional[Callable[[StageResult], None]] = None,
@@ -183,17 +184,18 @@ def setup_run(cfg: RunConfig, out_dir, *, on_stage: Optional[Callable[[StageResu
         log(f"resuming: stage(s) {list(done)} already fitted")
     walls: Dict[str, float] = {}
     writer = _stage_writer(out, stages, walls, [])
-    clock = {"t": time.perf_counter()}
+    clock = {"t": time.perf_counter(), "share": 1}
 
     def after(rec: StageResult) -> None:
-        walls[rec.name] = time.perf_counter() - clock["t"]
+        walls[rec.name] = (time.perf_counter() - clock["t"]) / clock["share"]   # batched: the group's time shared
         writer(rec)
         if rec.name not in done:
             log(f"stage {rec.name!r} fitted in {walls[rec.name]:.1f} s")
         if on_stage is not None:
             on_stage(rec)
         clock["t"] = time.perf_counter()
-    return RunSetup(cfg=cfg, out=out, inputs=inputs, sim=sim, stages=stages, done=done, after=after, t0=t0)
+    return RunSetup(cfg=cfg, out=out, inputs=inputs, sim=sim, stages=stages, done=done, after=after, t0=t0,
+                    clock=clock)
 
 
 def finish_fit(run: RunSetup, results: Sequence[StageResult]) -> None:
@@ -231,7 +233,8 @@ def fit_runs_batch(cfgs: Sequence[RunConfig], out_dirs: Sequence, *, progress: b
                    logs: Optional[Sequence[Callable[[str], None]]] = None) -> List[Optional[Exception]]:
     """``run_fit(..., validate_after=False)`` of several linear-only runs, those with the same node count, dt, TR
     and stages fitted together (``inference.stages.fit_stages_batch``); every run folder is written exactly as
-    ``run_fit`` writes it. Returns per run None (fitted) or the exception that stopped it (the others go on)."""
+    ``run_fit`` writes it (a stage's ``fit_wall_s``: the group's time up to it / the group's size). Returns per run
+    None (fitted) or the exception that stopped it (the others go on)."""
     n = len(cfgs)
     logs = list(logs) if logs is not None else [print] * n
     errors: List[Optional[Exception]] = [None] * n
@@ -248,6 +251,8 @@ def fit_runs_batch(cfgs: Sequence[RunConfig], out_dirs: Sequence, *, progress: b
         groups.setdefault(_batch_key(run), []).append(k)
     for ks in groups.values():
         sel = [runs[k] for k in ks]
+        for r in sel:
+            r.clock.update(t=time.perf_counter(), share=len(sel))
         results = fit_stages_batch([r.sim for r in sel], [r.inputs.train_fc for r in sel], [r.stages for r in sel],
                                    fic_rate=sel[0].cfg.run.fic_rate, target_bolds=[r.inputs.train_bold for r in sel],
                                    done=[r.done for r in sel], progress=progress,
