@@ -46,6 +46,12 @@ The linear model
    ``torch.linalg.eig``'s backward needs distinct eigenvalues; a generic heterogeneous connectome has
    them, exactly symmetric toy networks may not.
 
+Batches (``linear_fc_batch``): B networks of the same model, node count, dt and Bold kernel, each with its own
+weights and parameter values (``linear_network`` of each), in one pass: ``analyzers.network.stack_networks``,
+``search_fixed_points`` (each network's own search and its own error), then the Jacobians, ``torch.linalg.eig`` and
+the covariances above on (B, ...) stacks. The same functions compute one network (B = 1); a network without a stable
+fixed point gets its error and the others their FC.
+
 Caller's side (``fit``): ``linear_bold_fc(twin, {"G": G, "w_p": w_p, "J_i": J_i})`` with tensors in
 TVB's layout (1,) global or (N,) region-wise (they may require grad); names as ``TorchSimulator.params``
 (model parameter names, ``"coupling.a"``, ``"coupling.b"``, ``"noise.nsig"``); anything not given is
@@ -54,7 +60,7 @@ Everything is float64 and CPU/any device of the given tensors (the spec's arrays
 Time in ms, rates in 1/ms; eigenvalues in 1/ms.
 """
 from dataclasses import dataclass
-from typing import Mapping, Optional, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -62,16 +68,16 @@ import torch
 from ..errors import ParameterError
 from ..simulator.registry import NOISE_NSIG
 from .network import (FixedPointError, Network, NetworkSystem, UnstableFixedPointError, build_network, network_dfun,
-                      network_fixed_point, network_jacobian)
+                      network_fixed_point, network_jacobian, search_fixed_points, stack_networks)
 from .values import simulator_values
-from .rootfind import FixedPoint
+from .rootfind import FixedPoint, implicit_step
 
 DTYPE = torch.float64
 Tensor = torch.Tensor
 
 __all__ = ["FixedPointError", "UnstableFixedPointError", "LinearNetwork", "FixedPoint", "LinearInfo",
            "linear_network", "network_dfun", "network_fixed_point", "network_jacobian", "linear_fc",
-           "linear_bold_fc", "bold_filter_autocorrelation"]
+           "linear_bold_fc", "linear_fc_batch", "stack_linear", "bold_filter_autocorrelation"]
 
 
 # --------------------------------------------------------------------------- the network, as tensors
@@ -79,8 +85,8 @@ __all__ = ["FixedPointError", "UnstableFixedPointError", "LinearNetwork", "Fixed
 class LinearNetwork:
     """What the linearisation needs from a simulator, as float64 tensors.
 
-    ``network``: the vector field and state bounds (``analyzers.network.Network``, one parameter set);
-    ``nsig`` (nvar, N) the noise's diffusion coefficients; ``dt`` the integration step (ms); ``bold``: the
+    ``network``: the vector field and state bounds (``analyzers.network.Network``, one parameter set, or B
+    stacked networks: ``stack_linear``); ``nsig`` (nvar, N) the noise's diffusion coefficients ((B, nvar, N) stacked); ``dt`` the integration step (ms); ``bold``: the
     Bold monitor's (weights newest block first, interim_istep, k1_V0) or None; ``variable``: the index of
     the state variable observed.
     """
@@ -139,6 +145,22 @@ def linear_network(spec_or_twin, params: Optional[Mapping[str, object]] = None,
                                                                                                       shape)
     bold, voi = _bold_and_variable(spec, variable)
     return LinearNetwork(network=net, nsig=nsig, dt=float(spec.dt), bold=bold, variable=voi)
+
+
+def stack_linear(nets: Sequence[LinearNetwork]) -> LinearNetwork:
+    """B ``LinearNetwork``s of the same model, nodes, dt, Bold kernel and observed variable as one stacked one
+    (``analyzers.network.stack_networks``; nsig (B, nvar, N))."""
+    first = nets[0]
+    for k, net in enumerate(nets):
+        same_bold = (net.bold is None) == (first.bold is None) and (net.bold is None or (
+            net.bold[1:] == first.bold[1:] and np.array_equal(net.bold[0], first.bold[0])))
+        if net.dt != first.dt or net.variable != first.variable or not same_bold:
+            raise ParameterError(f"network {k} cannot be batched with network 0: expected the same integration step "
+                                 f"(dt {net.dt} vs {first.dt} ms), observed variable and Bold monitor (kernel, period).")
+    if len(nets) == 1:
+        return first
+    return LinearNetwork(network=stack_networks([n.network for n in nets]), nsig=torch.stack([n.nsig for n in nets]),
+                         dt=first.dt, bold=first.bold, variable=first.variable)
 
 
 def _net(spec_or_twin, params, variable=None) -> LinearNetwork:
@@ -215,6 +237,28 @@ class LinearInfo:
     residual: float
 
 
+def _covariance(net: LinearNetwork, state: Tensor, bold: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """(FC, covariance, eigenvalues of A) at the fixed point ``state`` (nvar, N, B) (differentiable); shapes (N, N),
+    (N, N), (M,) for one network, with a leading B for stacked ones (module docstring, 3.)."""
+    A = NetworkSystem(net.network.problem).linearize(state, create_graph=True)[1]
+    lam, V = torch.linalg.eig(A)
+    n, v = net.n_nodes, net.variable
+    Vinv = torch.linalg.inv(V)
+    q = (2.0 * net.nsig).flatten(-2).to(V.dtype)                                # Q = diag(2 nsig)
+    H = lambda X: X.conj().transpose(-1, -2)                                    # noqa: E731
+    M = (Vinv * q.unsqueeze(-2)) @ H(Vinv)
+    K = -M / (lam.unsqueeze(-1) + lam.conj().unsqueeze(-2))
+    if bold:
+        R = torch.as_tensor(bold_filter_autocorrelation(net), device=A.device)
+        rho = _Rho.apply(lam.reshape(-1), R, net.dt).reshape(lam.shape)
+        K = K * (rho.unsqueeze(-1) + rho.conj().unsqueeze(-2))
+    Vv = V[..., v * n:(v + 1) * n, :]
+    C = (Vv @ K @ H(Vv)).real
+    C = 0.5 * (C + C.transpose(-1, -2))
+    sd = torch.sqrt(torch.diagonal(C, dim1=-2, dim2=-1))
+    return C / (sd.unsqueeze(-1) * sd.unsqueeze(-2)), C, lam
+
+
 def linear_fc(spec_or_twin, params: Optional[Mapping[str, object]] = None, *, bold: bool = True,
               variable: Optional[str] = None, initial: Optional[Tensor] = None,
               **fixed_point_options) -> Tuple[Tensor, LinearInfo]:
@@ -229,25 +273,46 @@ def linear_fc(spec_or_twin, params: Optional[Mapping[str, object]] = None, *, bo
     """
     net = _net(spec_or_twin, params, variable)
     fp = network_fixed_point(net, initial=initial, **fixed_point_options)
-    A = NetworkSystem(net.network.problem).linearize(fp.state.unsqueeze(-1), create_graph=True)[1]
-    lam, V = torch.linalg.eig(A)
-    n, v = net.n_nodes, net.variable
-    Vinv = torch.linalg.inv(V)
-    q = (2.0 * net.nsig).reshape(-1).to(V.dtype)                                 # Q = diag(2 nsig)
-    M = (Vinv * q.unsqueeze(0)) @ Vinv.conj().transpose(0, 1)
-    K = -M / (lam.unsqueeze(1) + lam.conj().unsqueeze(0))
-    if bold:
-        R = torch.as_tensor(bold_filter_autocorrelation(net), device=A.device)
-        rho = _Rho.apply(lam, R, net.dt)
-        K = K * (rho.unsqueeze(1) + rho.conj().unsqueeze(0))
-    Vv = V[v * n:(v + 1) * n]
-    C = (Vv @ K @ Vv.conj().transpose(0, 1)).real
-    C = 0.5 * (C + C.transpose(0, 1))
-    sd = torch.sqrt(torch.diagonal(C))
-    fc = C / (sd.unsqueeze(1) * sd.unsqueeze(0))
+    fc, C, lam = _covariance(net, fp.state.unsqueeze(-1), bold)
     info = LinearInfo(fixed_point=fp.state, lambda_max=lam.real.max(), eigenvalues=lam, covariance=C,
-                      variable=net.model.state_variables[v], residual=fp.residual)
+                      variable=net.model.state_variables[net.variable], residual=fp.residual)
     return fc, info
+
+
+def linear_fc_batch(nets: Sequence[LinearNetwork], *, bold: bool = True,
+                    initial: Optional[Sequence[Optional[Tensor]]] = None,
+                    **fixed_point_options) -> List[Union[Tuple[Tensor, LinearInfo], FixedPointError]]:
+    """``linear_fc`` of B networks in one pass: per network (FC (N, N), ``LinearInfo``), or the
+    ``FixedPointError`` that ``linear_fc`` would raise for it alone (the others are computed without it).
+
+    ``nets``: ``linear_network(spec_b, values_b)`` of each (same model, nodes, dt, Bold kernel; own weights and
+    values, which may require grad: gradients reach each network's own values). ``initial``: one warm start
+    (nvar, N) or None per network. Options of ``network_fixed_point`` pass through.
+    """
+    nets = list(nets)
+    if not nets:
+        return []
+    stacked = stack_linear(nets)
+    x, A, found = search_fixed_points(stacked.network, initial=None if initial is None else list(initial),
+                                      **fixed_point_options)
+    ok = [k for k, f in enumerate(found) if not isinstance(f, FixedPointError)]
+    out: List = list(found)
+    if not ok:
+        return out
+    sub = stack_linear([nets[k] for k in ok])
+    xs, As = x[..., ok], (A[ok] if A.dim() == 3 else A)
+    if As.dim() == 3 and len(ok) == 1:                      # one network left: unstacked
+        As = As[0]
+    if sub.network.problem.needs_grad():
+        xs = implicit_step(NetworkSystem(sub.network.problem), xs, As)
+    fc, C, lam = _covariance(sub, xs, bold)
+    if len(ok) == 1:
+        fc, C, lam = fc.unsqueeze(0), C.unsqueeze(0), lam.unsqueeze(0)
+    names = stacked.model.state_variables
+    for j, k in enumerate(ok):
+        out[k] = (fc[j], LinearInfo(fixed_point=xs[..., j], lambda_max=lam[j].real.max(), eigenvalues=lam[j],
+                                    covariance=C[j], variable=names[stacked.variable], residual=found[k].residual))
+    return out
 
 
 def linear_bold_fc(spec_or_twin, params: Optional[Mapping[str, object]] = None, **options) -> Tuple[Tensor, LinearInfo]:

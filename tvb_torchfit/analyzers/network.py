@@ -19,9 +19,15 @@ The network's fixed point (``network_fixed_point``) and Jacobian (``network_jaco
 A (nvar*N x nvar*N), rows/columns ordered (variable, node) variable-major,
 ``A = blockdiag_k(d dfun/d x at node k) + e_cvar-column (d dfun/d c) * (d post/d gx) * W``; the local blocks
 come from nvar backward passes of dfun (nodes are independent given c). Everything is float64.
+
+Stacked networks (``stack_networks``): B networks of the same model, coupling and node count, each with its own
+weights and parameters, as one ``Network`` whose weights are (B, N, N) and whose parameters carry the batch axis
+(N or 1, B): states (nvar, N, B), network b's coupling input ``gx[:, b] = W_b @ x_0[:, b]``, Jacobians (B, M, M)
+(M = nvar N), one Newton system per network (``NetworkSystem.norm`` per network), and ``search_fixed_points``
+reports each network's success or error on its own. One network is the case B = 1 with (N, N) weights.
 """
 from dataclasses import dataclass, replace
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -35,7 +41,8 @@ from .values import DTYPE, coupling_values, simulator_values
 Tensor = torch.Tensor
 
 __all__ = ["FixedPointError", "UnstableFixedPointError", "CouplingInput", "FixedInput", "Problem", "Network",
-           "network", "build_network", "NetworkSystem", "network_dfun", "network_jacobian", "network_fixed_point"]
+           "network", "build_network", "stack_networks", "NetworkSystem", "network_dfun", "network_jacobian",
+           "search_fixed_points", "network_fixed_point"]
 
 
 class FixedPointError(ParameterError):
@@ -51,7 +58,8 @@ class UnstableFixedPointError(FixedPointError):
 class CouplingInput:
     """What TVB's coupling delivers on the instantaneous state (delays ignored): c = port.post(gx, *params).
 
-    ``weights`` (N, N), rows are targets: gx = W @ x_0 (the network). With ``mean_field``, ``weights`` are
+    ``weights`` (N, N), rows are targets: gx = W @ x_0 (the network); (B, N, N) for B stacked networks, network
+    b's input from its own weights: gx[:, b] = W_b @ x_0[:, b]. With ``mean_field``, ``weights`` are
     the row sums (N, 1) and gx_k = (sum_j W_kj) x_0,k (homogeneous mean-field closure: nodes decouple).
     ``params``: the port's parameters in its ``parameter_names`` order, internal layout (N or 1, B or 1).
     """
@@ -65,8 +73,17 @@ class CouplingInput:
         """Whether each node's input depends on its own state only (node-local Jacobians)."""
         return self.mean_field
 
+    @property
+    def stacked(self) -> bool:
+        """Whether these are B stacked networks (weights (B, N, N))."""
+        return self.weights.dim() == 3
+
     def gx(self, x0: Tensor) -> Tensor:
-        return self.weights * x0 if self.mean_field else self.weights @ x0
+        if self.mean_field:
+            return self.weights * x0
+        if self.stacked:                                     # x0 (..., N, B): network b's nodes with its weights
+            return (self.weights @ x0.transpose(-1, -2).unsqueeze(-1)).squeeze(-1).transpose(-1, -2)
+        return self.weights @ x0
 
     def __call__(self, x0: Tensor) -> Tensor:
         return self.port.post(self.gx(x0), *self.params)
@@ -157,7 +174,13 @@ class Network:
 
     @property
     def n_nodes(self) -> int:
-        return self.problem.inp.weights.shape[0]
+        return self.problem.inp.weights.shape[-1]
+
+    @property
+    def batch(self) -> int:
+        """The number of stacked networks (1 for one network)."""
+        w = self.problem.inp.weights
+        return w.shape[0] if w.dim() == 3 else 1
 
     @property
     def nvar(self) -> int:
@@ -183,17 +206,51 @@ def build_network(spec: SimulatorSpec, p: Mapping[str, Tensor]) -> Network:
     return Network(problem=problem, lo=t(spec.lo).view(-1, 1, 1), hi=t(spec.hi).view(-1, 1, 1), params=dict(p))
 
 
+def _stack_param(values: Sequence[Tensor]) -> Tensor:
+    """Internal-layout parameters of B networks, batch axis last and 1 (e.g. (N or 1, 1)) -> (N or 1, B)."""
+    shape = torch.broadcast_shapes(*(v.shape for v in values))
+    return torch.cat([v.expand(shape) for v in values], dim=-1)
+
+
+def stack_networks(nets: Sequence[Network]) -> Network:
+    """B ``Network``s of the same model, coupling and node count (one parameter set each) as one stacked network:
+    weights (B, N, N), every parameter (N or 1, B); differentiable in every network's parameters."""
+    first = nets[0]
+    for k, net in enumerate(nets):
+        if net.batch != 1 or net.problem.inp.mean_field:
+            raise ParameterError(f"network {k}: only single networks with network coupling can be stacked.")
+        same = (net.model is first.model and net.problem.inp.port is first.problem.inp.port
+                and net.n_nodes == first.n_nodes and torch.equal(net.lo, first.lo) and torch.equal(net.hi, first.hi)
+                and set(net.params) == set(first.params))
+        if not same:
+            raise ParameterError(f"network {k} ({net.model.tvb_class.__name__}, {net.problem.inp.port.__name__} "
+                                 f"coupling, {net.n_nodes} nodes) cannot be stacked with network 0 "
+                                 f"({first.model.tvb_class.__name__}, {first.problem.inp.port.__name__}, "
+                                 f"{first.n_nodes} nodes): expected the same model, coupling, nodes and bounds.")
+    if len(nets) == 1:
+        return first
+    model_params = {k: _stack_param([n.problem.params[k] for n in nets]) for k in first.problem.params}
+    coupling = tuple(_stack_param(list(ps)) for ps in zip(*(n.problem.inp.params for n in nets)))
+    weights = torch.stack([n.problem.inp.weights for n in nets])
+    inp = replace(first.problem.inp, params=coupling, weights=weights)
+    params = {k: _stack_param([n.params[k] for n in nets]) for k in first.params}
+    return Network(problem=Problem(first.model, model_params, inp), lo=first.lo, hi=first.hi, params=params)
+
+
 class NetworkSystem:
-    """The coupled network as one system for ``rootfind.newton``: states (nvar, N, 1), dense Jacobian."""
+    """The coupled network as one system for ``rootfind.newton``: states (nvar, N, 1), dense Jacobian; for B
+    stacked networks states (nvar, N, B), Jacobians (B, M, M) and one system per network."""
 
     def __init__(self, problem: Problem):
         self.problem = problem
+        self.stacked = isinstance(problem.inp, CouplingInput) and problem.inp.stacked
 
     def residual(self, x: Tensor) -> Tensor:
         return self.problem.F(x)
 
     def linearize(self, x: Tensor, create_graph: bool = False) -> Tuple[Tensor, Tensor]:
-        """(F(x), A(x)), A the (nvar*N, nvar*N) Jacobian, variable-major (see the module docstring)."""
+        """(F(x), A(x)), A the (nvar*N, nvar*N) Jacobian, variable-major (see the module docstring); (B, M, M)
+        for stacked networks."""
         nvar = x.shape[0]
         inp, p = self.problem.inp, self.problem.params
         with torch.enable_grad():
@@ -204,27 +261,32 @@ class NetworkSystem:
             local, dc = [], []
             for i in range(nvar):
                 gx, gc = torch.autograd.grad(F[i].sum(), (xv, cv), create_graph=create_graph, retain_graph=True)
-                local.append(gx[..., 0])                     # (nvar, N): d F_i,k / d x_j,k
-                dc.append(gc)                                # (N, 1):    d F_i,k / d c_k
+                local.append(gx.movedim(-1, 1))              # (nvar, B, N): d F_i,k / d x_j,k
+                dc.append(gc.transpose(0, 1).unsqueeze(-1))  # (B, N, 1):    d F_i,k / d c_k
             g = inp.gx(x[0])
             g = g * 1.0 if g.requires_grad else g.detach().requires_grad_(True)
             gain, = torch.autograd.grad(inp.port.post(g, *inp.params).sum(), g, create_graph=create_graph)
-        coupled = gain * inp.weights                         # (N, N): d c_k / d x_0,l
+        weights = inp.weights if self.stacked else inp.weights.unsqueeze(0)
+        coupled = gain.transpose(0, 1).unsqueeze(-1) * weights       # (B, N, N): d c_k / d x_0,l
         rows = []
         for i in range(nvar):
-            blocks = [torch.diag(local[i][j]) for j in range(nvar)]
+            blocks = [torch.diag_embed(local[i][j]) for j in range(nvar)]
             blocks[0] = blocks[0] + dc[i] * coupled
-            rows.append(torch.cat(blocks, dim=1))
-        A = torch.cat(rows, dim=0)
+            rows.append(torch.cat(blocks, dim=-1))
+        A = torch.cat(rows, dim=-2)
+        A = A if self.stacked else A[0]
         return (F, A) if create_graph else (F.detach(), A.detach())
 
-    @staticmethod
-    def solve(A: Tensor, r: Tensor) -> Tensor:
-        return torch.linalg.solve(A, r.reshape(-1)).reshape(r.shape)
+    def solve(self, A: Tensor, r: Tensor) -> Tensor:
+        if not self.stacked:
+            return torch.linalg.solve(A, r.reshape(-1)).reshape(r.shape)
+        nvar, n, b = r.shape
+        rb = r.permute(2, 0, 1).reshape(b, nvar * n, 1)
+        return torch.linalg.solve(A, rb).reshape(b, nvar, n).permute(1, 2, 0)
 
-    @staticmethod
-    def norm(r: Tensor) -> Tensor:
-        return r.abs().max()
+    def norm(self, r: Tensor) -> Tensor:
+        """max |r|: one value (a 0-d tensor), or one per stacked network (B,)."""
+        return r.abs().amax(dim=(0, 1)) if self.stacked else r.abs().max()
 
 
 def _column(x: Tensor) -> Tensor:
@@ -253,30 +315,110 @@ def _as_network(obj):
     return obj.network if hasattr(obj, "network") and isinstance(obj.network, Network) else obj
 
 
-def _max_abs(t: Tensor) -> float:
-    return float(t.abs().max())
-
-
 def relax(net: Network, start=0.05, *, t_max: float = 20000.0, dt_relax: float = 0.5,
-          relax_tol: float = 1e-7) -> Tuple[Tensor, float]:
+          relax_tol: float = 1e-7, frozen: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
     """Explicit Euler relaxation (no noise, delays ignored, clipped to the state bounds, as TVB's
     ``EulerDeterministic``) from x = ``start`` in 500 ms chunks until max |F| < ``relax_tol`` 1/ms or
-    ``t_max`` ms; returns (x (nvar, N, 1), time relaxed in ms). No graph."""
+    ``t_max`` ms, each stacked network on its own (it stops moving once it is there; ``frozen`` (B,) bool: networks
+    not relaxed at all). Returns (x (nvar, N, B), time relaxed per network in ms (B,), diverged (B,) bool: a
+    non-finite state). No graph."""
     prob = net.problem.detached()
+    b = net.batch
     x = torch.as_tensor(np.asarray(start, dtype=np.float64), device=net.lo.device)
-    x = torch.broadcast_to(x.reshape(-1, 1, 1), (net.nvar, net.n_nodes, 1)).clone()
-    relaxed, chunk = 0.0, max(1, int(round(500.0 / dt_relax)))
+    x = torch.broadcast_to(x.reshape(-1, 1, 1), (net.nvar, net.n_nodes, b)).clone()
+    done = torch.zeros(b, dtype=torch.bool, device=x.device) if frozen is None else frozen.clone()
+    diverged = torch.zeros_like(done)
+    relaxed = torch.zeros(b, dtype=DTYPE)
+    elapsed, chunk = 0.0, max(1, int(round(500.0 / dt_relax)))
     with torch.no_grad():
-        while relaxed < t_max:
+        while elapsed < t_max and not bool(done.all()):
+            before = x
             for _ in range(chunk):
                 x = euler_step(x, prob.F, dt_relax, None, net.lo, net.hi)
-            relaxed += chunk * dt_relax
-            if not torch.isfinite(x).all():
-                raise FixedPointError(f"{net.model.tvb_class.__name__}: the relaxation from the low start diverged "
-                                      "(non-finite state).")
-            if _max_abs(prob.F(x)) < relax_tol:
-                break
-    return x, relaxed
+            x = torch.where(done, before, x)                 # a network that is there keeps its state
+            elapsed += chunk * dt_relax
+            relaxed = torch.where(done.cpu(), relaxed, torch.full_like(relaxed, elapsed))
+            bad = ~torch.isfinite(x).flatten(0, 1).all(0)
+            diverged = diverged | (bad & ~done)
+            done = done | bad | (prob.F(x).abs().amax(dim=(0, 1)) < relax_tol)
+    return x, relaxed, diverged
+
+
+def _initial_states(net: Network, initial) -> Tuple[Tensor, List[bool]]:
+    """Newton's start per network, (nvar, N, B), and which networks are given one (the others relax)."""
+    nvar, n, b = net.nvar, net.n_nodes, net.batch
+    if initial is None:
+        initial = [None] * b
+    elif torch.is_tensor(initial):
+        t = initial.detach().to(DTYPE).reshape(nvar, n, -1)
+        if t.shape[-1] not in (1, b):
+            raise ParameterError(f"initial has shape {tuple(initial.shape)}; expected ({nvar}, {n}) or "
+                                 f"({nvar}, {n}, {b}).")
+        initial = [t[..., k if t.shape[-1] > 1 else 0] for k in range(b)]
+    if len(initial) != b:
+        raise ParameterError(f"initial: {len(initial)} states for {b} stacked networks; expected one each.")
+    given = [x is not None for x in initial]
+    x0 = torch.zeros((nvar, n, b), dtype=DTYPE, device=net.lo.device)
+    for k, x in enumerate(initial):
+        if x is not None:
+            x0[..., k] = x.detach().to(DTYPE).reshape(nvar, n)
+    return x0, given
+
+
+def search_fixed_points(net: Network, *, start=0.05, initial=None, t_max: float = 20000.0, dt_relax: float = 0.5,
+                        relax_tol: float = 1e-7, tol: float = 1e-13, max_newton: int = 50,
+                        require_stable: bool = True) -> Tuple[Tensor, Tensor, List[Union[FixedPoint, FixedPointError]]]:
+    """The low fixed point of each stacked network (``network_fixed_point``), without a graph.
+
+    ``initial``: None, one state (nvar, N) / (nvar, N, B), or one per network (None: that one relaxes from the low
+    start). Returns (x (nvar, N, B), A at x ((M, M), or (B, M, M) stacked), and per network a ``FixedPoint``
+    (state (nvar, N), no graph) or the ``FixedPointError`` / ``UnstableFixedPointError`` that says why there is
+    none). Each network's search is that of the network alone: its relaxation stops when it is there, its Newton
+    iteration when its own residual is small.
+    """
+    nvar, n, b = net.nvar, net.n_nodes, net.batch
+    name = net.model.tvb_class.__name__
+    det = NetworkSystem(net.problem.detached())
+    x0, given = _initial_states(net, initial)
+    frozen = torch.tensor(given, device=x0.device)
+    if bool(frozen.all()):
+        x, relaxed, diverged = x0, torch.zeros(b, dtype=DTYPE), torch.zeros(b, dtype=torch.bool)
+    else:
+        x, relaxed, diverged = relax(net, start, t_max=t_max, dt_relax=dt_relax, relax_tol=relax_tol, frozen=frozen)
+        x = torch.where(frozen, x0, x)
+    found: List[Union[FixedPoint, FixedPointError, None]] = [None] * b
+    for k in torch.nonzero(diverged).flatten().tolist():
+        found[k] = FixedPointError(f"{name}: the relaxation from the low start diverged (non-finite state).")
+    x = torch.where(diverged.to(x.device), torch.full_like(x, 0.05), x)       # (kept finite for the others)
+    with torch.no_grad():
+        result = newton(det, x, tol=tol, max_steps=max_newton, line_search=30)
+        x = result.x
+        res = result.residual.reshape(-1)
+        outside = ((x < net.lo - 1e-9) | (x > net.hi + 1e-9)).flatten(0, 1).any(0)
+        for k in range(b):
+            r = float(res[k])
+            where = "low start" if not given[k] else "given initial state"
+            if found[k] is None and not r < max(tol, 1e-11):
+                found[k] = FixedPointError(f"{name}: no fixed point reached from the {where} (max |dfun| = {r:.3g} "
+                                           f"1/ms after {float(relaxed[k]):g} ms relaxation and {result.steps} Newton "
+                                           "steps).")
+            elif found[k] is None and bool(outside[k]):
+                found[k] = FixedPointError(f"{name}: the fixed point found lies outside the state bounds "
+                                           f"[{net.lo.flatten().tolist()}, {net.hi.flatten().tolist()}].")
+        A = det.linearize(x)[1]
+        ok = [k for k in range(b) if found[k] is None]
+        if ok:
+            As = A if not det.stacked else A[ok]
+            lams = torch.linalg.eigvals(As).real.amax(-1).reshape(-1).tolist()
+            for k, lam in zip(ok, lams):
+                if require_stable and lam >= 0:
+                    found[k] = UnstableFixedPointError(
+                        f"{name}: the fixed point reached is not stable (max Re eigenvalue {lam:.4g} 1/ms >= 0; "
+                        f"mean S = {x[..., k].mean(1).tolist()}).")
+                else:
+                    found[k] = FixedPoint(state=x[..., k], residual=float(res[k]), lambda_max=lam,
+                                          relaxed_ms=float(relaxed[k]), newton_steps=result.steps)
+    return x, A, found
 
 
 def network_fixed_point(spec_or_twin, params: Optional[Mapping[str, object]] = None, *, start=0.05,
@@ -292,31 +434,18 @@ def network_fixed_point(spec_or_twin, params: Optional[Mapping[str, object]] = N
     attractor reached from the low start: the low state whenever it exists and 0.05 lies in its basin.
     Gradients: ``rootfind.implicit_step`` (exact first derivatives). ``.state`` is (nvar, N).
     Raises ``FixedPointError`` when Newton does not converge or the root leaves the state bounds, and
-    ``UnstableFixedPointError`` when ``require_stable`` and max Re eig(A) >= 0.
+    ``UnstableFixedPointError`` when ``require_stable`` and max Re eig(A) >= 0. (Stacked networks:
+    ``search_fixed_points``.)
     """
     net = network(_as_network(spec_or_twin), params)
-    nvar, n = net.nvar, net.n_nodes
-    name = net.model.tvb_class.__name__
-    det = NetworkSystem(net.problem.detached())
-    if initial is None:
-        x, relaxed = relax(net, start, t_max=t_max, dt_relax=dt_relax, relax_tol=relax_tol)
-    else:
-        x, relaxed = initial.detach().to(DTYPE).reshape(nvar, n, 1).clone(), 0.0
-    with torch.no_grad():
-        result = newton(det, x, tol=tol, max_steps=max_newton, line_search=30)
-        x, res = result.x, float(result.residual)
-        if not res < max(tol, 1e-11):
-            raise FixedPointError(f"{name}: no fixed point reached from the "
-                                  f"{'low start' if initial is None else 'given initial state'} (max |dfun| = "
-                                  f"{res:.3g} 1/ms after {relaxed:g} ms relaxation and {result.steps} Newton steps).")
-        if bool((x < net.lo - 1e-9).any() or (x > net.hi + 1e-9).any()):
-            raise FixedPointError(f"{name}: the fixed point found lies outside the state bounds "
-                                  f"[{net.lo.flatten().tolist()}, {net.hi.flatten().tolist()}].")
-        A = det.linearize(x)[1]
-        lam = float(torch.linalg.eigvals(A).real.max())
-    if require_stable and lam >= 0:
-        raise UnstableFixedPointError(f"{name}: the fixed point reached is not stable (max Re eigenvalue "
-                                      f"{lam:.4g} 1/ms >= 0; mean S = {x[..., 0].mean(1).tolist()}).")
+    if net.batch != 1:
+        raise ParameterError(f"network_fixed_point takes one network; got {net.batch} stacked networks "
+                             "(search_fixed_points finds each one's).")
+    x, A, (found,) = search_fixed_points(net, start=start, initial=initial, t_max=t_max, dt_relax=dt_relax,
+                                         relax_tol=relax_tol, tol=tol, max_newton=max_newton,
+                                         require_stable=require_stable)
+    if isinstance(found, FixedPointError):
+        raise found
     if net.problem.needs_grad():
         x = implicit_step(NetworkSystem(net.problem), x, A)
-    return FixedPoint(state=x[..., 0], residual=res, lambda_max=lam, relaxed_ms=relaxed, newton_steps=result.steps)
+    return replace(found, state=x[..., 0])

@@ -23,7 +23,7 @@ import torch
 
 from ..analyzers.bifurcation import from_spec, from_twin
 from ..analyzers.fic import fic_J_i, fic_state
-from ..analyzers.linear import FixedPointError, linear_bold_fc
+from ..analyzers.linear import FixedPointError, LinearInfo, LinearNetwork, linear_bold_fc, linear_network
 from ..simulator.adapter import SimulatorSpec
 from . import losses
 from .objective import Prediction
@@ -133,16 +133,30 @@ class LinearEstimator:
         try:
             fc, info = linear_bold_fc(self.spec, values, initial=self.fixed_point)
         except FixedPointError as err:
-            self.retreats += 1
-            if self.last is None or self.retreats > MAX_RETREATS:
-                raise FixedPointError(f"method='linear': {err} (at {self.pset.numpy()}); start from values where "
-                                      "the low state is stable, or narrow the bounds.") from err
-            self.pset.load_state_dict(copy.deepcopy(self.last[0]))
-            self.optimizer.load_state_dict(copy.deepcopy(self.last[1]))
-            for group in self.optimizer.param_groups:
-                group["lr"] *= 0.5
-            self.fixed_point = None                          # next try relaxes from the low start again
-            return None
+            return self.retreat(err)
+        return self.prediction(values, fc, info)
+
+    def network(self, values: Dict[str, torch.Tensor]) -> LinearNetwork:
+        """The linearised network at ``values`` (what ``predict`` computes the FC of; for batches of subjects)."""
+        return linear_network(self.spec, values)
+
+    def retreat(self, err: FixedPointError) -> None:
+        """Take the step back: restore the last accepted parameters and optimiser state and halve the learning
+        rate (``FixedPointError`` once there is nothing to go back to or after ``MAX_RETREATS``); None."""
+        self.retreats += 1
+        if self.last is None or self.retreats > MAX_RETREATS:
+            raise FixedPointError(f"method='linear': {err} (at {self.pset.numpy()}); start from values where "
+                                  "the low state is stable, or narrow the bounds.") from err
+        self.pset.load_state_dict(copy.deepcopy(self.last[0]))
+        self.optimizer.load_state_dict(copy.deepcopy(self.last[1]))
+        for group in self.optimizer.param_groups:
+            group["lr"] *= 0.5
+        self.fixed_point = None                          # next try relaxes from the low start again
+        return None
+
+    def prediction(self, values: Dict[str, torch.Tensor], fc: torch.Tensor, info: LinearInfo) -> Prediction:
+        """The step's ``Prediction`` from the FC and ``LinearInfo`` at ``values``; the step is remembered as the
+        last accepted one and its fixed point warm-starts the next."""
         self.last = (copy.deepcopy(self.pset.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
         self.fixed_point = info.fixed_point.detach()
         return Prediction(fc=fc, variance=torch.diagonal(info.covariance), lambda_max=info.lambda_max,

