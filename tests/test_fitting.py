@@ -379,3 +379,31 @@ def test_resume_with_early_stopping_equals_uninterrupted(sim, target, tmp_path, 
     monkeypatch.undo()
     resumed = tvb_torchfit.fit(sim, target, PARAMS, seed=0, checkpoint=ckpt, **kw)
     assert resumed.history["loss"] == full.history["loss"]
+
+
+def _nan_gradient_once(monkeypatch, cls, method, at_call):
+    """Patch ``cls.method`` so that its ``at_call``-th Prediction's FC has a finite value but a NaN gradient in G
+    (sqrt(G - G) at 0: value 0, derivative inf * 0)."""
+    original, calls = getattr(cls, method), {"n": 0}
+
+    def patched(self, values, *args):
+        pred = original(self, values, *args)
+        calls["n"] += 1
+        if pred is not None and calls["n"] == at_call:
+            pred.fc = pred.fc + torch.sqrt(values["G"] - values["G"]).sum()
+        return pred
+    monkeypatch.setattr(cls, method, patched)
+
+
+def test_non_finite_gradient_is_taken_back_by_the_linear_method(sim, target, monkeypatch):
+    _nan_gradient_once(monkeypatch, estimators.LinearEstimator, "prediction", at_call=3)
+    res = tvb_torchfit.fit(sim, target, PARAMS, method="linear", n_steps=6, lr=0.05, progress=False)
+    G = np.concatenate(res.history["params"]["G"])
+    assert G.size == 6 and np.isfinite(G).all() and np.isfinite(res.params["G"]).all()
+    assert res.provenance["retreats"] == 1
+
+
+def test_non_finite_gradient_of_the_twin_is_a_clear_error(sim, target, monkeypatch):
+    _nan_gradient_once(monkeypatch, estimators.TwinEstimator, "predict", at_call=2)
+    with pytest.raises(ParameterError, match="gradient of G.* is not finite"):
+        tvb_torchfit.fit(sim, target, PARAMS, seed=2, **FAST)

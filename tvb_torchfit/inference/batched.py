@@ -88,7 +88,14 @@ def _iteration(runs: Dict[int, PreparedFit], failed: Dict[int, Exception]) -> Li
     finished = [k for k in runs if k in failed]
     for k, (pred, loss) in steps.items():
         run = runs[k]
-        record = loop.take_step(run.estimator, run.objective, run.pset, run.optimizer, run.scheduler, pred, loss)
+        try:
+            record = loop.take_step(run.estimator, run.objective, run.pset, run.optimizer, run.scheduler, pred, loss)
+        except Exception as err:
+            failed[k] = err
+            finished.append(k)
+            continue
+        if record is None:                               # taken back; retried at the next iteration
+            continue
         if loop.count_step(run.state, record, run.callbacks) or run.state.step >= run.cfg.n_steps:
             finished.append(k)
     return finished

@@ -24,6 +24,7 @@ import torch
 from ..analyzers.bifurcation import from_spec, from_twin
 from ..analyzers.fic import fic_J_i, fic_state
 from ..analyzers.linear import FixedPointError, LinearInfo, LinearNetwork, linear_bold_fc, linear_network
+from ..errors import ParameterError
 from ..simulator.adapter import SimulatorSpec
 from . import losses
 from .objective import Prediction
@@ -96,6 +97,10 @@ class TwinEstimator:
         self.obs.detach_()
         self.buffer = pred.bold.detach()
 
+    def bad_gradient(self, names) -> None:
+        raise ParameterError(f"method='twin': the gradient of {', '.join(names)} is not finite at this step; the "
+                             "twin's BOLD may have diverged: narrow the bounds, lower lr, or use float64.")
+
     def fic_J_i(self, values: Dict[str, torch.Tensor]) -> torch.Tensor:
         return fic_J_i(self.twin, values, target_rate=self.cfg.fic_rate)
 
@@ -153,6 +158,11 @@ class LinearEstimator:
             group["lr"] *= 0.5
         self.fixed_point = None                          # next try relaxes from the low start again
         return None
+
+    def bad_gradient(self, names) -> None:
+        """A non-finite gradient of ``names`` (e.g. eig's backward at nearly equal eigenvalues): the step is taken
+        back as past the bifurcation is (``retreat``); None."""
+        return self.retreat(FixedPointError(f"non-finite gradient of {', '.join(names)}"))
 
     def prediction(self, values: Dict[str, torch.Tensor], fc: torch.Tensor, info: LinearInfo) -> Prediction:
         """The step's ``Prediction`` from the FC and ``LinearInfo`` at ``values``; the step is remembered as the

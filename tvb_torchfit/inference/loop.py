@@ -9,7 +9,7 @@ the loop (early stopping). On Ctrl-C each callback's ``on_interrupt(state)`` run
 """
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -46,9 +46,19 @@ def optimiser_step(estimator, objective, pset, optimizer, scheduler) -> Optional
     return take_step(estimator, objective, pset, optimizer, scheduler, pred, loss)
 
 
-def take_step(estimator, objective, pset, optimizer, scheduler, pred, loss: torch.Tensor) -> StepRecord:
+def non_finite_gradients(pset) -> List[str]:
+    """The names of the fitted parameters whose gradient has a non-finite entry after a backward pass."""
+    return [name for name, p in zip(pset.names, pset.parameters())
+            if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+
+
+def take_step(estimator, objective, pset, optimizer, scheduler, pred, loss: torch.Tensor) -> Optional[StepRecord]:
     """After the backward pass of ``loss``: the optimiser (and schedule) step, the estimator's ``accept``, the
-    step's record."""
+    step's record. A non-finite gradient is never stepped on: the estimator's ``bad_gradient`` takes the step
+    back (None: retried, not counted) or raises."""
+    bad = non_finite_gradients(pset)
+    if bad:
+        return estimator.bad_gradient(bad)
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
