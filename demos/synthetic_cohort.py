@@ -126,7 +126,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=200, help="subjects")
     ap.add_argument("--out", default="out/synth200")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--part", default="0/1", help="K/P: make only subjects i with i % P == K (P processes at once)")
+    ap.add_argument("--part", default="0/1", help="K/P: make only subjects i with i %% P == K (P processes at once)")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", module="tvb")
     torch.set_num_threads(1)
