@@ -114,3 +114,24 @@ def write_cohort(folder, n_subjects=3, text=COHORT):
     path = folder / "cohort.toml"
     path.write_text(textwrap.dedent(text))
     return path
+
+
+BAD_SUBJECT = """
+[[subjects.list]]
+name = "bad"
+weights = "bad/sc.csv"
+tract_lengths = "bad/lengths.npy"
+bold = "bad/bold.npy"
+"""
+
+
+def write_cohort_with_bad_subject(folder):
+    """``write_cohort``'s 3 tiny subjects plus subject "bad" (folder ``bad``) whose BOLD holds a NaN (malformed
+    data); returns the cohort file."""
+    path = write_cohort(folder, text=COHORT + BAD_SUBJECT)
+    (folder / "bad").mkdir()
+    bad = write_data(folder / "bad", seed=9)
+    arr = np.load(bad / "bold.npy")
+    arr[10, 2] = np.nan
+    np.save(bad / "bold.npy", arr)
+    return path

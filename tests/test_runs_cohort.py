@@ -19,13 +19,6 @@ from tvb_torchfit.runs.cohort_config import load_cohort
 
 pytest.importorskip("distributed", reason='the [cohort] extra is not installed: pip install "tvb_torchfit[cohort]"')
 
-BAD = """
-[[subjects.list]]
-name = "bad"
-weights = "bad/sc.csv"
-tract_lengths = "bad/lengths.npy"
-bold = "bad/bold.npy"
-"""
 GOOD = ("sub-0", "sub-1", "sub-2")
 VICTIM = "sub-0"
 
@@ -55,12 +48,7 @@ def file_times(folder):
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cohort")
-    path = rh.write_cohort(folder, text=rh.COHORT + BAD)
-    (folder / "bad").mkdir()
-    bad = rh.write_data(folder / "bad", seed=9)
-    arr = np.load(bad / "bold.npy")
-    arr[10, 2] = np.nan                                     # malformed: a NaN in the BOLD
-    np.save(bad / "bold.npy", arr)
+    path = rh.write_cohort_with_bad_subject(folder)          # + "bad": a NaN in its BOLD
     out = folder / "out"
     seen = {}
     watcher = threading.Thread(target=kill_when_running, args=(out / "subjects" / VICTIM, seen), daemon=True)

@@ -16,25 +16,13 @@ from tvb_torchfit.runs.folder import load_fitted_simulator
 
 pytest.importorskip("distributed", reason='the [cohort] extra is not installed: pip install "tvb_torchfit[cohort]"')
 
-BAD = """
-[[subjects.list]]
-name = "bad"
-weights = "bad/sc.csv"
-tract_lengths = "bad/lengths.npy"
-bold = "bad/bold.npy"
-"""
 GOOD = ("sub-0", "sub-1", "sub-2")
 
 
 @pytest.fixture(scope="module")
 def cohorts(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cohort_batch")
-    path = rh.write_cohort(folder, text=rh.COHORT + BAD)
-    (folder / "bad").mkdir()
-    bad = rh.write_data(folder / "bad", seed=9)
-    arr = np.load(bad / "bold.npy")
-    arr[10, 2] = np.nan                                     # malformed: a NaN in the BOLD
-    np.save(bad / "bold.npy", arr)
+    path = rh.write_cohort_with_bad_subject(folder)          # + "bad": a NaN in its BOLD
     codes = {}
     for name, batch in (("alone", 1), ("batched", 4)):
         codes[name] = cli.main(["cohort", str(path), "--workers", "2", "--out", str(folder / name), "--quiet",
