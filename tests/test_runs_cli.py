@@ -101,8 +101,9 @@ def test_validate_again_gives_the_same_report(run):
 
 
 def test_rerun_with_the_same_seed_gives_identical_values(run, tmp_path):
-    """A run and its rerun, as a user runs them: the same command, each in a new process. (Two runs inside one
-    long-lived process can differ in the last bit, depending on what ran before; see the issue note.)"""
+    """A run and its rerun, as a user runs them: the same command, each in a new process. (Runs inside one
+    process differed in the last bit while the map coefficients' start came from LAPACK's gelsy, whose result
+    depended on the heap; tests/test_param_maps.py guards the fix.)"""
     import os
     import subprocess
     import sys

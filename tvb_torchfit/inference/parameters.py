@@ -192,7 +192,10 @@ class ParameterSet(torch.nn.Module):
             if p.maps is not None:
                 design = self._design(name, p, n_nodes)
                 self.register_buffer(f"design_{i}", design)
-                theta = torch.linalg.lstsq(design, theta.unsqueeze(1)).solution[:, 0]
+                # gelsd (SVD), not torch's CPU default gelsy: gelsy's result here depends on the state of the
+                # heap (its last bits differ between calls on the same input), so a resumed or repeated fit
+                # would not start from bit-identical coefficients (tests/test_param_maps.py)
+                theta = torch.linalg.lstsq(design, theta.unsqueeze(1), driver="gelsd").solution[:, 0]
             self.register_parameter(f"theta_{i}", torch.nn.Parameter(theta))
 
     @staticmethod
