@@ -5,9 +5,11 @@
     python benchmarks/bench_batch.py /tmp/synth16                        # stage fits: unbatched vs B = 1, 4, 8, 16
     python benchmarks/bench_batch.py /tmp/synth16 --recipe               # the same with the recipe's two stages
     python benchmarks/bench_batch.py /tmp/synth16 --cohort               # + end to end: tvb-torchfit cohort, 2 workers
+    python benchmarks/bench_batch.py demos/hcp_cohort.toml --batches 7   # the stage fits of a cohort file's subjects
 
 Stage fits: the subjects' linear stages (the cohort's run.toml, or with ``--recipe`` the package's default recipe:
-global G with J_i following FIC, then region-wise nsig), from the same start, G_c computed beforehand (it is per
+global G with J_i following FIC, then region-wise nsig; or the stages of each subject of a cohort file), from the
+same start, G_c computed beforehand (it is per
 subject either way and not part of the timing; its time is printed). Unbatched: ``fit_stages`` per subject; batched:
 ``fit_stages_batch`` on consecutive groups of B subjects. Each variant is timed ``--repeats`` times (interleaved);
 printed: the median wall time per subject and the ratio unbatched / batched (above 1: batching is faster).
@@ -30,29 +32,41 @@ import warnings
 import torch
 
 
-def load_subjects(folder: str, recipe: bool):
-    from tvb_torchfit.analyzers.critical import critical_coupling
+def subject_configs(source: str, recipe: bool):
+    """[(run config, folder its relative paths are read from)] of the subjects: a cohort file's resolved subjects
+    (``runs.cohort_config.load_cohort``), or a synthetic cohort folder's subjects with its run.toml (with ``recipe``:
+    run.toml without its stages, i.e. the package's default recipe)."""
+    from tvb_torchfit.runs.cohort_config import load_cohort
     from tvb_torchfit.runs.config import load_config
+    if source.endswith(".toml"):
+        return [(task.load(), os.path.dirname(task.config)) for task in load_cohort(source).tasks]
+    run = os.path.join(source, "run.toml")
+    if recipe:                          # run.toml without its stages: the default recipe's stages apply
+        text = open(run).read().split("[[stages]]")[0]
+        run = os.path.join(source, "run_recipe.toml")
+        with open(run, "w") as f:
+            f.write(text)
+    out = []
+    for d in sorted(glob.glob(os.path.join(source, "subjects", "sub-*"))):
+        sets = [f'data.{k}="{d}/{f}"' for k, f in (("weights", "sc.csv"), ("tract_lengths", "lengths.npy"),
+                                                     ("region_labels", "labels.txt"), ("bold", "bold.npy"))]
+        out.append((load_config(run, sets), d))
+    return out
+
+
+def load_subjects(source: str, recipe: bool):
+    from tvb_torchfit.analyzers.critical import critical_coupling
     from tvb_torchfit.runs.inputs import build_simulator, load_inputs, stage_maps
     from tvb_torchfit.runs.pipeline import to_stages
     from tvb_torchfit.simulator.adapter import read_simulator
     subjects, t_gc = [], 0.0
-    run = os.path.join(folder, "run.toml")
-    if recipe:                          # run.toml without its stages: the default recipe's stages apply
-        text = open(run).read().split("[[stages]]")[0]
-        run = os.path.join(folder, "run_recipe.toml")
-        with open(run, "w") as f:
-            f.write(text)
-    for d in sorted(glob.glob(os.path.join(folder, "subjects", "sub-*"))):
-        sets = [f'data.{k}="{d}/{f}"' for k, f in (("weights", "sc.csv"), ("tract_lengths", "lengths.npy"),
-                                                     ("region_labels", "labels.txt"), ("bold", "bold.npy"))]
-        cfg = load_config(run, sets)
-        inputs = load_inputs(cfg, d)
+    for cfg, where in subject_configs(source, recipe):
+        inputs = load_inputs(cfg, where)
         sim = build_simulator(cfg, inputs)
         t0 = time.perf_counter()
         G_c = critical_coupling(read_simulator(sim), cfg.run.fic_rate)
         t_gc += time.perf_counter() - t0
-        subjects.append((sim, inputs.train_fc, inputs.train_bold, to_stages(cfg, stage_maps(cfg, inputs, d)), G_c))
+        subjects.append((sim, inputs.train_fc, inputs.train_bold, to_stages(cfg, stage_maps(cfg, inputs, where)), G_c))
     return subjects, t_gc / len(subjects)
 
 
@@ -107,12 +121,15 @@ def cohort(args):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("folder", help="a synthetic cohort (demos/synthetic_cohort.py --out FOLDER)")
+    ap.add_argument("folder", help="a synthetic cohort (demos/synthetic_cohort.py --out FOLDER) or a cohort file "
+                                   "(.toml; stage fits only)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8, 16])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--recipe", action="store_true", help="the default recipe's two stages instead of run.toml's")
     ap.add_argument("--cohort", action="store_true", help="also the end-to-end cohort throughput")
     args = ap.parse_args(argv)
+    if args.cohort and args.folder.endswith(".toml"):
+        ap.error("--cohort needs a synthetic cohort folder (its cohort.toml is run twice, with fresh output folders)")
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     stage_fits(args)
