@@ -403,6 +403,27 @@ def test_non_finite_gradient_is_taken_back_by_the_linear_method(sim, target, mon
     assert res.provenance["retreats"] == 1
 
 
+def test_a_point_with_a_non_finite_gradient_is_left_by_going_back_a_step(sim, target, monkeypatch):
+    """A non-finite gradient that belongs to a point (as eig's backward at a degenerate spectrum does), not to a call:
+    going back to that same point would meet it again (the fit failed after MAX_RETREATS); the step that reached it
+    is taken back, and the fit goes on elsewhere."""
+    original, seen = estimators.LinearEstimator.prediction, {"n": 0, "bad": None}
+
+    def patched(self, values, *args):
+        pred = original(self, values, *args)
+        seen["n"] += 1
+        if seen["n"] == 3:                             # the third point visited has no usable gradient, ever
+            seen["bad"] = values["G"].detach().clone()
+        if seen["bad"] is not None and torch.equal(values["G"].detach(), seen["bad"]):
+            pred.fc = pred.fc + torch.sqrt(values["G"] - values["G"]).sum()
+        return pred
+    monkeypatch.setattr(estimators.LinearEstimator, "prediction", patched)
+    res = tvb_torchfit.fit(sim, target, PARAMS, method="linear", n_steps=6, lr=0.05, progress=False)
+    G = np.concatenate(res.history["params"]["G"])
+    assert G.size == 6 and np.isfinite(G).all() and res.provenance["retreats"] == 1
+    assert np.sum(G == float(seen["bad"][0])) == 1     # reached once (step 2's record), never stepped from
+
+
 def test_non_finite_gradient_of_the_twin_is_a_clear_error(sim, target, monkeypatch):
     _nan_gradient_once(monkeypatch, estimators.TwinEstimator, "predict", at_call=2)
     with pytest.raises(ParameterError, match="gradient of G.* is not finite"):

@@ -118,7 +118,8 @@ class LinearEstimator:
 
     def __init__(self, spec: SimulatorSpec, cfg, pset, optimizer):
         self.spec, self.cfg, self.pset, self.optimizer = spec, cfg, pset, optimizer
-        self.last = None                 # (pset, optimizer) state dicts at the last accepted step
+        self.last = None                 # (pset, optimizer) state dicts at the last accepted step's point
+        self.before_last = None          # the same one step earlier: where a non-finite gradient goes back to
         self.fixed_point: Optional[torch.Tensor] = None      # warm start of the next step's fixed point
         self.retreats = 0
 
@@ -160,13 +161,17 @@ class LinearEstimator:
         return None
 
     def bad_gradient(self, names) -> None:
-        """A non-finite gradient of ``names`` (e.g. eig's backward at nearly equal eigenvalues): the step is taken
-        back as past the bifurcation is (``retreat``); None."""
+        """A non-finite gradient of ``names`` (e.g. eig's backward at nearly equal eigenvalues) belongs to the current
+        point, the last accepted one: going back there would meet it again. The step that reached it is taken back
+        instead (``retreat`` to the point before, with a halved learning rate, so the next step lands elsewhere);
+        None. At the start point there is nothing to go back to (``FixedPointError``)."""
+        self.last = self.before_last
         return self.retreat(FixedPointError(f"non-finite gradient of {', '.join(names)}"))
 
     def prediction(self, values: Dict[str, torch.Tensor], fc: torch.Tensor, info: LinearInfo) -> Prediction:
         """The step's ``Prediction`` from the FC and ``LinearInfo`` at ``values``; the step is remembered as the
         last accepted one and its fixed point warm-starts the next."""
+        self.before_last = self.last
         self.last = (copy.deepcopy(self.pset.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
         self.fixed_point = info.fixed_point.detach()
         return Prediction(fc=fc, variance=torch.diagonal(info.covariance), lambda_max=info.lambda_max,
@@ -179,7 +184,9 @@ class LinearEstimator:
         return fic_J_i(self.spec, values, target_rate=self.cfg.fic_rate)
 
     def state_dict(self) -> Dict:
-        return {"last": self.last, "fixed_point": self.fixed_point, "retreats": self.retreats}
+        return {"last": self.last, "before_last": self.before_last, "fixed_point": self.fixed_point,
+                "retreats": self.retreats}
 
     def load_state_dict(self, state: Dict) -> None:
         self.last, self.fixed_point, self.retreats = state["last"], state["fixed_point"], int(state["retreats"])
+        self.before_last = state.get("before_last")
