@@ -169,3 +169,40 @@ def test_linear_bold_fc_predicts_tvb_fc_excinh_connectivity_76():
     r = np.corrcoef(fc_lin.detach().numpy()[iu], fc_tvb[iu])[0, 1]
     print(f"linear BOLD FC vs TVB FC (300 s): r = {r:.3f}")
     assert r > 0.8
+
+
+# ------------------------------------------------------------------- eigendecomposition's backward
+def _lyapunov_objective_eig(lam, V):
+    """A smooth function of A computed through its eigendecomposition: the stationary covariance C of
+    dx = (A - 5) x dt + dW (C = V K V^H, K_ab = -(V^-1 V^-H)_ab / (lambda_a + conj lambda_b - 10)), sum C^2 + tr A."""
+    Vinv = torch.linalg.inv(V)
+    K = -(Vinv @ Vinv.conj().T) / (lam.unsqueeze(-1) + lam.conj().unsqueeze(-2) - 10)
+    return (V @ K @ V.conj().T).real.pow(2).sum() + lam.real.sum()
+
+
+def _lyapunov_objective_direct(A):
+    """The same function without any eigendecomposition: (A_s kron I + I kron A_s) vec C = -vec I."""
+    n = A.shape[0]
+    I = torch.eye(n, dtype=A.dtype)
+    As = A - 5 * I
+    C = torch.linalg.solve(torch.kron(As, I) + torch.kron(I, As), -I.reshape(-1)).reshape(n, n)
+    return C.pow(2).sum() + torch.trace(A)
+
+
+def test_eig_backward_is_torchs_and_stays_finite_at_degenerate_eigenvalues():
+    """linear._Eig: torch's own backward away from degeneracy (to the last bit here); where two identical blocks
+    (two identical unconnected nodes) give exactly equal eigenvalues torch's backward is inf / NaN, ours equals the
+    gradient of the same function computed without eig."""
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(6, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    ours, = torch.autograd.grad(_lyapunov_objective_eig(*linear._Eig.apply(A)), A)
+    theirs, = torch.autograd.grad(_lyapunov_objective_eig(*torch.linalg.eig(A)), A)
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda a: _lyapunov_objective_eig(*linear._Eig.apply(a)), (A,))
+    B = torch.randn(2, 2, dtype=torch.float64, generator=g)
+    D = torch.block_diag(B, B, torch.randn(3, 3, dtype=torch.float64, generator=g)).requires_grad_(True)
+    theirs, = torch.autograd.grad(_lyapunov_objective_eig(*torch.linalg.eig(D)), D)
+    assert not torch.isfinite(theirs).all()                  # the failure this guards against
+    ours, = torch.autograd.grad(_lyapunov_objective_eig(*linear._Eig.apply(D)), D)
+    direct, = torch.autograd.grad(_lyapunov_objective_direct(D), D)
+    torch.testing.assert_close(ours, direct, rtol=1e-9, atol=1e-9)

@@ -43,8 +43,9 @@ The linear model
      autograd Function (rho is holomorphic, its backward uses rho').
    FC = Cov / sqrt(diag diag^T). For FC only relative noise between variables matters (nsig's scale
    cancels), but nsig is differentiable anyway.
-   ``torch.linalg.eig``'s backward needs distinct eigenvalues; a generic heterogeneous connectome has
-   them, exactly symmetric toy networks may not.
+   ``torch.linalg.eig``'s backward needs distinct eigenvalues; identical nodes (unconnected regions, symmetric
+   toy networks) have equal ones, so the eigendecomposition's backward here (``_Eig``) gives degenerate pairs a
+   zero weight instead of inf / NaN.
 
 Batches (``linear_fc_batch``): B networks of the same model, node count, dt and Bold kernel, each with its own
 weights and parameter values (``linear_network`` of each), in one pass: ``analyzers.network.stack_networks``,
@@ -182,6 +183,44 @@ def bold_filter_autocorrelation(net: LinearNetwork) -> np.ndarray:
     return np.fft.irfft(f * np.conj(f), size)[:L]
 
 
+EIG_BROADENING = 1e-12              # relative to max |lambda|: eigenvalue gaps below it count as degenerate
+
+
+class _Eig(torch.autograd.Function):
+    """``torch.linalg.eig`` whose backward stays finite where eigenvalues coincide.
+
+    The reverse-mode formula is torch's own (``gA = V^{-H} (diag(g_lambda) + (V^H gV - V^H V diag(Re V^H gV)) / E*)
+    V^H``, E_ij = lambda_j - lambda_i, the real part for a real A) with ``1 / E*_ij`` replaced by
+    ``E_ij / (|E_ij|^2 + delta^2)``, delta = ``EIG_BROADENING`` x max |lambda|: the same away from degeneracy, 0 at it.
+    Exactly equal eigenvalues are not rare here: identical nodes (e.g. two unconnected regions, as connectivity_76's
+    37 and 75) have identical local eigenvalues, and LAPACK returns them equal or 1 ulp apart depending on the last
+    bits of A, where torch's backward gives inf / NaN. The covariance computed from them does not depend on the basis
+    chosen inside a degenerate eigenspace, so those pairs contribute nothing (numerator and broadened weight ~0)."""
+
+    @staticmethod
+    def forward(ctx, A):
+        lam, V = torch.linalg.eig(A)
+        ctx.save_for_backward(lam, V)
+        ctx.real_input = not A.is_complex()
+        return lam, V
+
+    @staticmethod
+    def backward(ctx, g_lam, g_V):
+        lam, V = ctx.saved_tensors
+        Vh = V.conj().transpose(-1, -2)
+        inner = torch.zeros_like(V)
+        if g_V is not None:
+            E = lam.unsqueeze(-2) - lam.unsqueeze(-1)                            # E_ij = lambda_j - lambda_i
+            delta = EIG_BROADENING * lam.abs().amax(dim=-1, keepdim=True).unsqueeze(-1)
+            VhgV = Vh @ g_V
+            inner = (VhgV - (Vh @ V) * VhgV.diagonal(dim1=-2, dim2=-1).real.unsqueeze(-2)) * (
+                E / (E.abs() ** 2 + delta ** 2))
+        if g_lam is not None:
+            inner = inner + torch.diag_embed(g_lam)
+        gA = torch.linalg.solve(Vh, inner @ Vh)
+        return gA.real if ctx.real_input else gA
+
+
 class _Rho(torch.autograd.Function):
     """rho(lambda) = R(0)/2 + sum_{m>=1} R(m) exp(lambda m dt), holomorphic, and rho'(lambda).
 
@@ -241,7 +280,7 @@ def _covariance(net: LinearNetwork, state: Tensor, bold: bool) -> Tuple[Tensor, 
     """(FC, covariance, eigenvalues of A) at the fixed point ``state`` (nvar, N, B) (differentiable); shapes (N, N),
     (N, N), (M,) for one network, with a leading B for stacked ones (module docstring, 3.)."""
     A = NetworkSystem(net.network.problem).linearize(state, create_graph=True)[1]
-    lam, V = torch.linalg.eig(A)
+    lam, V = _Eig.apply(A)
     n, v = net.n_nodes, net.variable
     Vinv = torch.linalg.inv(V)
     q = (2.0 * net.nsig).flatten(-2).to(V.dtype)                                # Q = diag(2 nsig)
