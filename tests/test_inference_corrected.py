@@ -1,0 +1,110 @@
+"""inference/corrected.py: the linear fit with the linearisation's bias removed by the twin (``fit_corrected``).
+
+References are independent of the code under test: the corrected targets against the formula written out, the twin's
+statistics against ``numpy.corrcoef`` / ``numpy.var`` of a ``from_tvb`` run, and the fixed point of the correction
+against a "twin" whose bias is known exactly (the linear model at 1.1 x G), where the corrected fit must land at
+G_true / 1.1 while the plain linear fit lands at G_true.
+"""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+warnings.filterwarnings("ignore", module="tvb")
+
+import tvb_torchfit  # noqa: E402
+from tests.test_linear import small_sim  # noqa: E402
+from tvb_torchfit.errors import ParameterError  # noqa: E402
+from tvb_torchfit.inference import corrected  # noqa: E402
+from tvb_torchfit.roundtrip.writeback import apply_params, clone_simulator, read_params  # noqa: E402
+
+FIT = dict(n_steps=60, lr=0.1, rmse_weight=1.0, progress=False)
+BOUNDS = {"G": (0.05, 0.6)}
+G_TRUE = 0.2                                  # small_sim's ExcInh G
+
+
+def test_corrected_targets_move_fc_in_fisher_z_and_variance_per_node():
+    rng = np.random.default_rng(0)
+    d, s, lin = (np.full((3, 3), v) for v in (0.5, 0.3, 0.2))
+    for m in (d, s, lin):
+        np.fill_diagonal(m, 1.0)
+    bold = rng.standard_normal((50, 3))
+    s_var, l_var = np.array([1.0, 2.0, 4.0]), np.array([2.0, 2.0, 1.0])
+    fc, new_bold = corrected.corrected_targets(d, bold, (s, s_var), (lin, l_var))
+    want = np.tanh(np.arctanh(0.5) - np.arctanh(0.3) + np.arctanh(0.2))
+    np.testing.assert_allclose(fc[0, 1], want, rtol=1e-12)
+    np.testing.assert_array_equal(np.diag(fc), 1.0)
+    np.testing.assert_allclose(new_bold.var(axis=0), bold.var(axis=0) * l_var / s_var, rtol=1e-12)
+    np.testing.assert_allclose(np.corrcoef(new_bold.T), np.corrcoef(bold.T), atol=1e-12)   # FC of the BOLD kept
+    same_fc, same_bold = corrected.corrected_targets(d, bold, (lin, l_var), (lin, l_var))
+    np.testing.assert_allclose(same_fc, d, atol=1e-7)
+    np.testing.assert_allclose(same_bold, bold, rtol=1e-12)
+
+
+def test_simulated_statistics_are_the_twins_fc_and_variance():
+    sim = small_sim("ExcInh")
+    fc, var = corrected.simulated_statistics(sim, length_ms=30e3, batch=2, seed=3, discard_ms=10e3)
+    twin = tvb_torchfit.from_tvb(sim, batch=2, seed=3)
+    with torch.no_grad():
+        (_, bold), = twin.run(simulation_length=30e3)
+    b = bold[:, int(np.ceil(10e3 / 720.0)):, 0, :, 0].numpy()
+    np.testing.assert_allclose(fc, np.mean([np.corrcoef(x.T) for x in b], axis=0), atol=1e-7)
+    np.testing.assert_allclose(var, np.mean([x.var(axis=0) for x in b], axis=0), rtol=1e-10)
+
+
+def _at(sim, G):
+    return apply_params(clone_simulator(sim), {"G": np.array([G])})
+
+
+def _biased_twin(monkeypatch, factor):
+    """The "twin" is the linear model at factor x G: a bias known exactly."""
+    def fake(sim, **_):
+        return corrected.linear_statistics(_at(sim, factor * float(read_params(sim)["G"][0])))
+    monkeypatch.setattr(corrected, "simulated_statistics", fake)
+
+
+def test_the_correction_lands_where_the_twin_matches_the_target(monkeypatch):
+    truth = small_sim("ExcInh")
+    target_fc, _ = corrected.linear_statistics(truth)
+    start = _at(truth, 0.14)
+    plain = tvb_torchfit.fit(start, target_fc, BOUNDS, method="linear", **FIT)
+    assert float(plain.params["G"][0]) == pytest.approx(G_TRUE, rel=0.01)
+    _biased_twin(monkeypatch, 1.1)
+    result = corrected.fit_corrected(start, target_fc, BOUNDS, rounds=6, tol=1e-3, **FIT)
+    assert float(result.params["G"][0]) == pytest.approx(G_TRUE / 1.1, rel=0.01)
+    rounds = result.provenance["corrections"]
+    assert rounds[0]["params"]["G"] == pytest.approx(plain.params["G"].tolist())   # round 0 is the plain fit
+    assert len(rounds) >= 3 and rounds[-1]["moved"] < rounds[1]["moved"]
+
+
+def test_without_bias_the_corrected_fit_is_the_linear_fit_and_stops(monkeypatch):
+    truth = small_sim("ExcInh")
+    target_fc, _ = corrected.linear_statistics(truth)
+    start = _at(truth, 0.14)
+    _biased_twin(monkeypatch, 1.0)
+    result = corrected.fit_corrected(start, target_fc, BOUNDS, rounds=5, **FIT)
+    plain = tvb_torchfit.fit(start, target_fc, BOUNDS, method="linear", **FIT)
+    rounds = result.provenance["corrections"]
+    assert len(rounds) == 2 and rounds[1]["moved"] < 0.01                  # stopped at the first unchanged round
+    np.testing.assert_allclose(result.params["G"], plain.params["G"], rtol=1e-3)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(method="twin"), "method='twin'"),
+    (dict(rounds=-1), "rounds"),
+    (dict(correction_ms=0.0), "correction_ms"),
+    (dict(correction_batch=0), "correction_batch"),
+    (dict(tol=-1.0), "tol"),
+])
+def test_bad_settings_are_refused(kwargs, match):
+    sim = small_sim("ExcInh")
+    fc, _ = corrected.linear_statistics(sim)
+    with pytest.raises(ParameterError, match=match):
+        corrected.fit_corrected(sim, fc, BOUNDS, progress=False, **kwargs)
+
+
+def test_a_correction_run_too_short_for_the_transient_is_refused():
+    sim = small_sim("ExcInh")
+    with pytest.raises(ParameterError, match="correction_ms"):
+        corrected.simulated_statistics(sim, length_ms=21e3, batch=1, seed=0)
