@@ -6,6 +6,8 @@ Public API:
 * ``compare(sim, simulation_length)`` -> ``Comparison``: run TVB and its twin from the same start and
   report, per monitor, the largest differences and the wall time of each.
 * ``fit(sim, target_fc, params={...})`` -> ``FitResult`` (``.params``, ``.apply(sim)``, ``.save``, ``.load``).
+* ``fit_corrected(sim, target_fc, params={...}, target_bold=...)`` -> ``FitResult``: linear fits whose bias against
+  the stochastic twin is measured and removed round by round (``tvb_torchfit.inference.corrected``).
 * ``validate(sim, target_fc, simulation_length=...)`` -> ``ValidationReport``: TVB's own integrator and
   Bold monitor, fresh noise seeds, FC agreement with the target (``.fc_corr``) and a figure.
 * ``load_hcp_subject(subject_id, **steps)`` / ``load_subject(weights, bold, ...)`` -> ``Subject``
@@ -20,6 +22,7 @@ from .data.datasets import Subject, hcp_subjects, load_bold, load_connectivity, 
 from .data.preprocessing import preprocess
 from .errors import (ConfigError, DataError, MissingExtraError, NotConfiguredError, ParameterError, TVBTorchFitError,
                      UnsupportedTVBObject)
+from .inference.corrected import fit_corrected
 from .inference.fitting import FitResult, fit
 from .inference.parameters import Param
 from .roundtrip.compare import Comparison, compare
@@ -29,7 +32,7 @@ from .runs.folder import load_fitted_simulator
 from .simulator import TorchSimulator, from_tvb, read_simulator
 from .version import __version__
 
-__all__ = ["from_tvb", "compare", "Comparison", "TorchSimulator", "fit", "FitResult", "Param", "validate",
+__all__ = ["from_tvb", "compare", "Comparison", "TorchSimulator", "fit", "fit_corrected", "FitResult", "Param", "validate",
            "ValidationReport", "apply_params", "clone_simulator", "TVBTorchFitError", "UnsupportedTVBObject",
            "NotConfiguredError", "ParameterError", "Subject", "hcp_subjects", "load_hcp_subject", "load_subject",
            "load_connectivity", "load_bold", "load_fc", "preprocess", "DataError", "MissingExtraError",

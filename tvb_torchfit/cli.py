@@ -78,7 +78,7 @@ def _demo_fit(args) -> int:
     checks.writable_folder(args.out, "--out")
     lengths = {k: v for k, v in (("target_ms", args.target_ms), ("validate_ms", args.validate_ms),
                                  ("n_steps", args.steps)) if v is not None}
-    run(args.out, quick=args.quick, compile=not args.no_compile, processes=args.processes, **lengths)
+    run(args.out, quick=args.quick, processes=args.processes, **lengths)
     return 0
 
 
@@ -228,14 +228,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                                              "TVB validation" + (" (alias of demo)" if name != "demo" else ""))
         fit_demo.add_argument("--out", default="out/demo", help="output folder (figure, fit.json, summary.json)")
         fit_demo.add_argument("--quick", action="store_true", help="a short smoke run (not a meaningful fit)")
-        fit_demo.add_argument("--no-compile", action="store_true", help="eager PyTorch (no torch.compile)")
         fit_demo.add_argument("--processes", type=_positive(int), default=2,
                               help="TVB runs at once in forked processes (target with ceiling, validation seeds)")
         fit_demo.add_argument("--target-ms", type=_positive(float), metavar="MS",
                               help="length of TVB's target and ceiling runs, ms (default 600000)")
         fit_demo.add_argument("--validate-ms", type=_positive(float), metavar="MS",
                               help="length of each TVB validation run, ms (default 600000)")
-        fit_demo.add_argument("--steps", type=_positive(int), help="optimiser steps (default 40)")
+        fit_demo.add_argument("--steps", type=_positive(int), help="optimiser steps of each linear fit (default 60)")
         fit_demo.set_defaults(func=_demo_fit)
     parity = sub.add_parser("parity", help="TVB and its torch twin side by side on connectivity_76")
     parity.add_argument("--quick", action="store_true", help="only the two 1 s deterministic cases")
