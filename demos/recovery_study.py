@@ -8,12 +8,11 @@ fitted values against the target and the seed-to-seed ceiling.
     python demos/recovery_study.py --out out/recovery --params G w_p noise.nsig        # the three-parameter case
 
 Per connectome: the truth is the demo's (``demo.TRUTH``: G 0.075, w_p 0.6; J_i 1, nsig 1e-4, dt 1 ms, TR 720 ms,
-weights / max, 3 mm/ms, low start) with G scaled to the same fraction of the connectome's low-state stability limit
-(the largest G at which the linearised network's low fixed point is stable, w_p at the truth) as 0.075 is of
-connectivity_76's. Per target seed s: TVB runs the truth for ``--target-ms`` with seed s (the target) and s + 1000
+weights / max, 3 mm/ms, low start); on another connectome G is the coupling at which the linearised low state has
+the mean FC connectivity_76 has at the demo's truth (``truth_for``). Per target seed s: TVB runs the truth for ``--target-ms`` with seed s (the target) and s + 1000
 (the ceiling: r of the two FCs). Per start direction and fit seed (the twin's correction seed): ``fit_corrected``
-(FC log-correlation + FC RMSE + BOLD variance terms, ``--rounds`` corrections of ``--correction-ms`` x
-``--correction-batch`` twin runs), then one TVB run of ``--target-ms`` at the fitted values (seed 5000 + s) scored
+(the demo's protocol ``demo.CORRECTED``: FC log-correlation + FC RMSE + BOLD variance terms, up to ``--rounds``
+corrections of ``--correction-ms`` x ``--correction-batch`` twin runs), then one TVB run of ``--target-ms`` at the fitted values (seed 5000 + s) scored
 against the target. Each row is written to ``OUT/<connectome>/rows/*.json`` as it finishes (atomically; a rerun
 skips done rows); ``OUT/<connectome>/table.md`` is the table. ``--processes`` rows run at once (forked processes).
 Units: ms.
@@ -48,29 +47,51 @@ def simulator(connectome, G, w_p, nsig=None, seed=42):
     return demo.demo_simulator(G=G, w_p=w_p, seed=seed, connectome=connectome, **s)
 
 
-def stability_limit(connectome, w_p, lo=1e-3, hi=5.0, rtol=1e-4) -> float:
-    """The largest G at which the linearised network's low fixed point is stable (bisection)."""
+def linear_mean_fc(connectome, G, w_p) -> float:
+    """Mean off-diagonal FC of the linearised network (``analyzers.linear``) in the low state reached from the low
+    start (NaN where that relaxation finds no stable fixed point)."""
+    from tvb_torchfit import stats
     from tvb_torchfit.analyzers.linear import linear_bold_fc
     from tvb_torchfit.analyzers.network import FixedPointError
     from tvb_torchfit.simulator.adapter import read_simulator
+    try:
+        fc, _ = linear_bold_fc(read_simulator(simulator(connectome, G, w_p)))
+    except FixedPointError:
+        return float("nan")
+    return float(np.mean(stats.upper(fc.detach().numpy())))
 
-    def stable(G):
-        try:
-            linear_bold_fc(read_simulator(simulator(connectome, G, w_p)))
-            return True
-        except FixedPointError:
-            return False
-    while hi - lo > rtol * lo:
+
+def matched_coupling(connectome, w_p, level, factor=1.05, bisections=10) -> float:
+    """The smallest G at which the linearised low state's mean FC reaches ``level``: scanned upward from
+    0.3 x 0.983 / (mean row sum of the weights / max) in steps of ``factor``, then bisected. Above the low state's
+    saddle-node the network jumps to another branch (its FC falls): reaching that first is an error."""
+    from tvb.datatypes.connectivity import Connectivity
+    c = Connectivity.from_file(connectome)
+    lo = 0.3 * 0.983 / float(np.mean((c.weights / c.weights.max()).sum(axis=1)))
+    prev = linear_mean_fc(connectome, lo, w_p)
+    while True:
+        hi = lo * factor
+        fc = linear_mean_fc(connectome, hi, w_p)
+        if not np.isfinite(fc) or fc < 0.5 * prev:
+            raise RuntimeError(f"{connectome}: the low state's mean FC does not reach {level:.3f} before it ends "
+                               f"(G {hi:.4g})")
+        if fc >= level:
+            break
+        lo, prev = hi, fc
+    for _ in range(bisections):
         mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if stable(mid) else (lo, mid)
-    return lo
+        lo, hi = (mid, hi) if linear_mean_fc(connectome, mid, w_p) < level else (lo, mid)
+    return hi
 
 
 def truth_for(connectome):
+    """The demo's truth; on another connectome G is the coupling at which its linearised low state has the mean FC
+    the reference (connectivity_76) has at the demo's truth: the same regime, near the low state's end."""
     from tvb_torchfit import demo
     truth = dict(demo.TRUTH)
     if connectome != REFERENCE:
-        truth["G"] *= stability_limit(connectome, truth["w_p"]) / stability_limit(REFERENCE, truth["w_p"])
+        level = linear_mean_fc(REFERENCE, truth["G"], truth["w_p"])
+        truth["G"] = matched_coupling(connectome, truth["w_p"], level)
     return truth
 
 
@@ -97,7 +118,7 @@ def one_row(job):
     warnings.filterwarnings("ignore")
     import torch
     torch.set_num_threads(1)
-    from tvb_torchfit import stats
+    from tvb_torchfit import demo, stats
     from tvb_torchfit.files import atomic_write
     from tvb_torchfit.inference.corrected import fit_corrected
     from tvb_torchfit.roundtrip.validation import run_tvb_bold
@@ -113,18 +134,18 @@ def one_row(job):
                direction=job["direction"], truth=truth, start=dict(start, **({"noise.nsig": nsig} if nsig else {})),
                ceiling_r=ceiling)
     try:
+        protocol = dict(demo.CORRECTED, rounds=a.rounds, correction_ms=a.correction_ms,
+                        correction_batch=a.correction_batch, correction_seed=job["fit_seed"])
         result = fit_corrected(simulator(a.connectome, nsig=nsig, **start), target_fc,
-                               {k: BOUNDS[k] for k in a.params}, target_bold=bold, rounds=a.rounds,
-                               correction_ms=a.correction_ms, correction_batch=a.correction_batch,
-                               correction_seed=job["fit_seed"], n_steps=60, lr=0.05, rmse_weight=1.0,
-                               variance_weight=1.0, progress=False)
+                               {k: BOUNDS[k] for k in a.params}, target_bold=bold, progress=False, **protocol)
         fitted = {k: float(np.ravel(v)[0]) for k, v in result.params.items() if k in a.params or
                   (k == "nsig" and "noise.nsig" in a.params)}
         row["fit_s"] = time.time() - t0
         true = dict(truth, **({"noise.nsig": settings()["nsig"]} if "noise.nsig" in a.params else {}))
         fitted = {("noise.nsig" if k == "nsig" else k): v for k, v in fitted.items()}
         row.update(fitted=fitted, error={k: fitted[k] / true[k] - 1 for k in fitted},
-                   rounds=len(result.provenance["corrections"]))
+                   rounds=len(result.provenance["corrections"]), corrections=result.provenance["corrections"],
+                   protocol=protocol)
         sim = result.apply(simulator(a.connectome, nsig=nsig, **start))
         tvb_bold, = run_tvb_bold(sim, simulation_length=a.target_ms, seeds=(5000 + job["target_seed"],))
         tvb_bold = np.asarray(tvb_bold)[int(np.ceil(20000.0 / settings()["tr"])):]
@@ -178,7 +199,7 @@ def main(argv=None):
     ap.add_argument("--target-ms", type=float, default=600e3, help="ms of each TVB run (target, ceiling, validation)")
     ap.add_argument("--correction-ms", type=float, default=300e3, help="ms of each twin run of a correction")
     ap.add_argument("--correction-batch", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--processes", type=int, default=2)
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
