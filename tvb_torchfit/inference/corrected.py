@@ -105,8 +105,9 @@ def fit_corrected(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bol
     for k in range(rounds + 1):
         result = fit(current, fc_k, params, target_bold=bold_k, progress=progress, **settings)
         fitted = result.apply(clone_simulator(sim))
-        moved = None if previous is None else max(
-            float(np.max(np.abs(result.params[n] - previous[n]) / np.abs(previous[n]))) for n in previous)
+        moved = None if previous is None else max(          # relative change; a value at 0 counts absolutely
+            float(np.max(np.abs(result.params[n] - previous[n]) / np.maximum(np.abs(previous[n]), 1.0e-12)))
+            for n in previous)
         entry = {"round": k, "params": {n: v.tolist() for n, v in result.params.items()}, "moved": moved}
         record.append(entry)
         if k == rounds or (moved is not None and moved < tol):
