@@ -138,11 +138,9 @@ def one_row(job):
                         correction_batch=a.correction_batch, correction_seed=job["fit_seed"])
         result = fit_corrected(simulator(a.connectome, nsig=nsig, **start), target_fc,
                                {k: BOUNDS[k] for k in a.params}, target_bold=bold, progress=False, **protocol)
-        fitted = {k: float(np.ravel(v)[0]) for k, v in result.params.items() if k in a.params or
-                  (k == "nsig" and "noise.nsig" in a.params)}
+        fitted = {k: float(np.ravel(result.params[k])[0]) for k in a.params}
         row["fit_s"] = time.time() - t0
         true = dict(truth, **({"noise.nsig": settings()["nsig"]} if "noise.nsig" in a.params else {}))
-        fitted = {("noise.nsig" if k == "nsig" else k): v for k, v in fitted.items()}
         row.update(fitted=fitted, error={k: fitted[k] / true[k] - 1 for k in fitted},
                    rounds=len(result.provenance["corrections"]), corrections=result.provenance["corrections"],
                    protocol=protocol)

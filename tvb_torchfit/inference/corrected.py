@@ -78,9 +78,9 @@ def corrected_targets(target_fc: np.ndarray, target_bold: Optional[np.ndarray], 
     return fc, bold
 
 
-def fit_corrected(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None, rounds: int = 3,
-                  correction_ms: float = 600e3, correction_batch: int = 4, correction_seed: int = 0,
-                  tol: float = 0.01, progress: bool = True, **settings) -> FitResult:
+def fit_corrected(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None, rounds: int = 8,
+                  correction_ms: float = 300e3, correction_batch: int = 4, correction_seed: int = 0,
+                  tol: float = 0.005, progress: bool = True, **settings) -> FitResult:
     """``fit(method="linear")`` with the linearisation's bias removed by the twin (module docstring).
 
     Arguments as ``fit``'s (``settings``: any ``FitConfig`` field; ``method`` is 'linear'), plus: ``rounds``, the
