@@ -32,6 +32,15 @@ def test_time_steps_are_applied_to_each_half_on_its_own(folder):
         np.testing.assert_allclose(got, pp.zscore(pp.bandpass(part, 0.01, 0.1, tr=720.0)), rtol=1e-12, atol=1e-12)
 
 
+def test_band_passed_halves_give_their_fc(folder):
+    """Band-pass alone (sosfiltfilt's output has negative strides) and the FC of each half: the pipeline's
+    train_fc/test_fc raised a torch stride error before stats accepted any strides."""
+    cfg = load_config(rh.write_config(folder), ["preprocessing.bandpass=[0.01, 0.1]"])
+    inp = load_inputs(cfg, "x")
+    for bold, fc in ((inp.train_bold, inp.train_fc), (inp.test_bold, inp.test_fc)):
+        np.testing.assert_allclose(fc, np.corrcoef(bold.T), atol=1e-12)
+
+
 def test_second_session_and_no_split(folder):
     other = np.random.RandomState(5).standard_normal((100, rh.N))
     np.save(folder / "bold2.npy", other)

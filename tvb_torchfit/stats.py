@@ -50,7 +50,7 @@ def _as_tensor(x: ArrayLike, name: str) -> Tensor:
         arr = np.asarray(x)
         if arr.dtype.kind not in "biuf":
             raise ParameterError(f"{name} must hold real numbers; got a numpy array of dtype {arr.dtype}")
-        return torch.as_tensor(arr.astype(np.float64, copy=False))
+        return torch.as_tensor(np.ascontiguousarray(arr, dtype=np.float64))   # any strides (e.g. sosfiltfilt's)
     raise ParameterError(f"{name} must be a torch.Tensor or a numpy array; got {type(x).__name__}")
 
 
