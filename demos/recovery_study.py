@@ -8,11 +8,12 @@ fitted values against the target and the seed-to-seed ceiling.
     python demos/recovery_study.py --out out/recovery --params G w_p noise.nsig        # the three-parameter case
 
 Per connectome: the truth is the demo's (``demo.TRUTH``: G 0.075, w_p 0.6; J_i 1, nsig 1e-4, dt 1 ms, TR 720 ms,
-weights / max, 3 mm/ms, low start); on another connectome G is the coupling at which the linearised low state has
-the mean FC connectivity_76 has at the demo's truth (``truth_for``). Per target seed s: TVB runs the truth for ``--target-ms`` with seed s (the target) and s + 1000
-(the ceiling: r of the two FCs). Per start direction and fit seed (the twin's correction seed): ``fit_corrected``
-(the demo's protocol ``demo.CORRECTED``: FC log-correlation + FC RMSE + BOLD variance terms, up to ``--rounds``
-corrections of ``--correction-ms`` x ``--correction-batch`` twin runs), then one TVB run of ``--target-ms`` at the fitted values (seed 5000 + s) scored
+weights / max, 3 mm/ms, low start); on another connectome G is the coupling at which the linearised low state's
+mean FC peaks, as it does at the demo's truth on connectivity_76 (``truth_for``). Per target seed s: TVB runs the
+truth for ``--target-ms`` with seed s (the target) and s + 1000 (the ceiling: r of the two FCs). Per start direction
+and fit seed (the twin's correction seed): ``fit_corrected`` (the demo's protocol ``demo.CORRECTED``: FC
+log-correlation + FC RMSE + BOLD variance terms, up to ``--rounds`` corrections of ``--correction-ms`` x
+``--correction-batch`` twin runs), then one TVB run of ``--target-ms`` at the fitted values (seed 5000 + s) scored
 against the target. Each row is written to ``OUT/<connectome>/rows/*.json`` as it finishes (atomically; a rerun
 skips done rows); ``OUT/<connectome>/table.md`` is the table. ``--processes`` rows run at once (forked processes).
 Units: ms.
@@ -61,37 +62,45 @@ def linear_mean_fc(connectome, G, w_p) -> float:
     return float(np.mean(stats.upper(fc.detach().numpy())))
 
 
-def matched_coupling(connectome, w_p, level, factor=1.05, bisections=10) -> float:
-    """The smallest G at which the linearised low state's mean FC reaches ``level``: scanned upward from
-    0.3 x 0.983 / (mean row sum of the weights / max) in steps of ``factor``, then bisected. Above the low state's
-    saddle-node the network jumps to another branch (its FC falls): reaching that first is an error."""
+def peak_coupling(connectome, w_p, factor=1.05, iters=12) -> float:
+    """The coupling G at which the linearised low state's mean FC peaks: scanned upward from
+    0.6 x 0.983 / (mean row sum of the weights / max) in steps of ``factor`` until it falls, then golden-section on
+    log G over the last two steps. Past the peak the low state's most coupled nodes have passed their fold (the
+    relaxation from the low start ends on another branch) and the mean FC falls."""
     from tvb.datatypes.connectivity import Connectivity
     c = Connectivity.from_file(connectome)
-    lo = 0.3 * 0.983 / float(np.mean((c.weights / c.weights.max()).sum(axis=1)))
-    prev = linear_mean_fc(connectome, lo, w_p)
-    while True:
-        hi = lo * factor
-        fc = linear_mean_fc(connectome, hi, w_p)
-        if not np.isfinite(fc) or fc < 0.5 * prev:
-            raise RuntimeError(f"{connectome}: the low state's mean FC does not reach {level:.3f} before it ends "
-                               f"(G {hi:.4g})")
-        if fc >= level:
-            break
-        lo, prev = hi, fc
-    for _ in range(bisections):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if linear_mean_fc(connectome, mid, w_p) < level else (lo, mid)
-    return hi
+    G = 0.6 * 0.983 / float(np.mean((c.weights / c.weights.max()).sum(axis=1)))
+    grid = [(G, linear_mean_fc(connectome, G, w_p))]
+    while len(grid) < 3 or grid[-1][1] >= grid[-2][1]:
+        if len(grid) > 200 or not np.isfinite(grid[-1][1]):
+            raise RuntimeError(f"{connectome}: no peak of the low state's mean FC found (last G {grid[-1][0]:.4g})")
+        G *= factor
+        grid.append((G, linear_mean_fc(connectome, G, w_p)))
+    a, b = np.log(grid[-3][0]), np.log(grid[-1][0])
+    phi = (np.sqrt(5.0) - 1.0) / 2.0
+    value = lambda x: linear_mean_fc(connectome, float(np.exp(x)), w_p)       # noqa: E731
+    c1, c2 = b - phi * (b - a), a + phi * (b - a)
+    f1, f2 = value(c1), value(c2)
+    for _ in range(iters):
+        if f1 > f2:
+            b, c2, f2 = c2, c1, f1
+            c1 = b - phi * (b - a)
+            f1 = value(c1)
+        else:
+            a, c1, f1 = c1, c2, f2
+            c2 = a + phi * (b - a)
+            f2 = value(c2)
+    return float(np.exp(0.5 * (a + b)))
 
 
 def truth_for(connectome):
-    """The demo's truth; on another connectome G is the coupling at which its linearised low state has the mean FC
-    the reference (connectivity_76) has at the demo's truth: the same regime, near the low state's end."""
+    """The demo's truth; on another connectome G is the coupling at which its linearised low state's mean FC peaks
+    (``peak_coupling``): where the demo's truth sits on connectivity_76 (its peak is at G 0.075), the same regime,
+    at the low state's end, whatever the connectome's scale and in-strength spread."""
     from tvb_torchfit import demo
     truth = dict(demo.TRUTH)
     if connectome != REFERENCE:
-        level = linear_mean_fc(REFERENCE, truth["G"], truth["w_p"])
-        truth["G"] = matched_coupling(connectome, truth["w_p"], level)
+        truth["G"] = peak_coupling(connectome, truth["w_p"])
     return truth
 
 
