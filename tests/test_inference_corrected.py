@@ -96,12 +96,27 @@ def test_without_bias_the_corrected_fit_is_the_linear_fit_and_stops(monkeypatch)
     (dict(correction_ms=0.0), "correction_ms"),
     (dict(correction_batch=0), "correction_batch"),
     (dict(tol=-1.0), "tol"),
+    (dict(correction_twin="float32"), "correction_twin"),
+    (dict(correction_twin={"nsig": 1e-3}), "unknown option"),
 ])
 def test_bad_settings_are_refused(kwargs, match):
     sim = small_sim("ExcInh")
     fc, _ = corrected.linear_statistics(sim)
     with pytest.raises(ParameterError, match=match):
         corrected.fit_corrected(sim, fc, BOUNDS, progress=False, **kwargs)
+
+
+def test_twin_options_reach_the_correction_runs():
+    """The eager twin (kernel=False) and the block kernel draw the same noise: the statistics agree to rounding;
+    an invalid option value is refused by the twin itself."""
+    sim = small_sim("ExcInh")
+    kw = dict(length_ms=30e3, batch=2, seed=3, discard_ms=10e3)
+    kernel = corrected.simulated_statistics(sim, **kw)
+    eager = corrected.simulated_statistics(sim, kernel=False, **kw)
+    np.testing.assert_allclose(eager[0], kernel[0], atol=1e-12)
+    np.testing.assert_allclose(eager[1], kernel[1], rtol=1e-12)
+    with pytest.raises(ParameterError, match="dtype"):
+        corrected.simulated_statistics(sim, dtype="float16", **kw)
 
 
 def test_a_correction_run_too_short_for_the_transient_is_refused():

@@ -20,7 +20,7 @@ The result is the last round's ``FitResult``; ``provenance["corrections"]`` reco
 FC r against the target, mean FC and mean variance of twin, linear model and target).
 """
 import math
-from typing import Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 import torch
@@ -40,14 +40,31 @@ __all__ = ["fit_corrected", "simulated_statistics", "linear_statistics"]
 FISHER_CLIP = 1 - 1e-7                   # |r| kept below 1 before atanh
 
 
+TWIN_OPTIONS = ("dtype", "kernel", "compile", "device", "block")
+
+
+def check_twin_options(options: Optional[Mapping[str, Any]], name: str = "correction_twin") -> Dict[str, Any]:
+    """``options`` as keyword arguments of ``TorchSimulator`` (only ``TWIN_OPTIONS``; the twin checks the values)."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ParameterError(f"{name}={options!r}: expected a dict of TorchSimulator options ({', '.join(TWIN_OPTIONS)}).")
+    unknown = sorted(set(options) - set(TWIN_OPTIONS))
+    if unknown:
+        raise ParameterError(f"{name}: unknown option(s) {unknown}; expected some of {', '.join(TWIN_OPTIONS)}.")
+    return dict(options)
+
+
 def simulated_statistics(sim, *, length_ms: float, batch: int, seed: int, discard_ms: float = BOLD_TRANSIENT_MS,
-                         dtype: torch.dtype = torch.float64):
+                         **twin_options):
     """(mean FC (N, N), each node's BOLD variance (N,)) of the stochastic twin of ``sim`` (its own initial history),
     ``batch`` realisations of ``length_ms`` ms each, the first ``discard_ms`` ms of BOLD dropped; FC and variance
-    are computed per realisation (``stats.fc``, ``stats.bold_variance``) and averaged over them."""
+    are computed per realisation (``stats.fc``, ``stats.bold_variance``) and averaged over them. ``twin_options``:
+    ``TorchSimulator`` keyword arguments (``TWIN_OPTIONS``; default float64, the block kernel where it applies)."""
     bold_index = find_bold(sim)
     tr = float(monitor_list(sim)[bold_index].period)
-    twin = TorchSimulator(read_simulator(sim), noise="torch", batch=batch, seed=seed, dtype=dtype)
+    twin = TorchSimulator(read_simulator(sim), noise="torch", batch=batch, seed=seed,
+                          **check_twin_options(twin_options, "twin_options"))
     with torch.no_grad():
         outputs = twin.run(simulation_length=length_ms)
     _, bold = outputs[bold_index]
@@ -80,19 +97,23 @@ def corrected_targets(target_fc: np.ndarray, target_bold: Optional[np.ndarray], 
 
 def fit_corrected(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None, rounds: int = 8,
                   correction_ms: float = 300e3, correction_batch: int = 4, correction_seed: int = 0,
-                  tol: float = 0.005, progress: bool = True, **settings) -> FitResult:
+                  tol: float = 0.005, correction_twin: Optional[Mapping[str, Any]] = None, progress: bool = True,
+                  **settings) -> FitResult:
     """``fit(method="linear")`` with the linearisation's bias removed by the twin (module docstring).
 
     Arguments as ``fit``'s (``settings``: any ``FitConfig`` field; ``method`` is 'linear'), plus: ``rounds``, the
     most corrections; ``correction_ms`` (ms) and ``correction_batch``, the length and number of the twin runs that
     estimate each correction (the first 20 s of their BOLD dropped); ``correction_seed``, their noise seed (the same
-    every round); ``tol``, the relative change of every fitted value below which the rounds stop. ``target_bold``
+    every round); ``tol``, the relative change of every fitted value below which the rounds stop;
+    ``correction_twin``, ``TorchSimulator`` options of those runs (``dtype``, ``kernel``, ``compile``, ``device``,
+    ``block``; default: float64 on the CPU, the block kernel where it applies). ``target_bold``
     enters as in ``fit`` (the variance and FCD terms) and is corrected with the FC. ``sim`` is not changed."""
     rounds = checks.integer(rounds, "rounds", minimum=0)
     correction_ms = checks.positive(correction_ms, "correction_ms", unit="ms")
     correction_batch = checks.integer(correction_batch, "correction_batch", minimum=1)
     correction_seed = checks.seed(correction_seed, "correction_seed")
     tol = checks.positive(tol, "tol")
+    twin_options = check_twin_options(correction_twin)
     if settings.get("method", "linear") != "linear":
         raise ParameterError(f"fit_corrected: method={settings['method']!r}; the corrected fit is a sequence of "
                              "linear fits (method='linear'); for the twin's own gradient use fit(method='twin').")
@@ -113,7 +134,7 @@ def fit_corrected(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bol
         if k == rounds or (moved is not None and moved < tol):
             break
         simulated = simulated_statistics(fitted, length_ms=correction_ms, batch=correction_batch,
-                                         seed=correction_seed)
+                                         seed=correction_seed, **twin_options)
         linear = linear_statistics(fitted)
         entry.update(twin_r=stats.pearson_r(stats.upper(simulated[0]), stats.upper(target)),
                      twin_mean_fc=float(np.mean(stats.upper(simulated[0]))),
@@ -126,5 +147,5 @@ def fit_corrected(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bol
     result.provenance["corrections"] = record
     result.provenance["correction"] = {"rounds": rounds, "correction_ms": correction_ms,
                                        "correction_batch": correction_batch, "correction_seed": correction_seed,
-                                       "tol": tol}
+                                       "tol": tol, "correction_twin": {k: str(v) for k, v in twin_options.items()}}
     return result
