@@ -95,8 +95,8 @@ def peak_coupling(connectome, w_p, factor=1.05, iters=12) -> float:
 
 def truth_for(connectome):
     """The demo's truth; on another connectome G is the coupling at which its linearised low state's mean FC peaks
-    (``peak_coupling``): where the demo's truth sits on connectivity_76 (its peak is at G 0.075), the same regime,
-    at the low state's end, whatever the connectome's scale and in-strength spread."""
+    (``peak_coupling``): where the demo's truth sits on connectivity_76 (peak at G 0.0741; the demo's 0.075 is
+    1 % past it), the same regime, at the low state's end, whatever the connectome's scale and in-strength spread."""
     from tvb_torchfit import demo
     truth = dict(demo.TRUTH)
     if connectome != REFERENCE:
