@@ -15,7 +15,8 @@ and fit seed (the twin's correction seed): ``fit_corrected`` (the demo's protoco
 log-correlation + FC RMSE + BOLD variance terms, up to ``--rounds`` corrections of ``--correction-ms`` x
 ``--correction-batch`` twin runs), then one TVB run of ``--target-ms`` at the fitted values (seed 5000 + s) scored
 against the target. Each row is written to ``OUT/<connectome>/rows/*.json`` as it finishes (atomically; a rerun
-skips done rows); ``OUT/<connectome>/table.md`` is the table. ``--processes`` rows run at once (forked processes).
+skips done rows, and the truth is kept in ``OUT/<connectome>/truth.json``); ``OUT/<connectome>/table.md`` is the
+table. ``--processes`` rows run at once (forked processes).
 Units: ms.
 """
 import argparse
@@ -216,7 +217,14 @@ def main(argv=None):
                                                                     "_" + "_".join(args.params))
     folder = os.path.join(args.out, tag)
     os.makedirs(os.path.join(folder, "rows"), exist_ok=True)
-    truth = truth_for(args.connectome)
+    truth_path = os.path.join(folder, "truth.json")             # computed once per folder (a rerun reuses it)
+    if os.path.isfile(truth_path):
+        with open(truth_path) as f:
+            truth = json.load(f)
+    else:
+        from tvb_torchfit.files import atomic_write
+        truth = truth_for(args.connectome)
+        atomic_write(truth_path, lambda f: f.write(json.dumps(truth).encode()))
     print(f"{args.connectome}: truth {truth}", flush=True)
     for s in args.target_seeds:                                     # the targets first (2 TVB runs at once each)
         print(f"target seed {s}: ceiling r {targets(folder, args.connectome, truth, s, args.target_ms)[1]:.3f}",
