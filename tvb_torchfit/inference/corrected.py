@@ -38,9 +38,7 @@ from .problem import BOLD_TRANSIENT_MS
 __all__ = ["fit_corrected", "simulated_statistics", "linear_statistics"]
 
 FISHER_CLIP = 1 - 1e-7                   # |r| kept below 1 before atanh
-
-
-TWIN_OPTIONS = ("dtype", "kernel", "compile", "device", "block")
+TWIN_OPTIONS = ("dtype", "kernel", "compile", "device", "block")     # TorchSimulator options of the correction runs
 
 
 def check_twin_options(options: Optional[Mapping[str, Any]], name: str = "correction_twin") -> Dict[str, Any]:
@@ -48,7 +46,8 @@ def check_twin_options(options: Optional[Mapping[str, Any]], name: str = "correc
     if options is None:
         return {}
     if not isinstance(options, Mapping):
-        raise ParameterError(f"{name}={options!r}: expected a dict of TorchSimulator options ({', '.join(TWIN_OPTIONS)}).")
+        raise ParameterError(f"{name}={options!r}: expected a dict of TorchSimulator options "
+                             f"({', '.join(TWIN_OPTIONS)}).")
     unknown = sorted(set(options) - set(TWIN_OPTIONS))
     if unknown:
         raise ParameterError(f"{name}: unknown option(s) {unknown}; expected some of {', '.join(TWIN_OPTIONS)}.")
