@@ -63,11 +63,12 @@ def linear_mean_fc(connectome, G, w_p) -> float:
     return float(np.mean(stats.upper(fc.detach().numpy())))
 
 
-def peak_coupling(connectome, w_p, factor=1.05, iters=12) -> float:
+def peak_coupling(connectome, w_p, factor=1.05) -> float:
     """The coupling G at which the linearised low state's mean FC peaks: scanned upward from
-    0.6 x 0.983 / (mean row sum of the weights / max) in steps of ``factor`` until it falls, then golden-section on
-    log G over the last two steps. Past the peak the low state's most coupled nodes have passed their fold (the
-    relaxation from the low start ends on another branch) and the mean FC falls."""
+    0.6 x 0.983 / (mean row sum of the weights / max) in steps of ``factor`` until it falls, then located on log G
+    over the last two steps (``scipy.optimize.minimize_scalar``, bounded). Past the peak the low state's most coupled
+    nodes have passed their fold (the relaxation from the low start ends on another branch) and the mean FC falls."""
+    from scipy.optimize import minimize_scalar
     from tvb.datatypes.connectivity import Connectivity
     c = Connectivity.from_file(connectome)
     G = 0.6 * 0.983 / float(np.mean((c.weights / c.weights.max()).sum(axis=1)))
@@ -77,21 +78,9 @@ def peak_coupling(connectome, w_p, factor=1.05, iters=12) -> float:
             raise RuntimeError(f"{connectome}: no peak of the low state's mean FC found (last G {grid[-1][0]:.4g})")
         G *= factor
         grid.append((G, linear_mean_fc(connectome, G, w_p)))
-    a, b = np.log(grid[-3][0]), np.log(grid[-1][0])
-    phi = (np.sqrt(5.0) - 1.0) / 2.0
-    value = lambda x: linear_mean_fc(connectome, float(np.exp(x)), w_p)       # noqa: E731
-    c1, c2 = b - phi * (b - a), a + phi * (b - a)
-    f1, f2 = value(c1), value(c2)
-    for _ in range(iters):
-        if f1 > f2:
-            b, c2, f2 = c2, c1, f1
-            c1 = b - phi * (b - a)
-            f1 = value(c1)
-        else:
-            a, c1, f1 = c1, c2, f2
-            c2 = a + phi * (b - a)
-            f2 = value(c2)
-    return float(np.exp(0.5 * (a + b)))
+    best = minimize_scalar(lambda x: -linear_mean_fc(connectome, float(np.exp(x)), w_p), method="bounded",
+                           bounds=(np.log(grid[-3][0]), np.log(grid[-1][0])), options={"xatol": 1e-4})
+    return float(np.exp(best.x))
 
 
 def truth_for(connectome):
