@@ -28,6 +28,21 @@ def values(run_dir):
     return out
 
 
+def _fcd_ks_reference(out, data) -> float:
+    """KS between the training and test halves' FCD values, written out with numpy (sliding windows, np.corrcoef)
+    and scipy's ks_2samp, with the run's validation windows (ms) at its TR."""
+    from scipy.stats import ks_2samp
+    cfg = json.loads((out / "config.json").read_text())["validation"]
+    tr = json.loads((out / "data.json").read_text())["tr_ms"]
+    window, step = int(round(cfg["fcd_window"] / tr)), int(round(cfg["fcd_step"] / tr))
+
+    def values(bold):
+        iu = np.triu_indices(bold.shape[1], 1)
+        ups = [np.corrcoef(bold[s:s + window].T)[iu] for s in range(0, bold.shape[0] - window + 1, step)]
+        return np.corrcoef(np.array(ups))[np.triu_indices(len(ups), 1)]
+    return ks_2samp(values(data["train_bold"]), values(data["test_bold"])).statistic
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     folder = rh.write_data(tmp_path_factory.mktemp("data"))
@@ -63,7 +78,10 @@ def test_fit_writes_the_run_folder(run):
         iu = np.triu_indices(rh.N, 1)
         for key, half in (("held_out_r_all_runs", "test_fc"), ("in_sample_r_all_runs", "train_fc")):
             assert r[key] == pytest.approx(np.corrcoef(all_runs[iu], data[half][iu])[0, 1], abs=1e-7), key
+    fcd_ceiling = _fcd_ks_reference(out, data)
+    assert all(r["fcd_ks_ceiling"] == pytest.approx(fcd_ceiling, abs=1e-6) for r in rows.values())
     md = (out / "report.md").read_text()
+    assert "FCD KS ceiling" in md
     assert "r held out (test FC)" in md and "r held out, FC of all runs" in md and "ceiling r" in md
     maps = json.loads((out / "stages" / "maps" / "values.json").read_text())
     assert len(maps["coefficients"]["J_i"]) == 3 and len(maps["params"]["J_i"]) == rh.N

@@ -101,6 +101,7 @@ def test_summary_equals_the_run_folders(cohort):
         assert float(r["global.in_sample_r"]) == report["in_sample_r"]
         assert float(r["global.fcd_ks"]) == report["fcd_ks"]
         assert float(r["ceiling_r"]) == data["ceiling_r"]
+        assert float(r["fcd_ks_ceiling"]) == data["fcd_ks_ceiling"]
         assert float(r["global.G"]) == values["params"]["G"][0]
         assert float(r["global.J_i.mean"]) == pytest.approx(np.mean(values["params"]["J_i"]), rel=1e-15)
         task = json.loads((d / "cohort_task.json").read_text())

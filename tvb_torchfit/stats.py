@@ -4,7 +4,8 @@ validation (``roundtrip.validation``) and the data loaders (``data.datasets``) a
 Two kinds of functions, kept apart on purpose:
 
 * **Differentiable** (torch tensors in and out; numpy arrays are accepted and become float64 tensors):
-  ``fc``, ``upper``, ``fc_corr``, ``fc_rmse``, ``fcd``, ``fcd_values``, ``bold_variance``, ``wasserstein``, ``smooth_ks``. A BOLD
+  ``fc``, ``upper``, ``fc_corr``, ``fc_rmse``, ``fcd``, ``fcd_values``, ``bold_variance``, ``autocorrelation``,
+  ``wasserstein``, ``smooth_ks``. A BOLD
   array is shaped ``(..., time, nodes)``, an FC ``(..., nodes, nodes)``; ``...`` are batch axes. Correlations
   carry a small *relative* variance floor (see :func:`fc`): a constant node gets correlation 0 with finite
   gradients instead of NaN, and non-finite inputs raise :class:`~tvb_torchfit.errors.ParameterError`.
@@ -33,7 +34,7 @@ from .errors import ParameterError
 ArrayLike = Union[Tensor, np.ndarray]
 
 __all__ = ["fc", "upper", "fc_corr", "fc_rmse", "corrcoef_fc", "pearson_r", "fcd", "n_windows", "fcd_values",
-           "bold_variance", "wasserstein", "smooth_ks", "ks_statistic", "check_target_fc"]
+           "bold_variance", "autocorrelation", "wasserstein", "smooth_ks", "ks_statistic", "check_target_fc"]
 
 _DEFAULT_EPS = 1e-8
 
@@ -310,6 +311,27 @@ def bold_variance(bold: ArrayLike) -> Tensor:
                              "points.")
     _require_finite(x, "bold")
     return ((x - x.mean(dim=-2, keepdim=True)) ** 2).mean(dim=-2)
+
+
+def autocorrelation(bold: ArrayLike, lag: int) -> Tensor:
+    """Each node's autocorrelation at ``lag`` samples, (..., time, nodes) -> (..., nodes):
+
+        rho_i(k) = sum_t (x_t - m)(x_{t+k} - m) / sum_t (x_t - m)**2      (m: the node's mean over all t)
+
+    the standard (biased) estimator, as in Box & Jenkins; ``lag`` in samples (TRs), 1 <= lag < time. It says how
+    slowly a BOLD signal decorrelates, which sets how much sliding-window FC (FCD) wanders. A constant node gets 0
+    (the relative floor of :func:`fc`)."""
+    x = _as_tensor(bold, "bold")
+    if x.ndim < 2:
+        raise ParameterError(f"bold must be shaped (..., time, nodes); got shape {tuple(x.shape)}")
+    lag = _require_int(lag, "lag", 1)
+    if lag >= x.shape[-2]:
+        raise ParameterError(f"lag ({lag} samples) must be shorter than bold ({x.shape[-2]} time points)")
+    _require_finite(x, "bold")
+    d = x - x.mean(dim=-2, keepdim=True)
+    var = (d * d).sum(dim=-2)
+    var = var + _variance_floor(var, _resolve_eps(None, x.dtype))
+    return (d[..., lag:, :] * d[..., :-lag, :]).sum(dim=-2) / var
 
 
 # ----------------------------------------------------------------------------------------------------

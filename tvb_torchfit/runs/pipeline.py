@@ -8,6 +8,8 @@ What the report calls what (per validated stage, TVB's own simulator at the fitt
 * ``held_out_r``: r(TVB FC, test FC), the other half (or session), never seen by any fit;
 * ``ceiling_r``: r(training FC, test FC), the data's own agreement with itself: no model is expected above it;
 * ``fcd_ks``: KS statistic between TVB's FCD values and those of the test BOLD;
+* ``fcd_ks_ceiling``: KS statistic between the FCD values of the training and the test BOLD (the same windows): the
+  data's own FCD agreement, about what a perfect model would score (None without a split or with too few windows);
 * ``mean_fc``: the FC level, mean upper triangle, of TVB's FC and of the training and test FC.
 """
 import importlib.metadata
@@ -26,7 +28,7 @@ from ..errors import ConfigError
 from ..inference.fitting import FitResult
 from ..inference.stages import Stage, StageResult, fit_stages, fit_stages_batch
 from ..roundtrip.tvbfile import save_simulator
-from ..roundtrip.validation import validate
+from ..roundtrip.validation import fcd_distribution, validate
 from ..version import __version__
 from . import folder as fs
 from .config import RunConfig, config_to_dict, load_config
@@ -90,6 +92,18 @@ def _prepare(cfg: RunConfig, out: Path) -> None:
     fs.write_json(out / "versions.json", versions())
 
 
+def fcd_ks_ceiling(cfg: RunConfig, inputs: Inputs) -> Optional[float]:
+    """KS statistic between the FCD values of the training and the test BOLD, with the validation's windows
+    (``validation.fcd_window`` / ``fcd_step``, ms, at the data's TR); None without a split or when a part holds
+    fewer than 3 windows (as the validation's own rule)."""
+    if cfg.validation.split == "none":
+        return None
+    window = max(2, int(round(cfg.validation.fcd_window / inputs.tr)))
+    step = max(1, int(round(cfg.validation.fcd_step / inputs.tr)))
+    parts = [fcd_distribution(b, window, step) for b in (inputs.train_bold, inputs.test_bold)]
+    return None if any(p is None for p in parts) else stats.ks_statistic(*parts)
+
+
 def _write_data(cfg: RunConfig, inputs: Inputs, out: Path) -> None:
     train_fc, test_fc = inputs.train_fc, inputs.test_fc
     fs.write_npz(out / "data.npz", {"train_bold": inputs.train_bold, "test_bold": inputs.test_bold,
@@ -99,6 +113,7 @@ def _write_data(cfg: RunConfig, inputs: Inputs, out: Path) -> None:
         "split": cfg.validation.split, "train_volumes": int(inputs.train_bold.shape[0]),
         "test_volumes": int(inputs.test_bold.shape[0]),
         "ceiling_r": float(stats.fc_corr(train_fc, test_fc)) if cfg.validation.split != "none" else None,
+        "fcd_ks_ceiling": fcd_ks_ceiling(cfg, inputs),
         "mean_fc_train": float(np.mean(stats.upper(train_fc))), "mean_fc_test": float(np.mean(stats.upper(test_fc))),
         "sc_fc_r_train": float(inputs.subject.replace(bold=inputs.train_bold).sc_fc_corr()),
         "preprocessing": inputs.subject.preprocessing})
@@ -294,7 +309,7 @@ def validate_stage(run_dir: Path, cfg: RunConfig, stage: str, *, force: bool = F
     row = {"stage": stage, "in_sample_r": in_sample, "held_out_r": rep.fc_corr,
            "in_sample_r_all_runs": in_sample_all, "held_out_r_all_runs": rep.fc_corr_of_mean,
            "tvb_runs": len(rep.fc_corr_per_seed), "ceiling_r": info["ceiling_r"],
-           "fcd_ks": rep.fcd_ks, "mean_fc_sim": rep.mean_fc, "mean_fc_train": info["mean_fc_train"],
+           "fcd_ks": rep.fcd_ks, "fcd_ks_ceiling": info.get("fcd_ks_ceiling"), "mean_fc_sim": rep.mean_fc, "mean_fc_train": info["mean_fc_train"],
            "mean_fc_test": info["mean_fc_test"], "seed_to_seed_r": rep.seed_to_seed_fc_corr,
            "fit_wall_s": values.get("fit_wall_s"), "tvb_wall_s": rep.tvb_wall_s,
            "at_bounds": values.get("at_bounds"), "G_c": values.get("G_c")}
@@ -317,6 +332,7 @@ def _fmt(v) -> str:
 def report_markdown(cfg: RunConfig, rows: List[Dict], info: Dict) -> str:
     cols = [("stage", "stage"), ("in_sample_r", "r in sample (train FC)"), ("held_out_r", "r held out (test FC)"),
             ("held_out_r_all_runs", "r held out, FC of all runs"), ("ceiling_r", "ceiling r (train vs test FC)"), ("fcd_ks", "FCD KS (test BOLD)"),
+            ("fcd_ks_ceiling", "FCD KS ceiling (train vs test BOLD)"),
             ("mean_fc_sim", "mean FC TVB"), ("mean_fc_train", "mean FC train"), ("mean_fc_test", "mean FC test"),
             ("fit_wall_s", "fit (s)"), ("tvb_wall_s", "TVB (s)")]
     lines = [f"# Run {cfg.run.name}: subject {info['subject']}, {info['n_regions']} regions, TR {info['tr_ms']:g} ms",
@@ -333,7 +349,8 @@ def report_markdown(cfg: RunConfig, rows: List[Dict], info: Dict) -> str:
     lines += ["", "In sample: against the FC the stage was fitted to; held out: against the other half (or session); "
               "both per TVB run (mean over seeds). FC of all runs: TVB's FC averaged over the seeds' runs (the "
               "model's FC from their total length) against the test FC. Ceiling: the data's own train-vs-test "
-              "agreement (two finite halves: a model FC from long runs can exceed it)."]
+              "agreement (two finite halves: a model FC from long runs can exceed it). FCD KS ceiling: the KS statistic between "
+              "the FCD values of the training and the test BOLD, about what a model as good as the data scores."]
     return "\n".join(lines) + "\n"
 
 
