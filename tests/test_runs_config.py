@@ -113,6 +113,7 @@ BAD = [
     ("bandpass inverted", _replace(BASE, "homotopic = 0.0", "homotopic = 0.0\nbandpass = [0.1, 0.01]"),
      "preprocessing.bandpass"),
     ("not TOML", "[run\nname = 1", "TOML"),
+    ("unknown HRF kernel", BASE + '\n[monitor]\nhrf_kernel = "Glover"\n', "monitor.hrf_kernel"),
 ]
 
 
@@ -137,3 +138,20 @@ def test_bad_override_and_cli_exit_code(folder, capsys):
     err = capsys.readouterr().err
     assert "validation.length" in err and str(path) in err
     assert not (folder / "o").exists()                      # refused before any work
+
+
+@pytest.mark.parametrize("kernel", ["FirstOrderVolterra", "MixtureOfGammas"])
+def test_hrf_kernel_reaches_tvb_and_round_trips(folder, tmp_path, kernel):
+    """monitor.hrf_kernel builds TVB's Bold monitor with that tvb.datatypes.equations kernel; the run folder's
+    simulator file rebuilds it (the kernel TVB computes from it is the same array)."""
+    from tvb.datatypes import equations
+    from tvb_torchfit.roundtrip.tvbfile import load_simulator, save_simulator
+    from tvb_torchfit.runs.inputs import build_simulator, load_inputs
+    cfg = load_config(rh.write_config(folder), [f'monitor.hrf_kernel="{kernel}"'])
+    sim = build_simulator(cfg, load_inputs(cfg, "x"))
+    bold = sim.monitors[0]
+    assert type(bold.hrf_kernel) is getattr(equations, kernel)
+    save_simulator(sim, tmp_path)
+    again = load_simulator(tmp_path)
+    assert type(again.monitors[0].hrf_kernel) is getattr(equations, kernel)
+    np.testing.assert_array_equal(again.monitors[0].hemodynamic_response_function, bold.hemodynamic_response_function)

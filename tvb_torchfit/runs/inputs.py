@@ -120,7 +120,9 @@ def stage_maps(cfg: RunConfig, inputs: Inputs, where: str) -> Dict[str, Dict[str
 
 def build_simulator(cfg: RunConfig, inputs: Inputs):
     """The configured TVB ``Simulator`` of a run: the subject's connectivity, the model with its fixed parameters,
-    Linear coupling, the integrator with Additive noise, a Bold monitor at the TR (or ``monitor.period``)."""
+    Linear coupling, the integrator with Additive noise, a Bold monitor at the TR (or ``monitor.period``) with the
+    HRF kernel ``monitor.hrf_kernel`` (a ``tvb.datatypes.equations`` class with TVB's default parameters)."""
+    from tvb.datatypes import equations
     from tvb.simulator import coupling, integrators, models, monitors, noise, simulator
     n = inputs.subject.n_regions
     arr = lambda v: np.array(v, dtype=np.float64).reshape(-1)        # noqa: E731
@@ -139,5 +141,7 @@ def build_simulator(cfg: RunConfig, inputs: Inputs):
     period = cfg.monitor.period if cfg.monitor.period is not None else inputs.tr
     sim = simulator.Simulator(model=model, connectivity=inputs.subject.connectivity,
                               coupling=coupling.Linear(a=arr(cfg.coupling.a), b=arr(cfg.coupling.b)),
-                              integrator=integ, monitors=(monitors.Bold(period=float(period)),))
+                              integrator=integ, monitors=(monitors.Bold(period=float(period),
+                                                                        hrf_kernel=getattr(equations,
+                                                                                           cfg.monitor.hrf_kernel)()),))
     return sim.configure()

@@ -89,9 +89,13 @@ class IntegratorSection(_Strict):
     noise_seed: int
 
 
+HRF_KERNELS = ("FirstOrderVolterra", "Gamma", "DoubleExponential", "MixtureOfGammas")
+
+
 class MonitorSection(_Strict):
     name: Literal["Bold"]
     period: Optional[float] = None           # ms (default: the TR)
+    hrf_kernel: Literal[HRF_KERNELS] = "FirstOrderVolterra"    # tvb.datatypes.equations class, its defaults
 
 
 class MapsSection(_Strict):
