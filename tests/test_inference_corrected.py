@@ -98,6 +98,7 @@ def test_without_bias_the_corrected_fit_is_the_linear_fit_and_stops(monkeypatch)
     (dict(tol=-1.0), "tol"),
     (dict(correction_twin="float32"), "correction_twin"),
     (dict(correction_twin={"nsig": 1e-3}), "unknown option"),
+    (dict(correction_processes=0), "correction_processes"),
 ])
 def test_bad_settings_are_refused(kwargs, match):
     sim = small_sim("ExcInh")
@@ -117,6 +118,17 @@ def test_twin_options_reach_the_correction_runs():
     np.testing.assert_allclose(eager[1], kernel[1], rtol=1e-12)
     with pytest.raises(ParameterError, match="dtype"):
         corrected.simulated_statistics(sim, dtype="float16", **kw)
+
+
+def test_correction_runs_split_across_processes_give_the_same_statistics():
+    """Three realisations run as parts of 2 + 1 in two forked processes (each part with its members' own noise
+    streams) give what the whole batch gives in this process."""
+    sim = small_sim("ExcInh")
+    kw = dict(length_ms=30e3, batch=3, seed=3, discard_ms=10e3)
+    whole = corrected.simulated_statistics(sim, **kw)
+    split = corrected.simulated_statistics(sim, processes=2, **kw)
+    np.testing.assert_allclose(split[0], whole[0], rtol=0, atol=1e-13)
+    np.testing.assert_allclose(split[1], whole[1], rtol=1e-13)
 
 
 def test_a_correction_run_too_short_for_the_transient_is_refused():

@@ -30,6 +30,29 @@ def test_torch_stream_member_independent_of_batch_size():
     assert torch.equal(four, again)
 
 
+
+def test_torch_stream_first_member_continues_a_larger_batch():
+    """Members 2 and 3 drawn on their own (first_member=2) are members 2 and 3 of the batch of 4, to the bit."""
+    cpu = torch.device("cpu")
+    four = TorchStream(3, (2, 4), 4, torch.float64, cpu).draw_blocks(30, 7)
+    tail = TorchStream(3, (2, 4), 2, torch.float64, cpu, first_member=2).draw_blocks(30, 7)
+    torch.testing.assert_close(tail, four[..., 2:], rtol=0, atol=0)
+    assert not torch.equal(tail[..., 0], four[..., 0])
+
+
+def test_first_member_is_for_the_torch_stream_only():
+    import tvb_torchfit
+    from tvb_torchfit.errors import ParameterError
+    from tvb_torchfit.simulator.adapter import read_simulator
+    from tvb_torchfit.simulator.twin import TorchSimulator
+    from tests.test_linear import small_sim
+    spec = read_simulator(small_sim("ExcInh"))
+    with pytest.raises(ParameterError, match="first_member"):
+        TorchSimulator(spec, noise="tvb", first_member=1)
+    with pytest.raises(ParameterError, match="first_member"):
+        TorchSimulator(spec, first_member=-1)
+    assert tvb_torchfit is not None
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_torch_stream_draw_blocks_equal_successive_block_draws(dtype):
     """``draw_blocks(n, K)`` (one buffer, in-place draws per block) gives the numbers of ``draw`` called block by

@@ -100,7 +100,8 @@ def run(out_dir: str = "out/demo", target_ms: float = 600e3, validate_ms: float 
           f"rounds of {protocol['correction_batch']} x {protocol['correction_ms'] / 1e3:.0f} s twin runs")
     start_sim = demo_simulator(**START, **{k: SETTINGS[k] for k in ("J_i", "nsig", "dt", "tr")})
     t0 = time.time()
-    result = fit_corrected(start_sim, target, BOUNDS, target_bold=target_series, **dict(protocol, n_steps=n_steps))
+    result = fit_corrected(start_sim, target, BOUNDS, target_bold=target_series, correction_processes=processes,
+                           **dict(protocol, n_steps=n_steps))
     fit_seconds = time.time() - t0
     for c in result.provenance["corrections"]:
         twin = "" if "twin_r" not in c else (f"; twin there: FC r {c['twin_r']:.3f}, mean FC {c['twin_mean_fc']:.3f}"

@@ -28,6 +28,7 @@ import torch
 from .. import checks, stats
 from ..errors import ParameterError
 from ..analyzers.linear import linear_bold_fc
+from ..roundtrip.forked import WorkerError, forked_map
 from ..roundtrip.writeback import clone_simulator, find_bold, monitor_list
 from ..simulator.adapter import read_simulator
 from ..simulator.twin import TorchSimulator
@@ -55,23 +56,41 @@ def check_twin_options(options: Optional[Mapping[str, Any]], name: str = "correc
 
 
 def simulated_statistics(sim, *, length_ms: float, batch: int, seed: int, discard_ms: float = BOLD_TRANSIENT_MS,
-                         **twin_options):
+                         processes: int = 1, **twin_options):
     """(mean FC (N, N), each node's BOLD variance (N,)) of the stochastic twin of ``sim`` (its own initial history),
     ``batch`` realisations of ``length_ms`` ms each, the first ``discard_ms`` ms of BOLD dropped; FC and variance
     are computed per realisation (``stats.fc``, ``stats.bold_variance``) and averaged over them. ``twin_options``:
-    ``TorchSimulator`` keyword arguments (``TWIN_OPTIONS``; default float64, the block kernel where it applies)."""
+    ``TorchSimulator`` keyword arguments (``TWIN_OPTIONS``; default float64, the block kernel where it applies).
+    ``processes`` > 1: the realisations are split into that many contiguous parts, each run in a forked process
+    (``roundtrip.forked.forked_map``) with the noise streams it has in the whole batch (``first_member``)."""
     bold_index = find_bold(sim)
     tr = float(monitor_list(sim)[bold_index].period)
-    twin = TorchSimulator(read_simulator(sim), noise="torch", batch=batch, seed=seed,
-                          **check_twin_options(twin_options, "twin_options"))
-    with torch.no_grad():
-        outputs = twin.run(simulation_length=length_ms)
-    _, bold = outputs[bold_index]
-    bold = bold.reshape(batch, *bold.shape[-4:])[:, int(math.ceil(discard_ms / tr)):, 0, :, 0].double()
-    if bold.shape[1] < 3:
-        raise ParameterError(f"correction_ms={length_ms} ms leaves {bold.shape[1]} BOLD samples after the "
-                             f"{discard_ms} ms transient; give a longer correction_ms.")
-    return stats.fc(bold).mean(0).numpy(), stats.bold_variance(bold).mean(0).numpy()
+    spec = read_simulator(sim)
+    twin_options = check_twin_options(twin_options, "twin_options")
+    processes = checks.integer(processes, "processes", minimum=1)
+    skip = int(math.ceil(discard_ms / tr))
+    if int(length_ms // tr) - skip < 3:
+        raise ParameterError(f"correction_ms={length_ms} ms leaves {int(length_ms // tr) - skip} BOLD samples after "
+                             f"the {discard_ms} ms transient; give a longer correction_ms.")
+    parts = [p for p in np.array_split(np.arange(batch), min(processes, batch)) if p.size]
+
+    def run(members: np.ndarray):
+        twin = TorchSimulator(spec, noise="torch", batch=int(members.size), seed=seed,
+                              first_member=int(members[0]), **twin_options)
+        with torch.no_grad():
+            outputs = twin.run(simulation_length=length_ms)
+        _, bold = outputs[bold_index]
+        bold = bold.reshape(int(members.size), *bold.shape[-4:])[:, skip:, 0, :, 0].double()
+        return stats.fc(bold).numpy(), stats.bold_variance(bold).numpy()
+
+    try:
+        per_part = forked_map(run, parts, len(parts))
+    except WorkerError as err:
+        raise RuntimeError(f"twin realisations {parts[err.index].tolist()} failed in their worker process: "
+                           f"{err.message}") from None
+    fcs = np.concatenate([fc for fc, _ in per_part])
+    variances = np.concatenate([v for _, v in per_part])
+    return fcs.mean(0), variances.mean(0)
 
 
 def linear_statistics(sim):
@@ -96,8 +115,8 @@ def corrected_targets(target_fc: np.ndarray, target_bold: Optional[np.ndarray], 
 
 def fit_corrected(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None, rounds: int = 8,
                   correction_ms: float = 300e3, correction_batch: int = 4, correction_seed: int = 0,
-                  tol: float = 0.005, correction_twin: Optional[Mapping[str, Any]] = None, progress: bool = True,
-                  **settings) -> FitResult:
+                  tol: float = 0.005, correction_twin: Optional[Mapping[str, Any]] = None,
+                  correction_processes: int = 1, progress: bool = True, **settings) -> FitResult:
     """``fit(method="linear")`` with the linearisation's bias removed by the twin (module docstring).
 
     Arguments as ``fit``'s (``settings``: any ``FitConfig`` field; ``method`` is 'linear'), plus: ``rounds``, the
@@ -105,7 +124,8 @@ def fit_corrected(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bol
     estimate each correction (the first 20 s of their BOLD dropped); ``correction_seed``, their noise seed (the same
     every round); ``tol``, the relative change of every fitted value below which the rounds stop;
     ``correction_twin``, ``TorchSimulator`` options of those runs (``dtype``, ``kernel``, ``compile``, ``device``,
-    ``block``; default: float64 on the CPU, the block kernel where it applies). ``target_bold``
+    ``block``; default: float64 on the CPU, the block kernel where it applies); ``correction_processes``, how many
+    forked processes share those runs (the same numbers as one process: ``simulated_statistics``). ``target_bold``
     enters as in ``fit`` (the variance and FCD terms) and is corrected with the FC. ``sim`` is not changed."""
     rounds = checks.integer(rounds, "rounds", minimum=0)
     correction_ms = checks.positive(correction_ms, "correction_ms", unit="ms")
@@ -113,6 +133,7 @@ def fit_corrected(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bol
     correction_seed = checks.seed(correction_seed, "correction_seed")
     tol = checks.positive(tol, "tol")
     twin_options = check_twin_options(correction_twin)
+    correction_processes = checks.integer(correction_processes, "correction_processes", minimum=1)
     if settings.get("method", "linear") != "linear":
         raise ParameterError(f"fit_corrected: method={settings['method']!r}; the corrected fit is a sequence of "
                              "linear fits (method='linear'); for the twin's own gradient use fit(method='twin').")
@@ -133,7 +154,7 @@ def fit_corrected(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bol
         if k == rounds or (moved is not None and moved < tol):
             break
         simulated = simulated_statistics(fitted, length_ms=correction_ms, batch=correction_batch,
-                                         seed=correction_seed, **twin_options)
+                                         seed=correction_seed, processes=correction_processes, **twin_options)
         linear = linear_statistics(fitted)
         entry.update(twin_r=stats.pearson_r(stats.upper(simulated[0]), stats.upper(target)),
                      twin_mean_fc=float(np.mean(stats.upper(simulated[0]))),

@@ -15,9 +15,7 @@ given (sampled at the Bold monitor's period); ``fcd_ks_seed_to_seed`` (the KS st
 FCD distributions of the TVB runs themselves) is reported whenever two or more runs are long enough.
 """
 import math
-import multiprocessing
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -25,6 +23,7 @@ import numpy as np
 
 from .. import checks, stats
 from .figure import FIGURE_NAME, plot_validation  # noqa: F401  (FIGURE_NAME: re-exported)
+from .forked import WorkerError, forked_map
 from ..errors import ParameterError
 from .writeback import check_simulator, clone_simulator, find_bold, is_stochastic, monitor_list, n_regions
 
@@ -170,58 +169,26 @@ def _run_bold(clone, simulation_length: float) -> np.ndarray:
     return _bold_nodes(bold)
 
 
-def _forked_run(conn, clone, simulation_length) -> None:
-    try:
-        conn.send(("ok", _run_bold(clone, simulation_length)))
-    except BaseException as exc:                       # report it to the parent, whatever it is
-        conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
-    finally:
-        conn.close()
-
-
 def run_tvb_bold(sim, *, simulation_length: float, seeds: Sequence[Optional[int]], initial_conditions=None,
                  processes: int = 1, bold_index: Optional[int] = None) -> List[np.ndarray]:
     """TVB's own runs of ``sim``, one clone per noise seed (``clone_simulator(sim, noise_seed=seed,
     initial_conditions=...)``, first Bold monitor only): the BOLD of each as (time, N), in the order of
     ``seeds`` (None: the clone keeps ``sim``'s noise seed). ``sim`` itself is not run or changed.
 
-    ``processes`` > 1 runs up to that many seeds at once, each in a forked child process (TVB's loop is
-    single-threaded Python and numba, so on a machine with several cores the seeds' runs overlap; the numbers
-    are those of the serial runs: each child runs exactly what the serial loop would). Where the ``fork``
-    start method is not available (Windows, macOS defaults aside) the runs are serial.
+    ``processes`` > 1 runs up to that many seeds at once, each in a forked child process (``forked.forked_map``:
+    TVB's loop is single-threaded Python and numba, so on a machine with several cores the seeds' runs overlap;
+    the numbers are those of the serial runs). Where the ``fork`` start method is not available the runs are serial.
     """
     if bold_index is None:
         bold_index = find_bold(sim)
-    if not (isinstance(processes, (int, np.integer)) and not isinstance(processes, bool) and processes >= 1):
-        raise ParameterError(f"processes={processes!r}: expected a positive integer.")
+    processes = checks.integer(processes, "processes", minimum=1)
     clones = [clone_simulator(sim, noise_seed=seed, initial_conditions=initial_conditions, monitor_indices=[bold_index])
               for seed in seeds]                       # configured here: bad input is refused before any run
-    if processes == 1 or len(clones) == 1 or "fork" not in multiprocessing.get_all_start_methods():
-        return [_run_bold(clone, simulation_length) for clone in clones]
-    ctx = multiprocessing.get_context("fork")
-    results: List[Optional[np.ndarray]] = [None] * len(clones)
-    pending = list(enumerate(zip(seeds, clones)))
-    running = []
-    while pending or running:
-        while pending and len(running) < processes:
-            i, (seed, clone) = pending.pop(0)
-            parent, child = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_forked_run, args=(child, clone, simulation_length), daemon=True)
-            proc.start()
-            child.close()
-            running.append((i, seed, proc, parent))
-        i, seed, proc, parent = running.pop(0)        # oldest first: they take about equally long
-        try:
-            status, payload = parent.recv()
-        except EOFError:
-            status, payload = "error", f"the process died (exit code {proc.exitcode})"
-        proc.join()
-        if status != "ok":
-            for _, _, other, _ in running:
-                other.terminate()
-            raise RuntimeError(f"TVB run with noise seed {seed} failed in its worker process: {payload}")
-        results[i] = payload
-    return results
+    try:
+        return forked_map(lambda clone: _run_bold(clone, simulation_length), clones, processes)
+    except WorkerError as err:
+        raise RuntimeError(f"TVB run with noise seed {seeds[err.index]} failed in its worker process: "
+                           f"{err.message}") from None
 
 
 def validate(sim, target_fc, *, simulation_length: float, seeds: Sequence[int] = (1001, 1002),

@@ -13,7 +13,8 @@ Two sources of the N(0, 1) draws:
   shapes, so batch member 0 reproduces TVB's stochastic run. Further batch members draw from
   ``RandomState(noise_seed + b)``. The TVB object itself is never advanced.
 * ``TorchStream``: one seeded ``torch.Generator`` per batch member, on the simulator's device.
-  Member b's draws depend only on (seed, b), not on the batch size.
+  Member b's draws depend only on (seed, b), not on the batch size; ``first_member`` = k makes a stream of
+  members k, k + 1, ... (a batch split into parts draws what the whole batch draws).
 """
 import copy
 import math
@@ -73,8 +74,10 @@ class TVBStream:
 class TorchStream:
     """Standard normal draws from one seeded ``torch.Generator`` per batch member."""
 
-    def __init__(self, seed: int, shape, batch: int, dtype: torch.dtype, device: torch.device):
-        seeds = np.random.SeedSequence(seed).generate_state(batch, dtype=np.uint64)
+    def __init__(self, seed: int, shape, batch: int, dtype: torch.dtype, device: torch.device, first_member: int = 0):
+        # member b's generator is seeded from word first_member + b of the seed's SeedSequence (a prefix-stable
+        # stream), so members first_member .. first_member + batch - 1 of a larger batch are drawn here as there
+        seeds = np.random.SeedSequence(seed).generate_state(first_member + batch, dtype=np.uint64)[first_member:]
         self.generators = []
         for s in seeds:
             g = torch.Generator(device=device)

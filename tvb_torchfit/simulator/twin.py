@@ -71,6 +71,9 @@ class TorchSimulator:
       every step's intermediates; with ``compile=True`` the forward runs at no-grad speed. A
       ``CheckpointOptions`` turns it on with other chunk, segment and group sizes.
 
+    * ``first_member`` = k (noise="torch"): the batch members are members k .. k + batch - 1 of a larger batch
+      with the same seed (their noise streams), so a batch can be run in parts, e.g. in several processes.
+
     ``paths`` holds the run paths (``paths.Paths``: ``free`` without a graph, ``graph`` while autograd
     records); ``compiled_calls()`` the compiled calls built so far. Small problems (batch up to ~8 on a few
     cores) usually run faster with ``torch.set_num_threads(1)`` (set by the caller; the library leaves
@@ -80,8 +83,13 @@ class TorchSimulator:
     def __init__(self, spec: SimulatorSpec, *, noise: str = "torch", exact: bool = False, batch: int = 1,
                  dtype: torch.dtype = torch.float64, device: Union[str, torch.device] = "cpu",
                  block: Optional[int] = None, seed: Optional[int] = None, compile: bool = False,
-                 checkpoint: Union[None, bool, CheckpointOptions] = None, kernel: Optional[bool] = None):
+                 checkpoint: Union[None, bool, CheckpointOptions] = None, kernel: Optional[bool] = None,
+                 first_member: int = 0):
         self._check_options(noise, exact, batch, dtype, device, block, seed, compile, checkpoint)
+        self.first_member = checks.integer(first_member, "first_member", minimum=0)
+        if first_member and noise != "torch":
+            raise ParameterError(f"first_member={first_member}: only noise='torch' draws per-member streams that a "
+                                 "batch split into parts can continue; noise='tvb' follows TVB's own stream.")
         if not (kernel is None or isinstance(kernel, bool)):
             raise ParameterError(f"kernel={kernel!r}: expected None (the block kernel where it applies), True or False.")
         dtype = checks.dtype(dtype)
@@ -176,7 +184,7 @@ class TorchSimulator:
             return TVBStream(self.spec.random_stream, self.spec.noise_seed, shape, self.batch, self.dtype,
                              self.device)
         return TorchStream(self.spec.noise_seed if seed is None else seed, shape, self.batch, self.dtype,
-                           self.device)
+                           self.device, first_member=self.first_member)
 
     # ------------------------------------------------------------------ parameters
     @property
