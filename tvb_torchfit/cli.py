@@ -235,7 +235,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         fit_demo.add_argument("--out", default="out/demo", help="output folder (figure, fit.json, summary.json)")
         fit_demo.add_argument("--quick", action="store_true", help="a short smoke run (not a meaningful fit)")
         fit_demo.add_argument("--processes", type=_positive(int), default=2,
-                              help="TVB runs at once in forked processes (target with ceiling, validation seeds)")
+                              help="runs at once in forked processes (TVB's target with ceiling, the twin's "
+                                   "correction runs, TVB's validation seeds)")
         fit_demo.add_argument("--target-ms", type=_positive(float), metavar="MS",
                               help="length of TVB's target and ceiling runs, ms (default 600000)")
         fit_demo.add_argument("--validate-ms", type=_positive(float), metavar="MS",
