@@ -176,6 +176,18 @@ def test_report_values_in_closed_form(monkeypatch):
     np.testing.assert_allclose(rep.tvb_fc, (pattern(1) + (pattern(1) + pattern(2) + pattern(3) + pattern(4)) / 4) / 2,
                                atol=1e-12)
     assert rep.fcd_ks_per_seed == [1.0, 0.5] and rep.fcd_ks == 0.75 and rep.fcd_ks_seed_to_seed == 1.0
+    # the same target BOLD sampled twice as often (each sample twice: the same correlations) with its own period:
+    # the FCD windows (ms) become twice as many of its samples, and the KS statistics are the same
+    fine = np.repeat(series([0, 50, 100, 150], angles=True)[7:], 2, axis=0)
+    again = validation.validate(sim, target, simulation_length=47 * PERIOD, seeds=(1, 2), discard_ms=5000.0,
+                                target_bold=fine, target_period_ms=PERIOD / 2, fcd_window_ms=10 * PERIOD,
+                                fcd_step_ms=10 * PERIOD)
+    assert again.fcd_ks_per_seed == [1.0, 0.5]
+    wrong = validation.validate(sim, target, simulation_length=47 * PERIOD, seeds=(1, 2), discard_ms=5000.0,
+                                target_bold=fine, fcd_window_ms=10 * PERIOD, fcd_step_ms=10 * PERIOD)
+    assert wrong.fcd_ks_per_seed != [1.0, 0.5]             # read at the monitor's period: other windows
+    with pytest.raises(ParameterError, match="target_period_ms"):
+        validation.validate(sim, target, simulation_length=47 * PERIOD, target_bold=fine, target_period_ms=0.0)
 
 
 # ---------------------------------------------------------------------------------------------- validate

@@ -194,7 +194,8 @@ def run_tvb_bold(sim, *, simulation_length: float, seeds: Sequence[Optional[int]
 def validate(sim, target_fc, *, simulation_length: float, seeds: Sequence[int] = (1001, 1002),
              discard_ms: float = 20000.0, torch_fc=None, initial_conditions=None, out_dir=None,
              history: Optional[Dict] = None, target_bold=None, fcd_window_ms: float = 60000.0,
-             fcd_step_ms: float = 2000.0, processes: int = 1) -> ValidationReport:
+             fcd_step_ms: float = 2000.0, processes: int = 1,
+             target_period_ms: Optional[float] = None) -> ValidationReport:
     """Run TVB natively (one clone of ``sim`` per noise seed) and compare its BOLD FC with ``target_fc``.
 
     Each run is ``clone_simulator(sim, noise_seed=seed, initial_conditions=initial_conditions)`` keeping only
@@ -206,7 +207,8 @@ def validate(sim, target_fc, *, simulation_length: float, seeds: Sequence[int] =
     worker processes (``run_tvb_bold``).
 
     ``torch_fc``: the twin's FC, compared with the mean TVB FC and with the target. ``target_bold``:
-    (time, N) target BOLD at the monitor's period, for the FCD comparison. ``out_dir``: write
+    (time, N) target BOLD for the FCD comparison, sampled every ``target_period_ms`` (default: the Bold monitor's
+    period; the FCD windows, in ms, are converted to samples with each series' own period). ``out_dir``: write
     ``validation.png`` there (FC matrices on one colour scale, FC scatter, and — with ``history``
     ``{'loss': [...], 'params': {name: [...]}}`` — the fit's loss and parameter trajectories).
     """
@@ -215,6 +217,8 @@ def validate(sim, target_fc, *, simulation_length: float, seeds: Sequence[int] =
     fcd_window_ms = checks.positive(fcd_window_ms, "fcd_window_ms", unit="ms")
     fcd_step_ms = checks.positive(fcd_step_ms, "fcd_step_ms", unit="ms")
     processes = checks.integer(processes, "processes", minimum=1)
+    target_period = inp.period if target_period_ms is None else checks.positive(target_period_ms,
+                                                                                  "target_period_ms", unit="ms")
     if history is not None and not isinstance(history, dict):
         raise ParameterError(f"history={type(history).__name__}: expected None or a dict "
                              "{'loss': [...], 'params': {name: [...]}} (FitResult.history).")
@@ -227,10 +231,11 @@ def validate(sim, target_fc, *, simulation_length: float, seeds: Sequence[int] =
     wall = time.perf_counter() - t0
     fcs = np.stack([bold_fc(ts, inp.discard) for ts in runs])
     series = [ts[inp.discard:] for ts in runs]
-    window = max(2, int(round(fcd_window_ms / inp.period)))
-    step = max(1, int(round(fcd_step_ms / inp.period)))
+    windows = [(max(2, int(round(fcd_window_ms / p))), max(1, int(round(fcd_step_ms / p))))
+               for p in (inp.period, target_period)]          # (window, step) in samples: TVB's BOLD, target BOLD
     report = ValidationReport(
-        **fc_metrics(fcs, inp.target, inp.torch_fc, notes), **fcd_metrics(series, inp.target_bold, window, step, notes),
+        **fc_metrics(fcs, inp.target, inp.torch_fc, notes), **fcd_metrics(series, inp.target_bold, *windows[0], notes,
+                                                                          target_windows=windows[1]),
         seeds=list(seeds), simulation_length=float(simulation_length), bold_period=inp.period,
         discard_samples=inp.discard, bold_samples=int(series[0].shape[0]), tvb_wall_s=wall, notes=notes,
         warnings=warned + _fc_warnings(fcs))
@@ -333,7 +338,7 @@ def fc_metrics(fcs: np.ndarray, target: np.ndarray, torch_fc: Optional[np.ndarra
 
 
 def fcd_metrics(series: List[np.ndarray], target_bold: Optional[np.ndarray], window: int, step: int,
-                notes: List[str]) -> Dict:
+                notes: List[str], target_windows: Optional[Tuple[int, int]] = None) -> Dict:
     """The FCD fields of a ``ValidationReport``: KS statistics between the FCD value distributions of the runs
     (time, N) and of ``target_bold``, and between runs; None (with a note) where they cannot be computed."""
     out = dict(fcd_ks=None, fcd_ks_per_seed=None, fcd_ks_seed_to_seed=None)
@@ -345,9 +350,10 @@ def fcd_metrics(series: List[np.ndarray], target_bold: Optional[np.ndarray], win
     if target_bold is None:
         notes.append("fcd_ks is None: the target is an FC only (give target_bold for an FCD comparison).")
     else:
-        fcd_target = fcd_distribution(target_bold, window, step)
+        t_window, t_step = target_windows or (window, step)
+        fcd_target = fcd_distribution(target_bold, t_window, t_step)
         if fcd_target is None:
-            notes.append(f"FCD of target_bold not computed: fewer than 3 windows of {window} samples fit "
+            notes.append(f"FCD of target_bold not computed: fewer than 3 windows of {t_window} samples fit "
                          f"into its {target_bold.shape[0]} samples.")
         else:
             out["fcd_ks_per_seed"] = [stats.ks_statistic(v, fcd_target) for v in fcd_runs]

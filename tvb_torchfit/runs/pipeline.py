@@ -302,7 +302,7 @@ def validate_stage(run_dir: Path, cfg: RunConfig, stage: str, *, force: bool = F
     result = FitResult.load(fs.stage_dir(run_dir, stage))
     rep = validate(sim, data["test_fc"], simulation_length=v.length, seeds=v.seeds, discard_ms=v.discard,
                    target_bold=data["test_bold"], fcd_window_ms=v.fcd_window, fcd_step_ms=v.fcd_step,
-                   processes=v.processes, out_dir=d, history=result.history)
+                   processes=v.processes, out_dir=d, history=result.history, target_period_ms=info["tr_ms"])
     in_sample = float(np.mean([float(stats.fc_corr(f, data["train_fc"])) for f in rep.tvb_fc_per_seed]))
     in_sample_all = float(stats.fc_corr(rep.tvb_fc, data["train_fc"]))
     values = fs.read_json(fs.stage_dir(run_dir, stage) / "values.json")
