@@ -187,6 +187,20 @@ def test_fcd_term_adds_the_fcd_distance(sim, target):
     assert with_fcd.history["fc_corr"][0] == plain.history["fc_corr"][0]
 
 
+def test_fcd_target_holds_the_lags_of_the_simulated_window():
+    """The FCD term's target values are those of every fc_window_trs-long stretch of target_bold (pooled), not the
+    whole session's: a window of 8 TRs holds FCD windows (4 TRs, every 2) at most 2 steps apart, and so do they."""
+    from tvb_torchfit.inference.config import make_config
+    from tvb_torchfit.inference.problem import target_fcd
+    from tvb_torchfit import stats
+    bold = np.random.RandomState(1).randn(60, N)
+    cfg = make_config(dict({k: v for k, v in FAST.items() if k != "progress"}, fcd_weight=1.0, **FCD))
+    got = np.sort(target_fcd(bold, cfg, N).numpy())
+    stretches = [stats.fcd_values(bold[s:s + 8], 4, 2).numpy() for s in range(0, 60 - 8 + 1, 2)]
+    np.testing.assert_allclose(got, np.sort(np.concatenate(stretches)), atol=1e-7)
+    assert got.size < stats.fcd_values(bold, 4, 2).numel() * 3 and got.size != stats.fcd_values(bold, 4, 2).numel()
+
+
 def test_variance_term_compares_bold_variances(sim, target):
     """The twin's first window is the same with and without the term; the term is the mean squared log ratio of
     the window's BOLD variance (mean over realisations) to the target's, > 0 for a target 100x too loud; it

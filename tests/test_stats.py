@@ -60,3 +60,33 @@ def test_autocorrelation_refuses_non_finite_bold():
     x[4, 1] = np.nan
     with pytest.raises(ParameterError, match="bold"):
         stats.autocorrelation(x, 1)
+
+
+def _fcd_reference(x: np.ndarray, window: int, step: int) -> np.ndarray:
+    iu = np.triu_indices(x.shape[1], 1)
+    ups = [np.corrcoef(x[s:s + window].T)[iu] for s in range(0, x.shape[0] - window + 1, step)]
+    return np.corrcoef(np.array(ups))
+
+
+@pytest.mark.parametrize("stretch", [9, 14, 30])
+def test_fcd_values_in_stretches_pool_every_stretch(stretch):
+    """Against an independent reference: the FCD (numpy) of every stretch of the session that starts on a window
+    start, its upper triangle, concatenated; compared as sorted samples (the same multiset of values)."""
+    x = np.random.default_rng(3).standard_normal((60, 6)).cumsum(axis=0)
+    window, step = 5, 2
+    pooled = []
+    for start in range(0, x.shape[0] - stretch + 1, step):
+        f = _fcd_reference(x[start:start + stretch], window, step)
+        pooled.append(f[np.triu_indices(f.shape[0], 1)])
+    want = np.sort(np.concatenate(pooled))
+    got = np.sort(stats.fcd_values_in_stretches(x, window, step, stretch).numpy())
+    np.testing.assert_allclose(got, want, atol=1e-7)
+
+
+def test_fcd_values_in_stretches_of_the_whole_session_are_its_fcd_values():
+    x = np.random.default_rng(4).standard_normal((40, 5))
+    np.testing.assert_array_equal(stats.fcd_values_in_stretches(x, 6, 3, 40).numpy(), stats.fcd_values(x, 6, 3).numpy())
+    np.testing.assert_array_equal(stats.fcd_values_in_stretches(x, 6, 3, 400).numpy(),
+                                  stats.fcd_values(x, 6, 3).numpy())
+    with pytest.raises(ParameterError, match="stretch"):
+        stats.fcd_values_in_stretches(x, 6, 3, 7)

@@ -34,6 +34,7 @@ from .errors import ParameterError
 ArrayLike = Union[Tensor, np.ndarray]
 
 __all__ = ["fc", "upper", "fc_corr", "fc_rmse", "corrcoef_fc", "pearson_r", "fcd", "n_windows", "fcd_values",
+           "fcd_values_in_stretches",
            "bold_variance", "autocorrelation", "wasserstein", "smooth_ks", "ks_statistic", "check_target_fc"]
 
 _DEFAULT_EPS = 1e-8
@@ -300,6 +301,30 @@ def fcd_values(bold: ArrayLike, window: int, step: int, eps: Optional[float] = N
     pairs yourself if that matters for your comparison.
     """
     return upper(fcd(bold, window, step, eps=eps))
+
+
+def fcd_values_in_stretches(bold: ArrayLike, window: int, step: int, stretch: int,
+                            eps: Optional[float] = None) -> Tensor:
+    """The FCD values of every ``stretch``-sample part of ``bold`` (time, nodes), pooled: (n,) values.
+
+    A simulated window of ``stretch`` samples holds W_s = :func:`n_windows` (stretch, window, step) FCD windows, so
+    its FCD values are pairs of windows at most W_s - 1 steps apart (mostly overlapping ones, which correlate
+    trivially); the FCD of a whole session holds every lag. To compare like with like, this takes the W_s x W_s
+    block of the session's FCD at every window start i = 0 .. W - W_s and pools their upper triangles: pair (a, b),
+    a < b, b - a < W_s, appears once for every block that holds it. With ``stretch`` >= the session's length it is
+    :func:`fcd_values` of the session. ``window``, ``step``, ``stretch`` in samples."""
+    x = _as_tensor(bold, "bold")
+    stretch = _require_int(stretch, "stretch", 2)
+    full = fcd(x, window, step, eps=eps)                        # (W, W)
+    W, Ws = full.shape[-1], n_windows(min(stretch, x.shape[-2]), window, step)
+    if Ws < 2:
+        raise ParameterError(f"stretch={stretch} samples holds {Ws} FCD window(s) of {window} samples every {step}; "
+                             "at least 2 are needed.")
+    a, b = torch.triu_indices(W, W, offset=1, device=full.device)
+    keep = (b - a) < Ws
+    a, b = a[keep], b[keep]
+    count = torch.minimum(a, torch.tensor(W - Ws)) - torch.clamp(b - Ws + 1, min=0) + 1      # blocks holding (a, b)
+    return torch.repeat_interleave(full[..., a, b], count, dim=-1)
 
 
 def bold_variance(bold: ArrayLike) -> Tensor:

@@ -56,8 +56,10 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
     ``FitConfig`` can be given as a keyword (``n_steps``, ``window_trs``, ``batch``, ``lr``, ...).
     ``sim`` itself is not modified; use ``FitResult.apply(sim)`` to write the fitted values back.
     ``target_bold`` (time, nodes), sampled at the TR, is needed only for the FCD term (``fcd_weight`` > 0):
-    the distribution of its FCD values (``stats.fcd_values``, windows of ``fcd_window_trs`` every
-    ``fcd_step_trs``) is compared with the simulated one by the exact Wasserstein-1 distance; and for the
+    the distribution of its FCD values (windows of ``fcd_window_trs`` every ``fcd_step_trs``, taken in every
+    ``fc_window_trs``-long stretch of it, ``stats.fcd_values_in_stretches``, so that they hold the window lags the
+    simulated FC window holds; choose ``fc_window_trs`` near the session's length for the FCD over all lags) is
+    compared with the simulated one by the exact Wasserstein-1 distance; and for the
     variance term (``variance_weight`` > 0): each node's BOLD variance, in the units of the simulator's Bold
     monitor (meaningful where the target comes from TVB or is in those units).
     """

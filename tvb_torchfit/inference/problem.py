@@ -80,12 +80,15 @@ def checked_bold(target_bold, n: int, needed_by: str) -> np.ndarray:
 
 
 def target_fcd(target_bold, cfg: FitConfig, n: int) -> torch.Tensor:
-    """FCD values of the empirical BOLD (time, nodes) for the FCD term, with clear errors."""
+    """FCD values of the empirical BOLD (time, nodes) for the FCD term, with clear errors: those of every
+    ``fc_window_trs``-long stretch of it, pooled (``stats.fcd_values_in_stretches``), so that they hold the same
+    window lags as the simulated FC window's FCD they are compared with."""
     bold = checked_bold(target_bold, n, f"fcd_weight={cfg.fcd_weight} (to compare FCD distributions)")
     if bold.shape[0] < cfg.fcd_window_trs + cfg.fcd_step_trs:
         raise ParameterError(f"target_bold has {bold.shape[0]} TRs: too short for two FCD windows of "
                              f"{cfg.fcd_window_trs} TRs {cfg.fcd_step_trs} apart.")
-    return stats.fcd_values(torch.as_tensor(bold), cfg.fcd_window_trs, cfg.fcd_step_trs)
+    return stats.fcd_values_in_stretches(torch.as_tensor(bold), cfg.fcd_window_trs, cfg.fcd_step_trs,
+                                         cfg.fc_window_trs)
 
 
 def twin_spec(problem: FitProblem, monitors) -> SimulatorSpec:
