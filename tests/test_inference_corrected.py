@@ -129,6 +129,8 @@ def test_correction_runs_split_across_processes_give_the_same_statistics():
     split = corrected.simulated_statistics(sim, processes=2, **kw)
     np.testing.assert_allclose(split[0], whole[0], rtol=0, atol=1e-13)
     np.testing.assert_allclose(split[1], whole[1], rtol=1e-13)
+    with pytest.raises(ParameterError, match="CPU only"):
+        corrected.simulated_statistics(sim, processes=2, device="cuda", **kw)
 
 
 def test_a_correction_run_too_short_for_the_transient_is_refused():

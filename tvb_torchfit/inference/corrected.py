@@ -68,6 +68,9 @@ def simulated_statistics(sim, *, length_ms: float, batch: int, seed: int, discar
     spec = read_simulator(sim)
     twin_options = check_twin_options(twin_options, "twin_options")
     processes = checks.integer(processes, "processes", minimum=1)
+    if processes > 1 and str(twin_options.get("device", "cpu")) != "cpu":
+        raise ParameterError(f"processes={processes} with device={twin_options['device']!r}: the forked processes "
+                             "run on the CPU only (a GPU runs the realisations as one batch: processes=1).")
     skip = int(math.ceil(discard_ms / tr))
     if int(length_ms // tr) - skip < 3:
         raise ParameterError(f"correction_ms={length_ms} ms leaves {int(length_ms // tr) - skip} BOLD samples after "
@@ -167,5 +170,6 @@ def fit_corrected(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bol
     result.provenance["corrections"] = record
     result.provenance["correction"] = {"rounds": rounds, "correction_ms": correction_ms,
                                        "correction_batch": correction_batch, "correction_seed": correction_seed,
-                                       "tol": tol, "correction_twin": {k: str(v) for k, v in twin_options.items()}}
+                                       "tol": tol, "correction_twin": {k: str(v) for k, v in twin_options.items()},
+                                       "correction_processes": correction_processes}
     return result
