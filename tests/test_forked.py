@@ -38,3 +38,22 @@ def test_a_dying_worker_is_reported():
 def test_bad_process_count_is_refused(processes):
     with pytest.raises(ParameterError, match="processes"):
         forked_map(abs, [1, 2], processes=processes)
+
+
+def test_torch_in_the_children_after_the_parent_used_its_thread_pool(tmp_path):
+    """A fork copies the parent's OpenMP pool state but not its threads: torch's first parallel region in a child
+    waited forever (the demo hung in its correction runs). Run in a subprocess with a timeout, so a hang fails."""
+    import subprocess
+    import sys
+    script = tmp_path / "fork_after_threads.py"
+    script.write_text(
+        "import torch\n"
+        "from tvb_torchfit.roundtrip.forked import forked_map\n"
+        "torch.set_num_threads(2)\n"
+        "a = torch.randn(1500, 1500); (a @ a).sum()\n"
+        "def child(i):\n"
+        "    b = torch.randn(400, 400)\n"
+        "    return float((b @ b).sum() + torch.exp(torch.randn(200000)).sum())\n"
+        "print(len(forked_map(child, [0, 1], 2)))\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "2", out.stderr[-2000:]

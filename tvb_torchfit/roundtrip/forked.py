@@ -5,11 +5,13 @@ TVB's loop and the twin's block kernel are single-threaded, so on a machine with
 gives every child the parent's objects as they are (simulators, monkeypatched functions) without pickling them;
 only the results travel back, through a pipe. Where ``fork`` is not available (Windows; macOS's default) or one
 process is asked for, the calls run one after the other in this process: the numbers are the same either way,
-since each call computes exactly what it would serially.
+since each call computes exactly what it would serially. Each child runs torch on one thread (see ``_child``).
 """
 import multiprocessing
 import traceback
 from typing import Any, Callable, List, Optional, Sequence
+
+import torch
 
 from .. import checks
 
@@ -27,6 +29,9 @@ class WorkerError(RuntimeError):
 
 def _child(conn, fn, item) -> None:
     try:
+        # one thread per child: the children share the cores, and a fork inherits the parent's OpenMP thread pool
+        # state without its threads, so torch's first parallel region in the child would wait for them forever
+        torch.set_num_threads(1)
         conn.send(("ok", fn(item)))
     except BaseException as exc:                       # report it to the parent, whatever it is
         conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
