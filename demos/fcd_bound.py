@@ -66,13 +66,14 @@ def twin_bold(sim, length_ms: float, realisations: int, seed: int, discard_ms: f
     return bold[:, t.numpy() > discard_ms]
 
 
-def point_metrics(bold: np.ndarray, data, window: int, step: int, lag: int) -> dict:
+def point_metrics(bold: np.ndarray, data, fcd_train: np.ndarray, fcd_test: np.ndarray, window: int, step: int,
+                  lag: int) -> dict:
+    """Mean over the realisations of ``bold`` (realisations, time, nodes): FCD KS against the halves' FCD values,
+    FC r against their FC, mean FC, FCD mean and sd, BOLD autocorrelation at ``lag``; and the seed-to-seed FCD KS."""
     from tvb_torchfit import stats
-    fcd_train = stats.fcd_values(data["train_bold"], window, step).numpy()
-    fcd_test = stats.fcd_values(data["test_bold"], window, step).numpy()
+    fcds = [stats.fcd_values(b, window, step).numpy() for b in bold]
     rows = []
-    for b in bold:
-        f = stats.fcd_values(b, window, step).numpy()
+    for b, f in zip(bold, fcds):
         fc = stats.fc(b).numpy()
         rows.append(dict(ks_train=stats.ks_statistic(f, fcd_train), ks_test=stats.ks_statistic(f, fcd_test),
                          r_train=stats.pearson_r(stats.upper(fc), stats.upper(data["train_fc"])),
@@ -80,7 +81,6 @@ def point_metrics(bold: np.ndarray, data, window: int, step: int, lag: int) -> d
                          mean_fc=float(stats.upper(fc).mean()), fcd_mean=float(f.mean()), fcd_sd=float(f.std()),
                          ac=float(stats.autocorrelation(b, lag).mean())))
     out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-    fcds = [stats.fcd_values(b, window, step).numpy() for b in bold]
     out["ks_seed_to_seed"] = float(np.mean([stats.ks_statistic(fcds[i], fcds[j]) for i in range(len(fcds))
                                             for j in range(i + 1, len(fcds))])) if len(fcds) > 1 else float("nan")
     return out
@@ -88,20 +88,23 @@ def point_metrics(bold: np.ndarray, data, window: int, step: int, lag: int) -> d
 
 def scan(subject: str, overrides, out: Path, realisations: int, seed: int, grid=G_GRID) -> dict:
     from tvb_torchfit import stats
+    from tvb_torchfit.roundtrip.validation import fcd_window_samples
     from tvb_torchfit.runs import folder as fs
     from tvb_torchfit.runs.config import load_config
+    run_dirs = {g: fitted_run(subject, g, overrides, out) for g in sorted(set(grid) | {RECIPE_G})}
+    first = next(iter(run_dirs.values()))               # every G's folder holds the same data and validation settings
+    cfg = load_config(first / "config.json")
+    data = dict(np.load(first / "data.npz"))
+    tr = fs.read_json(first / "data.json")["tr_ms"]
+    window, step = fcd_window_samples(cfg.validation.fcd_window, cfg.validation.fcd_step, tr)
+    lag = max(1, int(round(AC_LAG_MS / tr)))
+    fcd_train = stats.fcd_values(data["train_bold"], window, step).numpy()
+    fcd_test = stats.fcd_values(data["test_bold"], window, step).numpy()
     points = []
-    for g in sorted(set(grid) | {RECIPE_G}):
-        run_dir = fitted_run(subject, g, overrides, out)
-        cfg = load_config(run_dir / "config.json")
-        data = dict(np.load(run_dir / "data.npz"))
-        tr = fs.read_json(run_dir / "data.json")["tr_ms"]
-        window = max(2, int(round(cfg.validation.fcd_window / tr)))
-        step = max(1, int(round(cfg.validation.fcd_step / tr)))
-        lag = max(1, int(round(AC_LAG_MS / tr)))
+    for g, run_dir in run_dirs.items():
         sim = fs.load_fitted_simulator(run_dir, "regional")
         bold = twin_bold(sim, data["test_bold"].shape[0] * tr, realisations, seed, cfg.validation.discard)
-        m = point_metrics(bold, data, window, step, lag)
+        m = point_metrics(bold, data, fcd_train, fcd_test, window, step, lag)
         points.append(dict(G_rel=g, run_dir=str(run_dir), **m))
         print(f"  {subject} G {g:.3f} G_c: FCD KS train {m['ks_train']:.3f} test {m['ks_test']:.3f} | FC r train "
               f"{m['r_train']:.3f} test {m['r_test']:.3f} | mean FC {m['mean_fc']:.3f} | FCD mean {m['fcd_mean']:.3f}"
@@ -109,8 +112,6 @@ def scan(subject: str, overrides, out: Path, realisations: int, seed: int, grid=
     recipe = next(p for p in points if p["G_rel"] == RECIPE_G)
     ok_train = [p for p in points if p["r_train"] >= recipe["r_train"] - R_TOLERANCE]
     ok_test = [p for p in points if p["r_test"] >= recipe["r_test"] - R_TOLERANCE]
-    fcd_train = stats.fcd_values(data["train_bold"], window, step).numpy()
-    fcd_test = stats.fcd_values(data["test_bold"], window, step).numpy()
     return dict(subject=subject, recipe=recipe, selected=min(ok_train, key=lambda p: p["ks_train"]),
                 oracle=min(ok_test, key=lambda p: p["ks_test"]), points=points,
                 data_ks=stats.ks_statistic(fcd_train, fcd_test),

@@ -31,17 +31,13 @@ LAGS = (1, 2, 3, 5)
 
 
 def observables(G: float, w_p: float, nsig: float, length: float, realisations: int, seed: int) -> dict:
-    import torch
-    import tvb_torchfit
     import recovery_study
+    from fcd_bound import twin_bold
     from tvb_torchfit import stats
+    from tvb_torchfit.roundtrip.validation import fcd_window_samples
     sim = recovery_study.simulator(recovery_study.REFERENCE, G=G, w_p=w_p, nsig=nsig)
-    tr = float(sim.monitors[0].period)
-    twin = tvb_torchfit.from_tvb(sim, batch=realisations, seed=seed)
-    with torch.no_grad():
-        (t, bold), = twin.run(simulation_length=20000.0 + length)
-    bold = bold.reshape(realisations, *bold.shape[-4:])[:, t.numpy() > 20000.0, 0, :, 0]
-    window, step = int(round(60000.0 / tr)), int(round(2000.0 / tr))
+    bold = twin_bold(sim, length, realisations, seed, discard_ms=20000.0)
+    window, step = fcd_window_samples(60000.0, 2000.0, float(sim.monitors[0].period))
     fcd = stats.fcd_values(bold, window, step)
     out = {f"ac lag {k}": stats.autocorrelation(bold, k).mean(-1) for k in LAGS}
     out.update({"mean FC": stats.upper(stats.fc(bold)).mean(-1), "BOLD variance": stats.bold_variance(bold).mean(-1),

@@ -4,11 +4,11 @@ validation (``roundtrip.validation``) and the data loaders (``data.datasets``) a
 Two kinds of functions, kept apart on purpose:
 
 * **Differentiable** (torch tensors in and out; numpy arrays are accepted and become float64 tensors):
-  ``fc``, ``upper``, ``fc_corr``, ``fc_rmse``, ``fcd``, ``fcd_values``, ``bold_variance``, ``autocorrelation``,
-  ``wasserstein``, ``smooth_ks``. A BOLD
-  array is shaped ``(..., time, nodes)``, an FC ``(..., nodes, nodes)``; ``...`` are batch axes. Correlations
-  carry a small *relative* variance floor (see :func:`fc`): a constant node gets correlation 0 with finite
-  gradients instead of NaN, and non-finite inputs raise :class:`~tvb_torchfit.errors.ParameterError`.
+  ``fc``, ``upper``, ``fc_corr``, ``fc_rmse``, ``fcd``, ``fcd_values``, ``fcd_values_in_stretches``,
+  ``bold_variance``, ``autocorrelation``, ``wasserstein``, ``smooth_ks``. A BOLD array is shaped
+  ``(..., time, nodes)``, an FC ``(..., nodes, nodes)``; ``...`` are batch axes. Correlations carry a small
+  *relative* variance floor (see :func:`fc`): a constant node gets correlation 0 with finite gradients instead of
+  NaN, and non-finite inputs raise :class:`~tvb_torchfit.errors.ParameterError`.
 * **For reports** (numpy in, numpy or float out, not differentiable): ``corrcoef_fc`` and ``pearson_r`` are
   exactly ``numpy.corrcoef`` (as TVB's own adapters compute FC), NaN for a constant signal, and ``pearson_r``
   leaves non-finite pairs out; ``ks_statistic`` is scipy's two-sample KS statistic. ``upper`` works on both
@@ -34,8 +34,8 @@ from .errors import ParameterError
 ArrayLike = Union[Tensor, np.ndarray]
 
 __all__ = ["fc", "upper", "fc_corr", "fc_rmse", "corrcoef_fc", "pearson_r", "fcd", "n_windows", "fcd_values",
-           "fcd_values_in_stretches",
-           "bold_variance", "autocorrelation", "wasserstein", "smooth_ks", "ks_statistic", "check_target_fc"]
+           "fcd_values_in_stretches", "bold_variance", "autocorrelation", "wasserstein", "smooth_ks", "ks_statistic",
+           "check_target_fc"]
 
 _DEFAULT_EPS = 1e-8
 
@@ -323,7 +323,7 @@ def fcd_values_in_stretches(bold: ArrayLike, window: int, step: int, stretch: in
     a, b = torch.triu_indices(W, W, offset=1, device=full.device)
     keep = (b - a) < Ws
     a, b = a[keep], b[keep]
-    count = torch.minimum(a, torch.tensor(W - Ws)) - torch.clamp(b - Ws + 1, min=0) + 1      # blocks holding (a, b)
+    count = a.clamp(max=W - Ws) - (b - Ws + 1).clamp(min=0) + 1          # the blocks holding (a, b)
     return torch.repeat_interleave(full[..., a, b], count, dim=-1)
 
 

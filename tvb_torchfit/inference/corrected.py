@@ -68,7 +68,7 @@ def simulated_statistics(sim, *, length_ms: float, batch: int, seed: int, discar
     spec = read_simulator(sim)
     twin_options = check_twin_options(twin_options, "twin_options")
     processes = checks.integer(processes, "processes", minimum=1)
-    if processes > 1 and str(twin_options.get("device", "cpu")) != "cpu":
+    if processes > 1 and torch.device(twin_options.get("device", "cpu")).type != "cpu":
         raise ParameterError(f"processes={processes} with device={twin_options['device']!r}: the forked processes "
                              "run on the CPU only (a GPU runs the realisations as one batch: processes=1).")
     skip = int(math.ceil(discard_ms / tr))

@@ -62,6 +62,12 @@ def bold_fc(bold: np.ndarray, discard: int) -> np.ndarray:
     return stats.corrcoef_fc(ts[discard:])
 
 
+def fcd_window_samples(window_ms: float, step_ms: float, period_ms: float) -> Tuple[int, int]:
+    """(window, step) in samples of a series sampled every ``period_ms``, for FCD windows of ``window_ms`` moved by
+    ``step_ms`` (rounded; at least 2 samples per window and 1 per step)."""
+    return max(2, int(round(window_ms / period_ms))), max(1, int(round(step_ms / period_ms)))
+
+
 def fcd_distribution(ts: np.ndarray, window: int, step: int, min_windows: int = 3) -> Optional[np.ndarray]:
     """FCD values (``stats.fcd_values``) of a (time, N) series, windows in samples, as a numpy array; None when
     fewer than ``min_windows`` windows fit (a KS statistic over one FCD value means nothing)."""
@@ -231,11 +237,11 @@ def validate(sim, target_fc, *, simulation_length: float, seeds: Sequence[int] =
     wall = time.perf_counter() - t0
     fcs = np.stack([bold_fc(ts, inp.discard) for ts in runs])
     series = [ts[inp.discard:] for ts in runs]
-    windows = [(max(2, int(round(fcd_window_ms / p))), max(1, int(round(fcd_step_ms / p))))
-               for p in (inp.period, target_period)]          # (window, step) in samples: TVB's BOLD, target BOLD
+    window, step = fcd_window_samples(fcd_window_ms, fcd_step_ms, inp.period)
+    target_windows = fcd_window_samples(fcd_window_ms, fcd_step_ms, target_period)
     report = ValidationReport(
-        **fc_metrics(fcs, inp.target, inp.torch_fc, notes), **fcd_metrics(series, inp.target_bold, *windows[0], notes,
-                                                                          target_windows=windows[1]),
+        **fc_metrics(fcs, inp.target, inp.torch_fc, notes),
+        **fcd_metrics(series, inp.target_bold, window, step, notes, target_windows=target_windows),
         seeds=list(seeds), simulation_length=float(simulation_length), bold_period=inp.period,
         discard_samples=inp.discard, bold_samples=int(series[0].shape[0]), tvb_wall_s=wall, notes=notes,
         warnings=warned + _fc_warnings(fcs))

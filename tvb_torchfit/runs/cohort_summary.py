@@ -3,11 +3,11 @@ says what the folders hold): one row per subject in ``summary.csv`` and ``summar
 ``summary.png`` (the distributions of the fitted values and of the TVB-validated r).
 
 Columns: ``subject``, ``status`` (``ok``, ``failed``, ``not run``), ``n_regions``, ``ceiling_r`` (the data's own
-train-vs-test FC r), ``fcd_ks_ceiling`` (the data's own train-vs-test FCD KS), per validated stage ``<stage>.in_sample_r``, ``<stage>.held_out_r`` (per TVB run),
-``<stage>.held_out_r_all_runs`` (the FC of all runs), ``<stage>.fcd_ks``, ``<stage>.mean_fc_sim``, ``.mean_fc_test`` and
-``<stage>.G_over_G_c``, per fitted parameter ``<stage>.<param>`` (one value) or ``<stage>.<param>.mean`` and
-``.sd`` (region-wise), ``wall_s`` (the wall time of the attempt that finished the subject, s), ``attempts`` and
-``error`` (the failed subject's message).
+train-vs-test FC r), ``fcd_ks_ceiling`` (the data's own train-vs-test FCD KS), per validated stage
+``<stage>.in_sample_r``, ``<stage>.held_out_r`` (per TVB run), ``<stage>.held_out_r_all_runs`` (the FC of all runs),
+``<stage>.fcd_ks``, ``<stage>.mean_fc_sim``, ``.mean_fc_test`` and ``<stage>.G_over_G_c``, per fitted parameter
+``<stage>.<param>`` (one value) or ``<stage>.<param>.mean`` and ``.sd`` (region-wise), ``wall_s`` (the wall time of
+the attempt that finished the subject, s), ``attempts`` and ``error`` (the failed subject's message).
 """
 import csv
 import io
@@ -109,8 +109,8 @@ def markdown(title: str, rows: Sequence[Dict]) -> str:
                          k not in ("n_regions", "attempts") else "")
         lines.append("| " + " | ".join(means) + " |")
     lines += ["", "r in sample: TVB's FC at the fitted values vs the training FC; held out: vs the test FC; ceiling: "
-              "the data's own train-vs-test r; FCD KS vs the test BOLD (fcd_ks_ceiling: the training BOLD's FCD vs the test "
-              "BOLD's); wall_s: the attempt that finished the subject."]
+              "the data's own train-vs-test r; FCD KS vs the test BOLD (fcd_ks_ceiling: the training BOLD's FCD vs "
+              "the test BOLD's); wall_s: the attempt that finished the subject."]
     return "\n".join(lines) + "\n"
 
 

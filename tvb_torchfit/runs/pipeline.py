@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from ..inference.fitting import FitResult
 from ..inference.stages import Stage, StageResult, fit_stages, fit_stages_batch
 from ..roundtrip.tvbfile import save_simulator
-from ..roundtrip.validation import fcd_distribution, validate
+from ..roundtrip.validation import fcd_distribution, fcd_window_samples, validate
 from ..version import __version__
 from . import folder as fs
 from .config import RunConfig, config_to_dict, load_config
@@ -98,8 +98,7 @@ def fcd_ks_ceiling(cfg: RunConfig, inputs: Inputs) -> Optional[float]:
     fewer than 3 windows (as the validation's own rule)."""
     if cfg.validation.split == "none":
         return None
-    window = max(2, int(round(cfg.validation.fcd_window / inputs.tr)))
-    step = max(1, int(round(cfg.validation.fcd_step / inputs.tr)))
+    window, step = fcd_window_samples(cfg.validation.fcd_window, cfg.validation.fcd_step, inputs.tr)
     parts = [fcd_distribution(b, window, step) for b in (inputs.train_bold, inputs.test_bold)]
     return None if any(p is None for p in parts) else stats.ks_statistic(*parts)
 
@@ -309,8 +308,9 @@ def validate_stage(run_dir: Path, cfg: RunConfig, stage: str, *, force: bool = F
     row = {"stage": stage, "in_sample_r": in_sample, "held_out_r": rep.fc_corr,
            "in_sample_r_all_runs": in_sample_all, "held_out_r_all_runs": rep.fc_corr_of_mean,
            "tvb_runs": len(rep.fc_corr_per_seed), "ceiling_r": info["ceiling_r"],
-           "fcd_ks": rep.fcd_ks, "fcd_ks_ceiling": info.get("fcd_ks_ceiling"), "mean_fc_sim": rep.mean_fc, "mean_fc_train": info["mean_fc_train"],
-           "mean_fc_test": info["mean_fc_test"], "seed_to_seed_r": rep.seed_to_seed_fc_corr,
+           "fcd_ks": rep.fcd_ks, "fcd_ks_ceiling": info.get("fcd_ks_ceiling"), "mean_fc_sim": rep.mean_fc,
+           "mean_fc_train": info["mean_fc_train"], "mean_fc_test": info["mean_fc_test"],
+           "seed_to_seed_r": rep.seed_to_seed_fc_corr,
            "fit_wall_s": values.get("fit_wall_s"), "tvb_wall_s": rep.tvb_wall_s,
            "at_bounds": values.get("at_bounds"), "G_c": values.get("G_c")}
     G = values["params"].get("G")
@@ -331,8 +331,8 @@ def _fmt(v) -> str:
 
 def report_markdown(cfg: RunConfig, rows: List[Dict], info: Dict) -> str:
     cols = [("stage", "stage"), ("in_sample_r", "r in sample (train FC)"), ("held_out_r", "r held out (test FC)"),
-            ("held_out_r_all_runs", "r held out, FC of all runs"), ("ceiling_r", "ceiling r (train vs test FC)"), ("fcd_ks", "FCD KS (test BOLD)"),
-            ("fcd_ks_ceiling", "FCD KS ceiling (train vs test BOLD)"),
+            ("held_out_r_all_runs", "r held out, FC of all runs"), ("ceiling_r", "ceiling r (train vs test FC)"),
+            ("fcd_ks", "FCD KS (test BOLD)"), ("fcd_ks_ceiling", "FCD KS ceiling (train vs test BOLD)"),
             ("mean_fc_sim", "mean FC TVB"), ("mean_fc_train", "mean FC train"), ("mean_fc_test", "mean FC test"),
             ("fit_wall_s", "fit (s)"), ("tvb_wall_s", "TVB (s)")]
     lines = [f"# Run {cfg.run.name}: subject {info['subject']}, {info['n_regions']} regions, TR {info['tr_ms']:g} ms",
@@ -349,8 +349,9 @@ def report_markdown(cfg: RunConfig, rows: List[Dict], info: Dict) -> str:
     lines += ["", "In sample: against the FC the stage was fitted to; held out: against the other half (or session); "
               "both per TVB run (mean over seeds). FC of all runs: TVB's FC averaged over the seeds' runs (the "
               "model's FC from their total length) against the test FC. Ceiling: the data's own train-vs-test "
-              "agreement (two finite halves: a model FC from long runs can exceed it). FCD KS ceiling: the KS statistic between "
-              "the FCD values of the training and the test BOLD, about what a model as good as the data scores."]
+              "agreement (two finite halves: a model FC from long runs can exceed it). FCD KS ceiling: the KS "
+              "statistic between the FCD values of the training and the test BOLD, about what a model as good as the "
+              "data scores."]
     return "\n".join(lines) + "\n"
 
 
