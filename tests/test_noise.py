@@ -41,7 +41,6 @@ def test_torch_stream_first_member_continues_a_larger_batch():
 
 
 def test_first_member_is_for_the_torch_stream_only():
-    import tvb_torchfit
     from tvb_torchfit.errors import ParameterError
     from tvb_torchfit.simulator.adapter import read_simulator
     from tvb_torchfit.simulator.twin import TorchSimulator
@@ -51,7 +50,6 @@ def test_first_member_is_for_the_torch_stream_only():
         TorchSimulator(spec, noise="tvb", first_member=1)
     with pytest.raises(ParameterError, match="first_member"):
         TorchSimulator(spec, first_member=-1)
-    assert tvb_torchfit is not None
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_torch_stream_draw_blocks_equal_successive_block_draws(dtype):
