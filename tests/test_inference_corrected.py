@@ -90,7 +90,42 @@ def test_without_bias_the_corrected_fit_is_the_linear_fit_and_stops(monkeypatch)
     np.testing.assert_allclose(result.params["G"], plain.params["G"], rtol=1e-3)
 
 
+@pytest.mark.parametrize("optimizer", [dict(), dict(optimizer="LBFGS", lr=1.0, schedule=None)], ids=["Adam", "LBFGS"])
+def test_the_correction_with_either_optimiser_lands_at_the_same_place(monkeypatch, optimizer):
+    truth = small_sim("ExcInh")
+    target_fc, _ = corrected.linear_statistics(truth)
+    _biased_twin(monkeypatch, 1.1)
+    result = corrected.fit_corrected(_at(truth, 0.14), target_fc, BOUNDS, rounds=6, tol=1e-3,
+                                     **dict(FIT, n_steps=200, **optimizer))
+    assert float(result.params["G"][0]) == pytest.approx(G_TRUE / 1.1, rel=0.01)
+
+
+@pytest.mark.parametrize("warm_start", [True, False])
+def test_each_round_starts_where_warm_start_says(monkeypatch, warm_start):
+    """warm_start: the last round's values (a value at its bound moved 1 % of the range inside); else sim's own."""
+    truth = small_sim("ExcInh")
+    target_fc, _ = corrected.linear_statistics(truth)
+    _biased_twin(monkeypatch, 1.1)
+    starts, fitted, original = [], [], corrected.fit
+
+    def recording(sim, *args, **kwargs):
+        starts.append(float(read_params(sim)["G"][0]))
+        result = original(sim, *args, **kwargs)
+        fitted.append(float(result.params["G"][0]))
+        result.params["G"] = np.array([0.6 - 1e-9]) if len(fitted) == 1 else result.params["G"]   # "at its bound"
+        return result
+    monkeypatch.setattr(corrected, "fit", recording)
+    corrected.fit_corrected(_at(truth, 0.14), target_fc, BOUNDS, rounds=2, tol=1e-9, warm_start=warm_start, **FIT)
+    assert starts[0] == pytest.approx(0.14)
+    if warm_start:
+        assert starts[1] == pytest.approx(0.6 - 0.01 * (0.6 - 0.05))
+        assert starts[2] == pytest.approx(min(max(fitted[1], 0.05 + 0.0055), 0.6 - 0.0055))
+    else:
+        assert starts[1:] == pytest.approx([0.14, 0.14])
+
+
 @pytest.mark.parametrize("kwargs, match", [
+    (dict(warm_start="yes"), "warm_start"),
     (dict(method="twin"), "method='twin'"),
     (dict(rounds=-1), "rounds"),
     (dict(correction_ms=0.0), "correction_ms"),

@@ -369,3 +369,17 @@ def test_log_scale_prior_is_log_normal():
         start = {"noise.nsig": torch.tensor([v], dtype=torch.float64)}
         ps = ParameterSet({"nsig": Param(1e-9, 1e-3, prior=(mean, 0.5))}, start, 3)
         assert float(ps.prior_loss()) == pytest.approx(0.5 * (1 / 0.5) ** 2, rel=1e-9)      # = 2.0
+
+
+def test_inside_bounds_moves_only_values_near_a_bound_on_the_fit_scale():
+    """inside_bounds: a value closer to a bound than margin x range goes to that distance (log scale for nsig,
+    aliases resolved); interior values, region-wise ones inside and names not fitted are unchanged."""
+    from tvb_torchfit.inference.parameters import Param, inside_bounds
+    values = {"G": np.array([0.5]), "w_p": np.array([0.3, 0.65, 0.999999]), "noise.nsig": np.array([1e-9]),
+              "J_i": np.array([1.0])}
+    out = inside_bounds(values, {"G": (0.1, 1.0), "w_p": Param(0.3, 1.0, regionwise=True), "nsig": (1e-9, 1e-3)},
+                        0.01)
+    assert out["G"][0] == 0.5 and out["J_i"][0] == 1.0
+    np.testing.assert_allclose(out["w_p"], [0.3 + 0.007, 0.65, 1.0 - 0.007], rtol=1e-12)
+    assert out["noise.nsig"][0] == pytest.approx(math.exp(math.log(1e-9) + 0.01 * math.log(1e6)), rel=1e-12)
+    assert values["w_p"][0] == 0.3                                       # the caller's arrays are not changed

@@ -33,11 +33,12 @@ BOUNDS = {"G": (0.02, 0.2), "w_p": (0.3, 1.0)}
 # FC correlation alone is flat along a G-up / w_p-down ridge (demos/landscape.py, linear_landscape.py); the FC
 # level (mean FC) and the BOLD variance change along it, so the loss adds the FC RMSE and the variance term.
 RMSE_WEIGHT = 1.0
-# The demo's protocol (fit_corrected): linear fits run to convergence in every round (200 Adam steps at a constant
-# lr: along the ridge the loss is flat, and 60 steps under a cosine schedule stopped short, so the rounds crept and
-# stopped early), each correction from 4 twin runs of 300 s (seed 0), until no value moves by 0.5 %.
-CORRECTED = dict(rounds=8, tol=0.005, correction_ms=300e3, correction_batch=4, correction_seed=0, n_steps=200, lr=0.1,
-                 schedule=None, rmse_weight=RMSE_WEIGHT, variance_weight=1.0)
+# The demo's protocol (fit_corrected): linear fits run to convergence in every round (LBFGS with a strong-Wolfe line
+# search, at most 200 iterations; it stops once an iteration no longer moves: along the ridge, where Adam at a
+# constant lr needed 200 steps per round; README "Synthetic recovery"), each round from the last one's values, each
+# correction from 4 twin runs of 300 s (seed 0), until no value moves by 0.5 %.
+CORRECTED = dict(rounds=8, tol=0.005, correction_ms=300e3, correction_batch=4, correction_seed=0, n_steps=200,
+                 optimizer="LBFGS", lr=1.0, schedule=None, rmse_weight=RMSE_WEIGHT, variance_weight=1.0)
 # The paper's protocol, gradient descent through the stochastic twin (not robust here: README "Synthetic
 # recovery"); kept for benchmarks/bench_speed.py's cost of a twin optimiser step.
 FIT = dict(n_steps=40, window_trs=20, fc_window_trs=100, batch=8, lr=0.1, dtype="float32", seed=0)

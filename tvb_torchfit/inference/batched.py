@@ -41,6 +41,9 @@ def _prepare(job: FitJob) -> PreparedFit:
                       **job.settings)
     if run.cfg.method != "linear":
         raise ParameterError(f"fit_batch fits method='linear' only; got method={run.cfg.method!r} (use fit).")
+    if run.cfg.optimizer == "LBFGS":
+        raise ParameterError("fit_batch steps every subject once per pass; optimizer='LBFGS' evaluates trial points "
+                             "of its own line search: use fit for it, or a gradient optimiser such as 'Adam'.")
     return run
 
 

@@ -54,14 +54,15 @@ def fingerprint(parts: Mapping[str, object]) -> Dict[str, str]:
 
 
 def payload(config_doc: Dict, pset, optimizer, scheduler, estimator, history: Dict, loop_state,
-            prints: Dict[str, str]) -> Dict:
+            prints: Dict[str, str], stepper=None) -> Dict:
     """Deep copies of the fit state at this step boundary (safe to keep while the fit goes on)."""
     hist = dict(history, **{key: {k: [torch.from_numpy(np.array(v, dtype=np.float64)) for v in traj]
                                   for k, traj in history[key].items()} for key in TRAJECTORIES if key in history})
     return copy.deepcopy({"format": FORMAT, "fingerprint": dict(prints), "config": config_doc,
                           "params": pset.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                          "estimator": estimator.state_dict(), "history": hist, "loop": vars(loop_state)})
+                          "estimator": estimator.state_dict(), "history": hist, "loop": vars(loop_state),
+                          "step": stepper.state_dict() if stepper is not None else {}})
 
 
 def save(path, doc: Dict) -> None:
@@ -103,7 +104,7 @@ def mismatch(saved: Mapping[str, str], current: Mapping[str, str]):
 
 
 def restore(path, config_doc: Dict, pset, optimizer, scheduler, estimator, history: Dict, loop_state,
-            prints: Dict[str, str]) -> None:
+            prints: Dict[str, str], stepper=None) -> None:
     """Load a checkpoint of this very problem (``prints`` = its fingerprint) into the fit's objects."""
     doc = read(path)
     differ = mismatch(doc.get("fingerprint") or {}, prints)
@@ -121,6 +122,8 @@ def restore(path, config_doc: Dict, pset, optimizer, scheduler, estimator, histo
         history.update(hist, **{key: {k: [v.numpy() for v in traj] for k, traj in hist[key].items()}
                                 for key in TRAJECTORIES if key in hist})
         vars(loop_state).update(doc["loop"])
+        if stepper is not None:
+            stepper.load_state_dict(doc.get("step") or {"memo": None, "starts": []})
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
         raise CheckpointError(f"checkpoint {str(path)!r} matches this fit's fingerprint but its state does not fit "
                               f"({type(exc).__name__}: {str(exc)[:200]}); it is damaged; {RESTART_HINT}.") from None

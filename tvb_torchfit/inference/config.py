@@ -19,7 +19,7 @@ class FitConfig:
     fc_window_trs: int = 100
     batch: int = 4
     lr: float = 0.05
-    optimizer: str = "Adam"
+    optimizer: str = "Adam"                     # a torch.optim name; "LBFGS" (method="linear"): line search
     schedule: Optional[str] = "cosine"          # None or "cosine"
     loss: str = "log_corr"                      # key of FC_LOSSES
     rmse_weight: float = 0.0                    # + rmse_weight * RMSE(FC): pins the FC level, not only its pattern
@@ -95,6 +95,10 @@ def check_config(cfg: FitConfig) -> None:
     if cfg.method == "linear" and (cfg.fcd_weight or cfg.observation != "bold"):
         raise ParameterError("method='linear' gives the stationary FC of TVB's Bold monitor only: fcd_weight and "
                              "observation='balloon' need method='twin'.")
+    if cfg.optimizer == "LBFGS" and (cfg.method != "linear" or cfg.schedule is not None):
+        raise ParameterError(f"optimizer='LBFGS' with method={cfg.method!r}, schedule={cfg.schedule!r}: its line "
+                             "search needs a deterministic loss (method='linear') and sets its own step lengths "
+                             "(schedule=None; lr is the first trial step, 1.0 the usual).")
     if cfg.fc_window_trs < cfg.window_trs:
         raise ParameterError(f"fc_window_trs={cfg.fc_window_trs} is shorter than window_trs={cfg.window_trs}; "
                              "FC is estimated over at least one window.")

@@ -29,16 +29,17 @@ from .. import checks, stats
 from ..errors import ParameterError
 from ..analyzers.linear import linear_bold_fc
 from ..roundtrip.forked import WorkerError, forked_map
-from ..roundtrip.writeback import clone_simulator, find_bold, monitor_list
+from ..roundtrip.writeback import apply_params, clone_simulator, find_bold, monitor_list
 from ..simulator.adapter import read_simulator
 from ..simulator.twin import TorchSimulator
 from .fitting import FitResult, fit
-from .parameters import ParamSpec
+from .parameters import ParamSpec, inside_bounds
 from .problem import BOLD_TRANSIENT_MS
 
 __all__ = ["fit_corrected", "simulated_statistics", "linear_statistics"]
 
 FISHER_CLIP = 1 - 1e-7                   # |r| kept below 1 before atanh
+WARM_START_MARGIN = 0.01                 # a warm start at least 1 % of its range inside each bound (``inside_bounds``)
 TWIN_OPTIONS = ("dtype", "kernel", "compile", "device", "block")     # TorchSimulator options of the correction runs
 
 
@@ -119,7 +120,8 @@ def corrected_targets(target_fc: np.ndarray, target_bold: Optional[np.ndarray], 
 def fit_corrected(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None, rounds: int = 8,
                   correction_ms: float = 300e3, correction_batch: int = 4, correction_seed: int = 0,
                   tol: float = 0.005, correction_twin: Optional[Mapping[str, Any]] = None,
-                  correction_processes: int = 1, progress: bool = True, **settings) -> FitResult:
+                  correction_processes: int = 1, warm_start: bool = True, progress: bool = True,
+                  **settings) -> FitResult:
     """``fit(method="linear")`` with the linearisation's bias removed by the twin (module docstring).
 
     Arguments as ``fit``'s (``settings``: any ``FitConfig`` field; ``method`` is 'linear'), plus: ``rounds``, the
@@ -128,7 +130,11 @@ def fit_corrected(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bol
     every round); ``tol``, the relative change of every fitted value below which the rounds stop;
     ``correction_twin``, ``TorchSimulator`` options of those runs (``dtype``, ``kernel``, ``compile``, ``device``,
     ``block``; default: float64 on the CPU, the block kernel where it applies); ``correction_processes``, how many
-    forked processes share those runs (the same numbers as one process: ``simulated_statistics``). ``target_bold``
+    forked processes share those runs (the same numbers as one process: ``simulated_statistics``); ``warm_start``,
+    each round's fit starts where the last one ended (True; a value that ended within 1 % of its range of a bound
+    starts that far inside it, where its gradient on the fit's scale has not vanished: ``parameters.inside_bounds``)
+    or from ``sim``'s own values (False: every round's result then depends on its corrected target only, but a
+    loss with several minima along a ridge may send a round to another one). ``target_bold``
     enters as in ``fit`` (the variance and FCD terms) and is corrected with the FC. ``sim`` is not changed."""
     rounds = checks.integer(rounds, "rounds", minimum=0)
     correction_ms = checks.positive(correction_ms, "correction_ms", unit="ms")
@@ -137,6 +143,7 @@ def fit_corrected(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bol
     tol = checks.positive(tol, "tol")
     twin_options = check_twin_options(correction_twin)
     correction_processes = checks.integer(correction_processes, "correction_processes", minimum=1)
+    warm_start = checks.boolean(warm_start, "warm_start")
     if settings.get("method", "linear") != "linear":
         raise ParameterError(f"fit_corrected: method={settings['method']!r}; the corrected fit is a sequence of "
                              "linear fits (method='linear'); for the twin's own gradient use fit(method='twin').")
@@ -147,7 +154,7 @@ def fit_corrected(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bol
     record: List[Dict] = []
     previous: Optional[Dict[str, np.ndarray]] = None
     for k in range(rounds + 1):
-        result = fit(current, fc_k, params, target_bold=bold_k, progress=progress, **settings)
+        result = fit(current if warm_start else sim, fc_k, params, target_bold=bold_k, progress=progress, **settings)
         fitted = result.apply(clone_simulator(sim))
         moved = None if previous is None else max(          # relative change; a value at 0 counts absolutely
             float(np.max(np.abs(result.params[n] - previous[n]) / np.maximum(np.abs(previous[n]), 1.0e-12)))
@@ -166,10 +173,11 @@ def fit_corrected(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bol
                      twin_variance=float(np.mean(simulated[1])), linear_variance=float(np.mean(linear[1])),
                      target_variance=None if bold is None else float(np.mean(np.var(bold, axis=0))))
         fc_k, bold_k = corrected_targets(target, bold, simulated, linear)
-        previous, current = result.params, fitted
+        previous = result.params
+        current = apply_params(clone_simulator(sim), inside_bounds(result.params, params, WARM_START_MARGIN))
     result.provenance["corrections"] = record
     result.provenance["correction"] = {"rounds": rounds, "correction_ms": correction_ms,
                                        "correction_batch": correction_batch, "correction_seed": correction_seed,
                                        "tol": tol, "correction_twin": {k: str(v) for k, v in twin_options.items()},
-                                       "correction_processes": correction_processes}
+                                       "correction_processes": correction_processes, "warm_start": warm_start}
     return result

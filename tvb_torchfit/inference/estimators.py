@@ -134,12 +134,13 @@ class LinearEstimator:
     def warm_up(self, pset) -> None:
         pass
 
-    def predict(self, values: Dict[str, torch.Tensor]) -> Optional[Prediction]:
-        """The FC at ``values``, or None after taking the step back (no stable low state there)."""
+    def predict(self, values: Dict[str, torch.Tensor], retreat: bool = True) -> Optional[Prediction]:
+        """The FC at ``values``, or None where there is no stable low state: after taking the step back
+        (``retreat``), or with nothing changed (``retreat=False``: a line search's trial point)."""
         try:
             fc, info = linear_bold_fc(self.spec, values, initial=self.fixed_point)
         except FixedPointError as err:
-            return self.retreat(err)
+            return self.retreat(err) if retreat else None
         return self.prediction(values, fc, info)
 
     def network(self, values: Dict[str, torch.Tensor]) -> LinearNetwork:
@@ -149,16 +150,21 @@ class LinearEstimator:
     def retreat(self, err: FixedPointError) -> None:
         """Take the step back: restore the last accepted parameters and optimiser state and halve the learning
         rate (``FixedPointError`` once there is nothing to go back to or after ``MAX_RETREATS``); None."""
-        self.retreats += 1
-        if self.last is None or self.retreats > MAX_RETREATS:
-            raise FixedPointError(f"method='linear': {err} (at {self.pset.numpy()}); start from values where "
-                                  "the low state is stable, or narrow the bounds.") from err
+        self.count_retreat(err)
         self.pset.load_state_dict(copy.deepcopy(self.last[0]))
         self.optimizer.load_state_dict(copy.deepcopy(self.last[1]))
         for group in self.optimizer.param_groups:
             group["lr"] *= 0.5
         self.fixed_point = None                          # next try relaxes from the low start again
         return None
+
+    def count_retreat(self, err: Exception) -> None:
+        """Count a step taken back; ``FixedPointError`` once there is nothing to go back to (the start itself has
+        no stable low state or no finite gradient) or after ``MAX_RETREATS``."""
+        self.retreats += 1
+        if self.last is None or self.retreats > MAX_RETREATS:
+            raise FixedPointError(f"method='linear': {err} (at {self.pset.numpy()}); start from values where "
+                                  "the low state is stable, or narrow the bounds.") from err
 
     def bad_gradient(self, names) -> None:
         """A non-finite gradient of ``names`` (e.g. eig's backward at nearly equal eigenvalues) belongs to the current

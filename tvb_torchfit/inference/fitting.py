@@ -73,7 +73,7 @@ def fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=None,
 class PreparedFit:
     """A fit ready to run (what ``fit`` does between its checks and its loop): the checked problem, the parameter
     set, estimator, optimiser and schedule, history and loop state, the objective and the loop's callbacks.
-    ``step()`` is one optimiser step (``loop.optimiser_step``); ``result()`` the ``FitResult`` of the steps taken.
+    ``step()`` is one optimiser step (``loop.make_step``); ``result()`` the ``FitResult`` of the steps taken.
     Batched fits (``inference.batched``) drive several of them in one pass."""
     sim: object
     problem: FitProblem
@@ -88,13 +88,14 @@ class PreparedFit:
     config_doc: dict
     recorder: loop.History
     callbacks: list
+    stepper: object = None           # the loop's step for this optimiser (``loop.make_step``)
 
     @property
     def cfg(self) -> FitConfig:
         return self.problem.cfg
 
     def step(self):
-        return loop.optimiser_step(self.estimator, self.objective, self.pset, self.optimizer, self.scheduler)
+        return self.stepper()
 
     def result(self) -> FitResult:
         history, cfg, pset = self.history, self.cfg, self.pset
@@ -134,12 +135,14 @@ def prepare_fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=
     config_doc = dict(dataclasses.asdict(cfg), params={k: dataclasses.asdict(v) for k, v in pset.specs.items()},
                       tr_ms=problem.tr_ms, dt=float(sim.integrator.dt), n_nodes=problem.n_nodes,
                       model=type(sim.model).__name__)
+    objective = Objective(cfg, problem.target, pset, problem.target_fcd, problem.target_variance)
+    stepper = loop.make_step(estimator, objective, pset, optimizer, scheduler)
     prints = None
     if checkpoint is not None:
         ckpt_files.remove_stale_temporaries(checkpoint)
         prints = ckpt.fingerprint(problem_parts(problem, config_doc, target_bold))
     if checkpoint is not None and resume and os.path.exists(checkpoint):
-        ckpt.restore(checkpoint, config_doc, pset, optimizer, scheduler, estimator, history, state, prints)
+        ckpt.restore(checkpoint, config_doc, pset, optimizer, scheduler, estimator, history, state, prints, stepper)
     else:
         estimator.warm_up(pset)
     recorder = loop.History(history)
@@ -150,13 +153,13 @@ def prepare_fit(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bold=
     callbacks += [loop.ProgressBar(cfg.n_steps, state.step)] if progress else []
     if checkpoint is not None:
         snapshot = lambda: ckpt.payload(config_doc, pset, optimizer, scheduler, estimator, history, state,  # noqa
-                                          prints)
+                                          prints, stepper)
         callbacks.append(loop.Checkpointing(checkpoint, checkpoint_every, cfg.n_steps, snapshot, progress))
     callbacks += [loop.Stop(early)] if cfg.patience is not None else []
-    objective = Objective(cfg, problem.target, pset, problem.target_fcd, problem.target_variance)
     return PreparedFit(sim=sim, problem=problem, pset=pset, estimator=estimator, optimizer=optimizer,
                        scheduler=scheduler, objective=objective, history=history, state=state, start=start,
-                       config_doc=config_doc, recorder=recorder, callbacks=callbacks)
+                       config_doc=config_doc, recorder=recorder, callbacks=callbacks,
+                       stepper=stepper)
 
 
 def problem_parts(problem: FitProblem, config_doc, target_bold) -> dict:
@@ -184,14 +187,14 @@ def _build(problem: FitProblem, params):
     if cfg.method == "linear":
         spec = read_simulator(problem.sim)
         pset = _parameter_set(params, spec_params(spec), problem, spec.model)
-        optimizer = getattr(torch.optim, cfg.optimizer)(pset.parameters(), lr=cfg.lr)
+        optimizer = loop.make_optimizer(cfg, pset.parameters())
         return pset, LinearEstimator(spec, cfg, pset, optimizer), optimizer
     obs = make_observation(cfg.observation, problem.sim.monitors[problem.bold_index], problem.tr_ms, cfg.batch,
                            cfg.balloon_period_ms)
     twin = TorchSimulator(twin_spec(problem, obs.monitors), noise="torch", batch=cfg.batch,
                           dtype=getattr(torch, cfg.dtype), seed=cfg.seed, compile=cfg.compile)
     pset = _parameter_set(params, twin.params, problem, twin.model)
-    optimizer = getattr(torch.optim, cfg.optimizer)(pset.parameters(), lr=cfg.lr)
+    optimizer = loop.make_optimizer(cfg, pset.parameters())
     return pset, TwinEstimator(twin, obs, cfg, problem.tr_steps), optimizer
 
 

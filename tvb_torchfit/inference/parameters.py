@@ -125,6 +125,25 @@ def as_param(name: str, spec: ParamSpec) -> Param:
     return p
 
 
+def inside_bounds(values: Mapping[str, np.ndarray], params: Mapping[str, ParamSpec],
+                  margin: float) -> Dict[str, np.ndarray]:
+    """``values`` (TVB names) with each fitted one moved, where it is closer to a bound than ``margin`` x the
+    range, to that distance (on the fit's scale: log for log-scale parameters); the rest unchanged. Where a fit
+    starts from an earlier fit's values: on the logit scale a value at its bound has a vanishing gradient."""
+    out = {name: np.array(v, dtype=np.float64) for name, v in values.items()}
+    for raw, spec in params.items():
+        name = canonical_name(raw)
+        p = as_param(name, spec)
+        if name not in out:
+            continue
+        log = p.log if p.log is not None else name == NOISE_NSIG
+        lo, hi = (math.log(p.low), math.log(p.high)) if log else (p.low, p.high)
+        x = np.log(out[name]) if log else out[name]
+        x = np.clip(x, lo + margin * (hi - lo), hi - margin * (hi - lo))
+        out[name] = np.exp(x) if log else x
+    return out
+
+
 def check_maps(name: str, maps, n_nodes: Optional[int] = None) -> np.ndarray:
     """Region maps as a (K, N) float64 array: finite, not constant, N = ``n_nodes`` when given."""
     try:
