@@ -98,6 +98,9 @@ def test_the_correction_with_either_optimiser_lands_at_the_same_place(monkeypatc
     result = corrected.fit_corrected(_at(truth, 0.14), target_fc, BOUNDS, rounds=6, tol=1e-3,
                                      **dict(FIT, n_steps=200, **optimizer))
     assert float(result.params["G"][0]) == pytest.approx(G_TRUE / 1.1, rel=0.01)
+    steps = [c["steps"] for c in result.provenance["corrections"]]
+    assert steps[-1] == len(result.history["loss"])
+    assert all(n < 200 for n in steps) if optimizer else all(n == 200 for n in steps)   # LBFGS stops by itself
 
 
 @pytest.mark.parametrize("warm_start", [True, False])

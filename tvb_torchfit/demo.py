@@ -107,7 +107,8 @@ def run(out_dir: str = "out/demo", target_ms: float = 600e3, validate_ms: float 
     for c in result.provenance["corrections"]:
         twin = "" if "twin_r" not in c else (f"; twin there: FC r {c['twin_r']:.3f}, mean FC {c['twin_mean_fc']:.3f}"
                                              f" (target {c['target_mean_fc']:.3f})")
-        print(f"   round {c['round']}: " + ", ".join(f"{k} {v[0]:.4f}" for k, v in c["params"].items()) + twin)
+        print(f"   round {c['round']}: " + ", ".join(f"{k} {v[0]:.4f}" for k, v in c["params"].items())
+              + f" ({c['steps']} steps)" + twin)
 
     print("4. write back into TVB and validate with TVB's own integrator (fresh seeds)")
     fitted_sim = result.apply(demo_simulator(**START, **{k: SETTINGS[k] for k in ("J_i", "nsig", "dt", "tr")}))

@@ -16,8 +16,8 @@ so that at the fixed point ``S(theta*)`` itself matches the target ``D``. The ta
 (``D - d_k``: FC ``tanh(atanh(D) - d_k)``, BOLD scaled per node by ``exp(-d_k / 2)``), so every round is an ordinary
 ``fit(method="linear")``. The twin runs with common random numbers (the same ``correction_seed`` every round), so
 ``d_k`` changes smoothly with theta; it stops early once no fitted value moves by more than ``tol`` (relative).
-The result is the last round's ``FitResult``; ``provenance["corrections"]`` records every round (values, the twin's
-FC r against the target, mean FC and mean variance of twin, linear model and target).
+The result is the last round's ``FitResult``; ``provenance["corrections"]`` records every round (values, optimiser
+steps taken, the twin's FC r against the target, mean FC and mean variance of twin, linear model and target).
 """
 import math
 from typing import Any, Dict, List, Mapping, Optional
@@ -159,7 +159,8 @@ def fit_corrected(sim, target_fc, params: Mapping[str, ParamSpec], *, target_bol
         moved = None if previous is None else max(          # relative change; a value at 0 counts absolutely
             float(np.max(np.abs(result.params[n] - previous[n]) / np.maximum(np.abs(previous[n]), 1.0e-12)))
             for n in previous)
-        entry = {"round": k, "params": {n: v.tolist() for n, v in result.params.items()}, "moved": moved}
+        entry = {"round": k, "params": {n: v.tolist() for n, v in result.params.items()}, "moved": moved,
+                 "steps": len(result.history["loss"])}
         record.append(entry)
         if k == rounds or (moved is not None and moved < tol):
             break

@@ -115,6 +115,7 @@ class LineSearchStep:
     def __init__(self, estimator, objective, pset, optimizer):
         self.estimator, self.objective, self.pset, self.optimizer = estimator, objective, pset, optimizer
         self.memo = None                 # {theta, loss, grads, fc} of the last good point evaluated
+        self.at_wall = False             # the closure's last evaluation met the wall
         self.starts = []                 # parameter state of the last two iterations' starts
 
     def theta(self) -> torch.Tensor:
@@ -129,6 +130,7 @@ class LineSearchStep:
                 loss, _ = self.objective(pred)
                 loss.backward()
             if pred is None or non_finite_gradients(self.pset):
+                self.at_wall = True
                 for p in self.pset.parameters():
                     p.grad = torch.zeros_like(p)
                 return torch.tensor(BARRIER, dtype=torch.float64)
@@ -141,7 +143,9 @@ class LineSearchStep:
     def __call__(self) -> Optional[StepRecord]:
         self.starts = (self.starts + [copy.deepcopy(self.pset.state_dict())])[-2:]
         before, values, coefficients = self.theta(), self.pset.numpy(), self.pset.coefficients()
-        if float(self.closure()) == BARRIER:             # no direction from here: back to the last start
+        self.at_wall = False
+        self.closure()
+        if self.at_wall:                                 # no direction from here: back to the last start
             self.estimator.count_retreat(FixedPointError("no stable low state or no finite gradient"))
             self.pset.load_state_dict(copy.deepcopy(self.starts[0]))
             self.optimizer.state.clear()
@@ -163,7 +167,7 @@ class LineSearchStep:
 
 
 def make_step(estimator, objective, pset, optimizer, scheduler) -> Callable[[], Optional[StepRecord]]:
-    """The loop's step for this optimiser: ``LineSearchStep`` for LBFGS, else ``optimiser_step``."""
+    """The loop's step for this optimiser: ``LineSearchStep`` for LBFGS, else ``GradientStep`` (``optimiser_step``)."""
     if isinstance(optimizer, torch.optim.LBFGS):
         return LineSearchStep(estimator, objective, pset, optimizer)
     return GradientStep(estimator, objective, pset, optimizer, scheduler)
