@@ -114,6 +114,8 @@ BAD = [
      "preprocessing.bandpass"),
     ("not TOML", "[run\nname = 1", "TOML"),
     ("unknown HRF kernel", BASE + '\n[monitor]\nhrf_kernel = "Glover"\n', "monitor.hrf_kernel"),
+    ("LBFGS under a cosine schedule", _replace(BASE, "n_steps = 3", 'n_steps = 3\noptimizer = "LBFGS"\n'
+                                               'schedule = "cosine"'), "stages.0.fit"),
 ]
 
 
@@ -155,3 +157,13 @@ def test_hrf_kernel_reaches_tvb_and_round_trips(folder, tmp_path, kernel):
     again = load_simulator(tmp_path)
     assert type(again.monitors[0].hrf_kernel) is getattr(equations, kernel)
     np.testing.assert_array_equal(again.monitors[0].hemodynamic_response_function, bold.hemodynamic_response_function)
+
+
+def test_a_stage_fitted_by_lbfgs_is_not_batched(folder):
+    """The cohort batches linear-only runs (``pipeline.linear_only``); an LBFGS stage evaluates its own line search's
+    trial points, which a batched pass cannot: such a run is fitted on its own."""
+    path = rh.write_config(folder)
+    assert pipeline.linear_only(load_config(path, ['stages.0.method="linear"', 'stages.1.method="linear"']))
+    cfg = load_config(path, ['stages.0.method="linear"', 'stages.1.method="linear"',
+                             'stages.0.fit.optimizer="LBFGS"', 'stages.0.fit.schedule="none"', "stages.0.fit.lr=1.0"])
+    assert cfg.stages[0].fit.optimizer == "LBFGS" and not pipeline.linear_only(cfg)

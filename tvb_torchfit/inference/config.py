@@ -98,7 +98,7 @@ def check_config(cfg: FitConfig) -> None:
     if cfg.optimizer == "LBFGS" and (cfg.method != "linear" or cfg.schedule is not None):
         raise ParameterError(f"optimizer='LBFGS' with method={cfg.method!r}, schedule={cfg.schedule!r}: its line "
                              "search needs a deterministic loss (method='linear') and sets its own step lengths "
-                             "(schedule=None; lr is the first trial step, 1.0 the usual).")
+                             "(schedule=None, \"none\" in a run file; lr is the first trial step, 1.0 the usual).")
     if cfg.fc_window_trs < cfg.window_trs:
         raise ParameterError(f"fc_window_trs={cfg.fc_window_trs} is shorter than window_trs={cfg.window_trs}; "
                              "FC is estimated over at least one window.")

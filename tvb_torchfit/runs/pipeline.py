@@ -233,8 +233,9 @@ def run_fit(cfg: RunConfig, out_dir, *, progress: bool = True, validate_after: b
 
 
 def linear_only(cfg: RunConfig) -> bool:
-    """Whether every stage of the configuration is fitted by the linear method (it can be batched)."""
-    return all(s.method == "linear" for s in cfg.stages)
+    """Whether every stage of the configuration is fitted by the linear method with a gradient optimiser (it can
+    be batched: ``inference.batched``; LBFGS evaluates its own line search's trial points, subject by subject)."""
+    return all(s.method == "linear" and s.fit.optimizer != "LBFGS" for s in cfg.stages)
 
 
 def _batch_key(run: RunSetup):
