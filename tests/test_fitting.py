@@ -280,6 +280,22 @@ def test_the_reported_linear_values_are_where_the_lowest_loss_was_computed(sim, 
         assert np.array_equal(res.history["params"][name][0], res.start[name])     # the first record: the start
 
 
+def test_a_region_wise_nsig_written_back_starts_the_next_fit(sim, target):
+    """TVB configures a region-wise nsig written back as (N,) into one row per state variable; the next fit (a later
+    stage, a corrected fit's next round) reads it back as one value per node (it failed with 'start value has 2N
+    entries'). A per-variable nsig that differs between the variables is refused, naming why."""
+    params = {"nsig": tvb_torchfit.Param(1e-6, 1e-2, regionwise=True)}
+    first = tvb_torchfit.fit(sim, target, params, method="linear", n_steps=2, progress=False)
+    written = first.apply(tvb_torchfit.clone_simulator(sim))
+    again = tvb_torchfit.fit(written, target, params, method="linear", n_steps=1, progress=False)
+    np.testing.assert_allclose(again.start["noise.nsig"], first.params["noise.nsig"], rtol=1e-12)
+    other = tvb_torchfit.clone_simulator(sim)
+    other.integrator.noise.nsig = np.array([[1e-4] * N, [2e-4] * N])
+    other.configure()
+    with pytest.raises(ParameterError, match="differs between state variables"):
+        tvb_torchfit.fit(other, target, params, method="linear", n_steps=1, progress=False)
+
+
 def test_fic_sets_J_i_and_writes_it_back(sim, target):
     res = tvb_torchfit.fit(sim, target, {"G": (0.5, 3.0)}, method="linear", fic_rate=3.0, n_steps=2, lr=0.05,
                            progress=False)

@@ -187,9 +187,16 @@ class ParameterSet(torch.nn.Module):
             if p.log and p.low <= 0:
                 raise ParameterError(f"parameter {name!r}: a log-scale fit needs low > 0, got {p.low}.")
             value = start[name].detach().double().reshape(-1)
+            if value.numel() > n_nodes and value.numel() % n_nodes == 0:
+                rows = value.reshape(-1, n_nodes)      # one row per state variable (TVB's nsig after a region-wise
+                if torch.equal(rows, rows[:1].expand_as(rows)):     # write-back): the same in each, one per node
+                    value = rows[0]
             if value.numel() not in (1, n_nodes):
+                per_variable = value.numel() % n_nodes == 0 and value.numel() > n_nodes
                 raise ParameterError(f"parameter {name!r}: start value has {value.numel()} entries; expected 1 or "
-                                     f"{n_nodes}.")
+                                     f"{n_nodes}" + (" (it differs between state variables; a region-wise fit has "
+                                                     "one value per node: set the same value for every state "
+                                                     "variable)" if per_variable else "") + ".")
             if not p.regionwise and value.numel() != 1:
                 if torch.allclose(value, value[:1].expand_as(value)):
                     value = value[:1]
