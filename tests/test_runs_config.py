@@ -114,6 +114,10 @@ BAD = [
      "preprocessing.bandpass"),
     ("not TOML", "[run\nname = 1", "TOML"),
     ("unknown HRF kernel", BASE + '\n[monitor]\nhrf_kernel = "Glover"\n', "monitor.hrf_kernel"),
+    ("FCD term with the Bold monitor off the TR", _replace(_replace(BASE, 'name = "global"', 'name = "global"\n'
+                                                                     'method = "twin"'), "stability_margin = 0.001",
+                                                            "fcd_weight = 1.0") + "\n[monitor]\nperiod = 360.0\n",
+     "monitor.period"),
     ("LBFGS under a cosine schedule", _replace(BASE, "n_steps = 3", 'n_steps = 3\noptimizer = "LBFGS"\n'
                                                'schedule = "cosine"'), "stages.0.fit"),
 ]
@@ -167,3 +171,10 @@ def test_a_stage_fitted_by_lbfgs_is_not_batched(folder):
     cfg = load_config(path, ['stages.0.method="linear"', 'stages.1.method="linear"',
                              'stages.0.fit.optimizer="LBFGS"', 'stages.0.fit.schedule="none"', "stages.0.fit.lr=1.0"])
     assert cfg.stages[0].fit.optimizer == "LBFGS" and not pipeline.linear_only(cfg)
+
+
+def test_a_twin_stage_with_the_fcd_term_at_the_tr_is_accepted(folder):
+    """The counterpart of the refused "FCD term with the Bold monitor off the TR": the same stage at the TR loads."""
+    text = _replace(_replace(BASE, 'name = "global"', 'name = "global"\nmethod = "twin"'), "stability_margin = 0.001",
+                    "fcd_weight = 1.0")
+    assert load_config(rh.write_config(folder, text)).stages[0].fit.fcd_weight == 1.0

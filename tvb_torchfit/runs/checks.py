@@ -114,6 +114,16 @@ def _start_value(cfg: RunConfig, port, name: str):
     return np.asarray(getattr(port.tvb_class(), name), dtype=float)
 
 
+def _check_fcd_period(cfg: RunConfig, where: str, stage) -> None:
+    """The FCD term counts its windows in samples of the data's BOLD and of the simulated BOLD alike (``fit``'s
+    ``fcd_window_trs``): both must be sampled at the same period."""
+    period, tr = cfg.monitor.period, cfg.data.tr
+    if stage.fit.fcd_weight and period is not None and tr is not None and abs(period - tr) > 1e-9 * tr:
+        raise _err(where, "monitor.period", f"{period} ms differs from data.tr = {tr} ms while stage {stage.name!r} "
+                   "fits the FCD (fcd_weight): its windows are counted in samples of the data and of the simulated "
+                   "BOLD alike, so they would span different times; leave monitor.period at the TR")
+
+
 def _check_stages(cfg: RunConfig, where: str, known: List[str]) -> None:
     port = model_port(cfg.model.name, where)
     if not cfg.stages:
@@ -130,6 +140,7 @@ def _check_stages(cfg: RunConfig, where: str, known: List[str]) -> None:
             _positive(where, f"{key}.G", s.G)
         if (s.fic != "none" or s.G is not None) and cfg.model.name != "ReducedWongWangExcInh":
             raise _err(where, f"{key}.fic", "FIC and G as a fraction of G_c need ReducedWongWangExcInh")
+        _check_fcd_period(cfg, where, s)
         settings = {k: v for k, v in s.fit.model_dump().items() if v is not None}
         if settings.get("schedule") == "none":
             settings["schedule"] = None
