@@ -138,11 +138,21 @@ def test_interrupted_lbfgs_fit_resumes_bit_for_bit(sim, goal, tmp_path, monkeypa
         assert np.array_equal(resumed.params[name], full.params[name])
 
 
-def test_a_converged_fit_resumed_from_its_checkpoint_takes_no_step(sim, goal, tmp_path):
+def test_a_converged_fit_resumed_from_its_checkpoint_takes_no_step(sim, goal, tmp_path, monkeypatch):
+    """The converged step is checkpointed (though not a multiple of checkpoint_every) with the loop's converged
+    state, so a rerun evaluates nothing and returns the same fit."""
     ckpt = tmp_path / "fit.ckpt"
     first = tvb_torchfit.fit(sim, goal, PARAMS, checkpoint=ckpt, checkpoint_every=1000, **LBFGS)
+    assert ckpt.exists()
+    calls = {"n": 0}
+    original = estimators.LinearEstimator.predict
+
+    def counting(self, values, **kwargs):
+        calls["n"] += 1
+        return original(self, values, **kwargs)
+    monkeypatch.setattr(estimators.LinearEstimator, "predict", counting)
     again = tvb_torchfit.fit(sim, goal, PARAMS, checkpoint=ckpt, checkpoint_every=1000, **LBFGS)
-    assert again.history["loss"] == first.history["loss"]
+    assert calls["n"] == 0 and again.history["loss"] == first.history["loss"]
 
 
 @pytest.mark.parametrize("settings,match", [

@@ -123,7 +123,7 @@ def restore(path, config_doc: Dict, pset, optimizer, scheduler, estimator, histo
                                 for key in TRAJECTORIES if key in hist})
         vars(loop_state).update(doc["loop"])
         if stepper is not None:
-            stepper.load_state_dict(doc.get("step") or {"memo": None, "starts": []})
+            stepper.load_state_dict(doc.get("step", {}))
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
         raise CheckpointError(f"checkpoint {str(path)!r} matches this fit's fingerprint but its state does not fit "
                               f"({type(exc).__name__}: {str(exc)[:200]}); it is damaged; {RESTART_HINT}.") from None

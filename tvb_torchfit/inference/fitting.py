@@ -88,7 +88,7 @@ class PreparedFit:
     config_doc: dict
     recorder: loop.History
     callbacks: list
-    stepper: object = None           # the loop's step for this optimiser (``loop.make_step``)
+    stepper: object                  # the loop's step for this optimiser (``loop.make_step``)
 
     @property
     def cfg(self) -> FitConfig:

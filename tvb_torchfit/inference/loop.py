@@ -12,7 +12,6 @@ After each accepted step every callback's ``on_step(state, record)`` runs in ord
 the loop (early stopping). On Ctrl-C each callback's ``on_interrupt(state)`` runs, then the interrupt goes on;
 ``close()`` always runs at the end.
 """
-import copy
 import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
@@ -27,6 +26,10 @@ from . import losses
 
 # LBFGS: an iteration that moves no unconstrained parameter (theta, ``parameters``) by more than this has converged
 CONVERGED_STEP = 1e-7
+# LBFGS: the loss the line search sees at a trial point with no stable low state or no finite gradient (a wall:
+# it backs off towards the last good point)
+BARRIER = 1e10
+LINE_SEARCH_EVALUATIONS = 25          # at most, per LBFGS iteration (torch's strong-Wolfe default)
 
 
 @dataclass
@@ -92,12 +95,6 @@ def make_optimizer(cfg, parameters) -> torch.optim.Optimizer:
     return getattr(torch.optim, cfg.optimizer)(parameters, lr=cfg.lr)
 
 
-# LBFGS: the loss the line search sees at a trial point with no stable low state or no finite gradient (a wall:
-# it backs off towards the last good point)
-BARRIER = 1e10
-LINE_SEARCH_EVALUATIONS = 25          # at most, per LBFGS iteration (torch's strong-Wolfe default)
-
-
 class LineSearchStep:
     """One ``torch.optim.LBFGS`` iteration per call (``max_iter=1``, strong-Wolfe line search) on the linear
     method's deterministic loss. The record is the iteration's first point (where it starts): its loss, values and
@@ -107,16 +104,14 @@ class LineSearchStep:
 
     A trial point with no stable low state (past the bifurcation: no stationary FC) or no finite gradient is a wall
     to the line search: its loss is ``BARRIER`` with a zero gradient, and the search backs off towards the last good
-    point (nothing is taken back, ``lr`` is kept). An iteration whose own start has no finite gradient cannot choose
-    a direction: it goes back to where the iteration before started, with the curvature memory cleared, and counts
-    a retreat (``estimator.count_retreat``: an error at the fit's start or after too many); None (retried, not
-    counted)."""
+    point (nothing is taken back, ``lr`` is kept). So every iteration starts at a good point (the line search's
+    lowest), except the fit's first: a start without a stable low state or a finite gradient there is the
+    estimator's ``FixedPointError`` (``count_retreat`` with nothing to go back to)."""
 
     def __init__(self, estimator, objective, pset, optimizer):
         self.estimator, self.objective, self.pset, self.optimizer = estimator, objective, pset, optimizer
         self.memo = None                 # {theta, loss, grads, fc} of the last good point evaluated
         self.at_wall = False             # the closure's last evaluation met the wall
-        self.starts = []                 # parameter state of the last two iterations' starts
 
     def theta(self) -> torch.Tensor:
         return torch.cat([p.detach().reshape(-1) for p in self.pset.parameters()])
@@ -141,15 +136,11 @@ class LineSearchStep:
         return self.memo["loss"]
 
     def __call__(self) -> Optional[StepRecord]:
-        self.starts = (self.starts + [copy.deepcopy(self.pset.state_dict())])[-2:]
         before, values, coefficients = self.theta(), self.pset.numpy(), self.pset.coefficients()
         self.at_wall = False
         self.closure()
-        if self.at_wall:                                 # no direction from here: back to the last start
+        if self.at_wall:                                 # the fit's start: no direction from here
             self.estimator.count_retreat(FixedPointError("no stable low state or no finite gradient"))
-            self.pset.load_state_dict(copy.deepcopy(self.starts[0]))
-            self.optimizer.state.clear()
-            self.starts = self.starts[:1]
             return None
         loss, fc = self.memo["loss"], self.memo["fc"]
         self.optimizer.step(self.closure)
@@ -158,12 +149,12 @@ class LineSearchStep:
                           converged=moved <= CONVERGED_STEP)
 
     def state_dict(self) -> Dict:
-        """The last evaluation and the iterations' starts: a resumed fit reuses them as the uninterrupted one does
-        (re-evaluating a point from another warm start of its fixed point differs in the last bits)."""
-        return {"memo": self.memo, "starts": self.starts}
+        """The last evaluation: a resumed fit reuses it as the uninterrupted one does (re-evaluating a point from
+        another warm start of its fixed point differs in the last bits)."""
+        return {"memo": self.memo}
 
     def load_state_dict(self, state: Dict) -> None:
-        self.memo, self.starts = state["memo"], list(state["starts"])
+        self.memo = state.get("memo")
 
 
 def make_step(estimator, objective, pset, optimizer, scheduler) -> Callable[[], Optional[StepRecord]]:

@@ -125,6 +125,17 @@ def as_param(name: str, spec: ParamSpec) -> Param:
     return p
 
 
+def with_scale(name: str, p: Param) -> Param:
+    """``p`` with its scale decided: ``log`` as given, else log for ``noise.nsig`` only (a copy: the caller's
+    ``Param`` is never changed)."""
+    return p if p.log is not None else dataclasses.replace(p, log=name == NOISE_NSIG)
+
+
+def bounds_on_scale(p: Param) -> Tuple[float, float]:
+    """``p``'s bounds on its fit scale (``log`` decided: ``with_scale``): (log low, log high) or (low, high)."""
+    return (math.log(p.low), math.log(p.high)) if p.log else (p.low, p.high)
+
+
 def inside_bounds(values: Mapping[str, np.ndarray], params: Mapping[str, ParamSpec],
                   margin: float) -> Dict[str, np.ndarray]:
     """``values`` (TVB names) with each fitted one moved, where it is closer to a bound than ``margin`` x the
@@ -133,14 +144,13 @@ def inside_bounds(values: Mapping[str, np.ndarray], params: Mapping[str, ParamSp
     out = {name: np.array(v, dtype=np.float64) for name, v in values.items()}
     for raw, spec in params.items():
         name = canonical_name(raw)
-        p = as_param(name, spec)
         if name not in out:
             continue
-        log = p.log if p.log is not None else name == NOISE_NSIG
-        lo, hi = (math.log(p.low), math.log(p.high)) if log else (p.low, p.high)
-        x = np.log(out[name]) if log else out[name]
+        p = with_scale(name, as_param(name, spec))
+        lo, hi = bounds_on_scale(p)
+        x = np.log(out[name]) if p.log else out[name]
         x = np.clip(x, lo + margin * (hi - lo), hi - margin * (hi - lo))
-        out[name] = np.exp(x) if log else x
+        out[name] = np.exp(x) if p.log else x
     return out
 
 
@@ -181,9 +191,7 @@ class ParameterSet(torch.nn.Module):
         self._names = []
         for i, (raw, spec) in enumerate(specs.items()):
             name = fittable_name(raw, start)
-            p = as_param(name, spec)
-            if p.log is None:                        # a copy: the caller's Param is never changed
-                p = dataclasses.replace(p, log=name == NOISE_NSIG)
+            p = with_scale(name, as_param(name, spec))
             if p.log and p.low <= 0:
                 raise ParameterError(f"parameter {name!r}: a log-scale fit needs low > 0, got {p.low}.")
             value = start[name].detach().double().reshape(-1)
@@ -230,18 +238,14 @@ class ParameterSet(torch.nn.Module):
         z = standardize_maps(check_maps(name, p.maps, n_nodes))
         return torch.from_numpy(np.concatenate([np.ones((1, n_nodes)), z]).T.copy())
 
-    @staticmethod
-    def _scale(p: Param):
-        return (math.log(p.low), math.log(p.high)) if p.log else (p.low, p.high)
-
     def _to_theta(self, p: Param, value: torch.Tensor) -> torch.Tensor:
-        lo, hi = self._scale(p)
+        lo, hi = bounds_on_scale(p)
         x = torch.log(value) if p.log else value
         u = ((x - lo) / (hi - lo)).clamp(1e-12, 1 - 1e-12)
         return torch.log(u) - torch.log1p(-u)
 
     def _from_theta(self, p: Param, theta: torch.Tensor) -> torch.Tensor:
-        lo, hi = self._scale(p)
+        lo, hi = bounds_on_scale(p)
         x = lo + (hi - lo) * torch.sigmoid(theta)
         return torch.exp(x) if p.log else x
 

@@ -26,6 +26,7 @@ import torch
 from .. import stats
 from ..errors import ConfigError
 from ..inference.fitting import FitResult
+from ..inference.parameters import Param, bounds_on_scale
 from ..inference.stages import Stage, StageResult, fit_stages, fit_stages_batch
 from ..roundtrip.tvbfile import save_simulator
 from ..roundtrip.validation import fcd_distribution, fcd_window_samples, validate
@@ -134,9 +135,9 @@ def _at_bounds(result: FitResult) -> Dict[str, int]:
     G_c already applied)."""
     out = {}
     for name, spec in result.config["params"].items():
-        v, low, high = np.asarray(result.params[name], dtype=float), spec["low"], spec["high"]
-        if spec["log"]:
-            v, low, high = np.log(v), math.log(low), math.log(high)
+        low, high = bounds_on_scale(Param(**spec))
+        v = np.asarray(result.params[name], dtype=float)
+        v = np.log(v) if spec["log"] else v
         tol = BOUND_TOL * (high - low)
         out[name] = int(np.sum((v < low + tol) | (v > high - tol)))
     return out
