@@ -71,37 +71,53 @@ def _join(names) -> str:
 
 
 def kernel_source(model, scheme: str) -> str:
-    """The Python source of the kernel module for a model port and a TVB integrator scheme name."""
+    """The Python source of the kernel module for a model port and a TVB integrator scheme name.
+
+    Per step, the stage (drifts, noise, clipping; in the adjoint their vector-Jacobian products) runs as one loop
+    over the flattened (node, batch) index ``j`` of arrays laid out (..., N, B), with no call left in it once numba
+    inlines the model's equations and the plain-math ``exp`` of ``models/transfer.py``: LLVM vectorises it over
+    nodes at batch 1 as well as over the batch. The noisy and the deterministic loop are generated separately."""
     V, P = len(model.state_variables), len(model.parameter_names)
     heun = scheme.startswith("Heun")
     x = [f"x{v}" for v in range(V)]
-    prm = [f"prm[{i}, k, b]" for i in range(P)]
+    prm = [f"pj[{i}, j]" for i in range(P)]
     eq = lambda state, c: f"equations({_join(state)}, {c}, {_join(prm)})"
     vjp = lambda state, c, g: f"equations_vjp({_join(state)}, {c}, {_join(prm)}, {_join(g)})"
     lines = []
     add = lines.append
+    ind = " " * 16
 
-    def step_stage_one() -> None:
-        """The lines both the forward and the adjoint (recomputing) need for one node and batch member from gx:
-        the coupling c, the state x, the noise increment z, the drift f and, for Heun, the clipped predictor i
-        (ir before clipping) with its drift h."""
-        add("                c = prm[ia, k, b] * gx + prm[ib, k, b]")
+    def stage(noisy: bool) -> None:
+        """The lines both the forward and the adjoint (recomputing) need for flat index j from its coupling sum
+        gx: the coupling c, the state x, the noise increment z, the drift f and, for Heun, the clipped predictor i
+        (ir before clipping) with its drift h; then the step's unclipped end nr."""
+        add(f"{ind}c = pj[ia, j] * gx + pj[ib, j]")
         for v in range(V):
-            add(f"                x{v} = prev[{v}, k, b]")
-            add(f"                z{v} = normal[s, {v}, k, b] * sqdt * scale[{v}, k, b] if noisy else 0.0")
-        add(f"                {_join(f'f{v}' for v in range(V))}, = {eq(x, 'c')}")
+            add(f"{ind}x{v} = pf[{v}, j]")
+            if noisy:
+                add(f"{ind}z{v} = nf[{v}, j] * sqdt * sf[{v}, j]")
+        add(f"{ind}{_join(f'f{v}' for v in range(V))}, = {eq(x, 'c')}")
+        noise = lambda v: f" + z{v}" if noisy else ""
         if heun:
             for v in range(V):
-                add(f"                ir{v} = x{v} + dt * f{v} + z{v} if noisy else x{v} + dt * f{v}")
-                add(f"                i{v} = min(max(ir{v}, lo[{v}]), hi[{v}])")
-            add(f"                {_join(f'h{v}' for v in range(V))}, = {eq([f'i{v}' for v in range(V)], 'c')}")
+                add(f"{ind}ir{v} = x{v} + dt * f{v}{noise(v)}")
+                add(f"{ind}i{v} = clip(ir{v}, lo[{v}], hi[{v}])")
+            add(f"{ind}{_join(f'h{v}' for v in range(V))}, = {eq([f'i{v}' for v in range(V)], 'c')}")
+            for v in range(V):
+                add(f"{ind}nr{v} = x{v} + (f{v} + h{v}) * dt / 2.0{noise(v)}")
+        else:
+            for v in range(V):
+                add(f"{ind}nr{v} = x{v} + f{v} * dt{noise(v)}")
+
     # ----------------------------------------------------------------------------------------------- forward
-    add("@numba.njit(cache=True, error_model='numpy')")
+    add("@numba.njit(cache=True, error_model='numpy', fastmath={'contract', 'arcp'})")
     add("def forward(buf, L, X0, normal, scale, sqdt, prm, far_ptr, far_src, far_delay, far_w, near_ptr, near_src,")
     add("            near_w, lo, hi, dt, traj, gxs):")
     add("    T = traj.shape[0]")
+    add("    V = X0.shape[0]")
     add("    N = X0.shape[1]")
     add("    B = X0.shape[2]")
+    add("    M = N * B")
     add("    noisy = normal.shape[0] > 0")
     add("    R = buf.shape[1]")
     add("    flat = buf.reshape(-1)")
@@ -110,43 +126,54 @@ def kernel_source(model, scheme: str) -> str:
     add("    base = np.empty(far_src.shape[0], np.int64)")
     add("    for e in range(far_src.shape[0]):")
     add("        base[e] = far_src[e] * R - far_delay[e]")
+    add("    pj = prm.reshape(prm.shape[0], M)")
+    add("    sf = scale.reshape(V, M)")
     add(f"    ia = {P}")
     add(f"    ib = {P + 1}")
     add("    for s in range(T):")
     add("        prev = X0 if s == 0 else traj[s - 1]")
+    add("        pf = prev.reshape(V, M)")
+    add("        out = traj[s].reshape(V, M)")
     add("        gsum = gxs[s]")
     add("        gather_coupling(buf, flat, L + s - 1, base, far_ptr, far_src, far_delay, far_w, near_ptr, near_src,")
     add("                        near_w, prev, gsum, acc, zero)")
+    add("        gf = gsum.reshape(M)")
+
+    def forward_body(noisy: bool) -> None:
+        add(f"            for j in range(M):")
+        add(f"{ind}gx = gf[j]")
+        stage(noisy)
+        for v in range(V):
+            add(f"{ind}out[{v}, j] = clip(nr{v}, lo[{v}], hi[{v}])")
+
+    add("        if noisy:")
+    add("            nf = normal[s].reshape(V, M)")
+    forward_body(True)
+    add("        else:")
+    forward_body(False)
     add("        for k in range(N):")
     add("            for b in range(B):")
-    add("                gx = gsum[k, b]")
-    step_stage_one()
-    if heun:
-        for v in range(V):
-            add(f"                n{v} = x{v} + (f{v} + h{v}) * dt / 2.0")
-    else:
-        for v in range(V):
-            add(f"                n{v} = x{v} + f{v} * dt")
-    for v in range(V):
-        add(f"                if noisy:")
-        add(f"                    n{v} = n{v} + z{v}")
-        add(f"                traj[s, {v}, k, b] = min(max(n{v}, lo[{v}]), hi[{v}])")
-        if v == 0:
-            add(f"                buf[k, L + s, b] = traj[s, 0, k, b]")
+    add("                buf[k, L + s, b] = traj[s, 0, k, b]")
     # ----------------------------------------------------------------------------------------------- adjoint
     add("")
     add("")
-    add("@numba.njit(cache=True, error_model='numpy')")
+    add("@numba.njit(cache=True, error_model='numpy', fastmath={'contract', 'arcp'})")
     add("def adjoint(L, X0, traj, gxs, normal, scale, sqdt, prm, out_ptr, out_dst, out_delay, out_w, lo, hi, dt,")
     add("            g_traj, g_hist, g_X0, g_hist0, g_prm, g_scale):")
     add("    T = traj.shape[0]")
+    add("    V = X0.shape[0]")
     add("    N = X0.shape[1]")
     add("    B = X0.shape[2]")
+    add("    M = N * B")
     add("    noisy = normal.shape[0] > 0")
     add("    ggx = np.zeros((N, T + L + 1, B), traj.dtype)")
-    add("    gX = np.zeros(X0.shape, traj.dtype)")
-    add("    gprev = np.zeros(X0.shape, traj.dtype)")
+    add("    gX = np.zeros((V, M), traj.dtype)")
+    add("    gprev = np.zeros((V, M), traj.dtype)")
     add("    pulls = np.zeros((N, B), traj.dtype)")
+    add("    pl = pulls.reshape(M)")
+    add("    gcs = np.zeros((N, B), traj.dtype)")
+    add("    gcf = gcs.reshape(M)")
+    add("    no_hist = np.zeros(M, traj.dtype)")
     add("    acc = np.zeros(B, traj.dtype)")
     add("    zero = traj.dtype.type(0)")
     # the pull is the forward's gather over the out-edges, reading ggx at rows s + 1 + delay (no near part)
@@ -157,68 +184,70 @@ def kernel_source(model, scheme: str) -> str:
     add("    for e in range(out_dst.shape[0]):")
     add("        base[e] = out_dst[e] * R + out_delay[e]")
     add("    no_ptr = np.zeros(N + 1, np.int64)")
+    add("    pj = prm.reshape(prm.shape[0], M)")
+    add("    gp = g_prm.reshape(g_prm.shape[0], M)")
+    add("    sf = scale.reshape(V, M)")
+    add("    gs = g_scale.reshape(V, M)")
     add(f"    ia = {P}")
     add(f"    ib = {P + 1}")
     add("    for s in range(T - 1, -1, -1):")
     add("        prev = X0 if s == 0 else traj[s - 1]")
+    add("        pf = prev.reshape(V, M)")
+    add("        gt = g_traj[s].reshape(V, M)")
+    add("        gf = gxs[s].reshape(M)")
     add("        r = L + s - T")
+    add("        gh = g_hist[r].reshape(M) if r >= 0 else no_hist")
     add("        gather_coupling(ggx, flat, s + 1, base, out_ptr, out_dst, neg_delay, out_w, no_ptr, out_dst, out_w,")
     add("                        prev, pulls, acc, zero)")
+
+    def adjoint_body(noisy: bool) -> None:
+        add(f"            for j in range(M):")
+        for v in range(V):
+            extra = " + pl[j] + gh[j]" if v == 0 else ""
+            add(f"{ind}G{v} = gX[{v}, j] + gt[{v}, j]{extra}")
+        add(f"{ind}gx = gf[j]")
+        stage(noisy)
+        for v in range(V):
+            add(f"{ind}gv{v} = G{v} if lo[{v}] <= nr{v} <= hi[{v}] else 0.0")
+        if heun:
+            # stage 2: f(I, c) with weight dt / 2
+            add(f"{ind}r2 = {vjp([f'i{v}' for v in range(V)], 'c', [f'gv{v} * dt / 2.0' for v in range(V)])}")
+            for v in range(V):
+                add(f"{ind}gi{v} = r2[{v}] if lo[{v}] <= ir{v} <= hi[{v}] else 0.0")
+            # stage 1: f(X, c) with weight dt / 2 (corrector) + dt * gI (predictor)
+            add(f"{ind}r1 = {vjp(x, 'c', [f'gv{v} * dt / 2.0 + gi{v} * dt' for v in range(V)])}")
+            for v in range(V):
+                add(f"{ind}gprev[{v}, j] = gv{v} + gi{v} + r1[{v}]")
+                if noisy:
+                    add(f"{ind}gs[{v}, j] += (gv{v} + gi{v}) * (nf[{v}, j] * sqdt)")
+            add(f"{ind}gc = r1[{V}] + r2[{V}]")
+            for i in range(P):
+                add(f"{ind}gp[{i}, j] += r1[{V + 1 + i}] + r2[{V + 1 + i}]")
+        else:
+            add(f"{ind}r1 = {vjp(x, 'c', [f'gv{v} * dt' for v in range(V)])}")
+            for v in range(V):
+                add(f"{ind}gprev[{v}, j] = gv{v} + r1[{v}]")
+                if noisy:
+                    add(f"{ind}gs[{v}, j] += gv{v} * (nf[{v}, j] * sqdt)")
+            add(f"{ind}gc = r1[{V}]")
+            for i in range(P):
+                add(f"{ind}gp[{i}, j] += r1[{V + 1 + i}]")
+        add(f"{ind}gp[ia, j] += gc * gx")
+        add(f"{ind}gp[ib, j] += gc")
+        add(f"{ind}gcf[j] = gc * pj[ia, j]")
+
+    add("        if noisy:")
+    add("            nf = normal[s].reshape(V, M)")
+    adjoint_body(True)
+    add("        else:")
+    adjoint_body(False)
     add("        for k in range(N):")
     add("            for b in range(B):")
-    for v in range(V):
-        extra = " + pulls[k, b]" if v == 0 else ""
-        add(f"                G{v} = gX[{v}, k, b] + g_traj[s, {v}, k, b]{extra}")
-    add("                if r >= 0:")
-    add("                    G0 += g_hist[r, k, b]")
-    add("                gx = gxs[s, k, b]")
-    step_stage_one()
-    if heun:
-        for v in range(V):
-            add(f"                nr{v} = x{v} + (f{v} + h{v}) * dt / 2.0")
-            add(f"                if noisy:")
-            add(f"                    nr{v} = nr{v} + z{v}")
-            add(f"                gv{v} = G{v} if lo[{v}] <= nr{v} <= hi[{v}] else 0.0")
-        # stage 2: f(I, c) with weight dt / 2
-        add(f"                r2 = {vjp([f'i{v}' for v in range(V)], 'c', [f'gv{v} * dt / 2.0' for v in range(V)])}")
-        for v in range(V):
-            add(f"                gi{v} = r2[{v}] if lo[{v}] <= ir{v} <= hi[{v}] else 0.0")
-        # stage 1: f(X, c) with weight dt / 2 (corrector) + dt * gI (predictor)
-        add(f"                r1 = {vjp(x, 'c', [f'gv{v} * dt / 2.0 + gi{v} * dt' for v in range(V)])}")
-        for v in range(V):
-            add(f"                gprev[{v}, k, b] = gv{v} + gi{v} + r1[{v}]")
-            add(f"                gz{v} = gv{v} + gi{v}")
-        add(f"                gc = r1[{V}] + r2[{V}]")
-        add("                if g_prm.shape[0] > 0:")
-        for i in range(P):
-            add(f"                    g_prm[{i}, k, b] += r1[{V + 1 + i}] + r2[{V + 1 + i}]")
-    else:
-        for v in range(V):
-            add(f"                nr{v} = x{v} + f{v} * dt")
-            add(f"                if noisy:")
-            add(f"                    nr{v} = nr{v} + z{v}")
-            add(f"                gv{v} = G{v} if lo[{v}] <= nr{v} <= hi[{v}] else 0.0")
-        add(f"                r1 = {vjp(x, 'c', [f'gv{v} * dt' for v in range(V)])}")
-        for v in range(V):
-            add(f"                gprev[{v}, k, b] = gv{v} + r1[{v}]")
-            add(f"                gz{v} = gv{v}")
-        add(f"                gc = r1[{V}]")
-        add("                if g_prm.shape[0] > 0:")
-        for i in range(P):
-            add(f"                    g_prm[{i}, k, b] += r1[{V + 1 + i}]")
-    add("                if g_prm.shape[0] > 0:")
-    add("                    g_prm[ia, k, b] += gc * gx")
-    add("                    g_prm[ib, k, b] += gc")
-    add("                ggx[k, s, b] = gc * prm[ia, k, b]")
-    add("                if noisy:")
-    for v in range(V):
-        add(f"                    g_scale[{v}, k, b] += gz{v} * (normal[s, {v}, k, b] * sqdt)")
+    add("                ggx[k, s, b] = gcs[k, b]")
     add("        gX, gprev = gprev, gX")
     # the start state: what the first step's state propagation sent, plus its zero-delay out-edges
+    add("    g_X0[:] = gX.reshape(V, N, B)")
     add("    for k in range(N):")
-    add("        for b in range(B):")
-    for v in range(V):
-        add(f"            g_X0[{v}, k, b] = gX[{v}, k, b]")
     add("        for e in range(out_ptr[k], out_ptr[k + 1]):")
     add("            if out_delay[e] == 0:")
     add("                for b in range(B):")
@@ -238,18 +267,46 @@ def kernel_source(model, scheme: str) -> str:
     add("                    g_hist0[i, k, b] += g_hist[i - T, k, b]")
     header = [
         '"""Generated by tvb_torchfit.simulator.kernels: do not edit (regenerated from the sources on change)."""',
-        "import math", "", "import numba", "import numpy as np", "",
-        f"SERIES_BAND = {transfer.SERIES_BAND!r}", f"STABLE_BELOW = {transfer.STABLE_BELOW!r}", "",
+        f"# compiled with LLVM's -vectorize-memory-check-threshold={VECTORIZE_MEMORY_CHECKS} (kernels.load)",
+        "import math", "", "import numba", "import numpy as np", "from numba import types",
+        "from numba.extending import intrinsic", "",
+        f"SERIES_BAND = {transfer.SERIES_BAND!r}", f"LOG2_E = {transfer.LOG2_E!r}", f"LN2_HI = {transfer.LN2_HI!r}",
+        f"LN2_LO = {transfer.LN2_LO!r}", f"EXP_UNDERFLOW = {transfer.EXP_UNDERFLOW!r}",
+        f"EXP_C = {transfer.EXP_C!r}", "",
+        _function_source(_pow2_intrinsic), "pow2 = _pow2_intrinsic()", "",
+        _function_source(transfer.exp_nonpositive),
         _function_source(transfer.wong_wang_H_scalar), _function_source(transfer.wong_wang_H_partials),
-        "wong_wang_H_scalar = numba.njit(cache=True, error_model='numpy')(wong_wang_H_scalar)",
-        "wong_wang_H_partials = numba.njit(cache=True, error_model='numpy')(wong_wang_H_partials)",
+        "exp_nonpositive = numba.njit(cache=True, error_model='numpy', forceinline=True, fastmath={'contract', 'arcp'})(exp_nonpositive)",
+        "wong_wang_H_scalar = numba.njit(cache=True, error_model='numpy', forceinline=True, fastmath={'contract', 'arcp'})(wong_wang_H_scalar)",
+        "wong_wang_H_partials = numba.njit(cache=True, error_model='numpy', forceinline=True, fastmath={'contract', 'arcp'})(wong_wang_H_partials)",
         "wong_wang_H = wong_wang_H_scalar", "",
         _function_source(model.equations), _function_source(model.equations_vjp),
-        "equations = numba.njit(cache=True, error_model='numpy')(equations)",
-        "equations_vjp = numba.njit(cache=True, error_model='numpy')(equations_vjp)", "",
+        "equations = numba.njit(cache=True, error_model='numpy', forceinline=True, fastmath={'contract', 'arcp'})(equations)",
+        "equations_vjp = numba.njit(cache=True, error_model='numpy', forceinline=True, fastmath={'contract', 'arcp'})(equations_vjp)", "",
+        _function_source(clip), "clip = numba.njit(cache=True, error_model='numpy', forceinline=True, fastmath={'contract', 'arcp'})(clip)", "",
         _function_source(gather_coupling),
         "gather_coupling = numba.njit(cache=True, error_model='numpy')(gather_coupling)", "", ""]
     return "\n".join(header + lines) + "\n"
+
+
+def _pow2_intrinsic():
+    """numba intrinsic ``pow2(k)``: 2**k for an integral float k in [-1022, 1023], built from its bits (the
+    exponent field k + 1023 shifted into place; no call, so loops using it vectorise). Compiled into the kernel
+    module, which imports ``intrinsic`` and ``types``."""
+    @intrinsic
+    def pow2(typingctx, k):
+        def codegen(context, builder, signature, args):
+            i64 = context.get_value_type(types.int64)
+            bits = builder.shl(builder.add(builder.fptosi(args[0], i64), i64(1023)), i64(52))
+            return builder.bitcast(bits, context.get_value_type(types.float64))
+        return types.float64(types.float64), codegen
+    return pow2
+
+
+def clip(v, lo, hi):
+    """min(max(v, lo), hi) as comparisons (numba's min and max are calls, which keep a loop from vectorising);
+    NaN passes through as with min / max."""
+    return lo if v < lo else (hi if v > hi else v)
 
 
 def gather_coupling(buf, flat, row0, base, far_ptr, far_src, far_delay, far_w, near_ptr, near_src, near_w, prev,
@@ -313,6 +370,21 @@ def cache_dir() -> str:
     return path
 
 
+#: LLVM's loop vectoriser gives up on a loop that needs more than this many run-time overlap checks between the
+#: arrays it reads and writes (default 128): the adjoint's stage loop reads and writes ~30 rows of arrays numba
+#: cannot declare disjoint. Raised once per process before a kernel is compiled (numba's LLVM is process-wide; the
+#: option only lets more loops be vectorised, each behind checks that fall back to the scalar loop on overlap).
+VECTORIZE_MEMORY_CHECKS = 2048
+_LLVM_OPTIONS_SET = []
+
+
+def _raise_vectorizer_check_limit() -> None:
+    if not _LLVM_OPTIONS_SET:
+        import llvmlite.binding as llvm
+        llvm.set_option("tvb_torchfit", f"-vectorize-memory-check-threshold={VECTORIZE_MEMORY_CHECKS}")
+        _LLVM_OPTIONS_SET.append(True)
+
+
 def load(model, scheme: str):
     """The compiled kernel module (``forward``, ``adjoint``, ``equations``, ``equations_vjp``) of a model port and
     scheme: generated, written once per content hash, imported (numba compiles on first call, or loads its cache)."""
@@ -321,6 +393,7 @@ def load(model, scheme: str):
     with _LOCK:
         if key in _MODULES:
             return _MODULES[key]
+        _raise_vectorizer_check_limit()
         name = f"tvbtf_kernel_{key}"
         path = os.path.join(cache_dir(), name + ".py")
         if not os.path.exists(path):
@@ -407,7 +480,7 @@ class BlockKernel:
         buf[:, :L] = window.detach().permute(1, 0, 2)
         traj = torch.empty((T, V, N, B), dtype=self.dtype)
         gxs = torch.empty((T, N, B), dtype=self.dtype)
-        nrm = self.empty_normal(V, N, B) if normal is None else normal.detach().numpy()
+        nrm = self.empty_normal(V, N, B) if normal is None else np.ascontiguousarray(normal.detach().numpy())
         f, nr = self.plan.far, self.plan.near
         self.module.forward(buf.numpy(), L, np.ascontiguousarray(X0.detach().numpy()), nrm, scale, self.sqdt, prm,
                             f[0], f[1], f[2], f[3], nr[0], nr[1], nr[2], self.lo, self.hi, self.dt, traj.numpy(),
@@ -422,9 +495,9 @@ class BlockKernel:
         T, V, N, B = traj.shape
         g_X0 = torch.empty((V, N, B), dtype=self.dtype)
         g_hist0 = torch.empty((L, N, B), dtype=self.dtype)
-        g_prm = torch.zeros((prm.shape[0] if want_params else 0, N, B), dtype=self.dtype)
+        g_prm = torch.zeros((prm.shape[0], N, B), dtype=self.dtype)      # accumulated whether wanted or not
         g_scale = torch.zeros((V, N, B), dtype=self.dtype)
-        nrm = self.empty_normal(V, N, B) if normal is None else normal.detach().numpy()
+        nrm = self.empty_normal(V, N, B) if normal is None else np.ascontiguousarray(normal.detach().numpy())
         o = self.plan.out
         self.module.adjoint(L, np.ascontiguousarray(X0.detach().numpy()), traj.numpy(), gxs.numpy(),
                             nrm, scale, self.sqdt, prm, o[0], o[1], o[2], o[3], self.lo, self.hi, self.dt,

@@ -46,27 +46,58 @@ def wong_wang_H(u: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     return torch.where(small, series, torch.where(stable, low, exact))
 
 
+# exp(x) for x <= 0 in plain arithmetic, so that a compiled loop over nodes and batch can be vectorised (a call of
+# libm's exp cannot: numba's LLVM has no vector maths library). Cody-Waite reduction x = k ln2 + r, |r| <= ln2 / 2
+# (ln2 split in a high part with trailing zero bits and a low part), the Taylor polynomial of exp(r) to degree 13
+# (truncation below 1e-17 relative), times 2**k; 0 below EXP_UNDERFLOW (where exp(x) is subnormal).
+LOG2_E = 1.4426950408889634
+LN2_HI = 6.93147180369123816490e-01
+LN2_LO = 1.90821492927058770002e-10
+EXP_UNDERFLOW = -708.0
+EXP_C = tuple(1.0 / math.factorial(i) for i in range(14))     # Taylor coefficients 1 / i!
+
+
+def pow2(k):
+    """2**k for an integral float k in [-1022, 0] (the kernel compiles a bit-level version)."""
+    return math.ldexp(1.0, int(k))
+
+
+def exp_nonpositive(x):
+    """exp(x) for x <= 0, float64, within about one unit in the last place of libm's (``tests/test_kernels.py``)."""
+    y = x if x > EXP_UNDERFLOW else EXP_UNDERFLOW
+    k = math.floor(y * LOG2_E + 0.5)
+    r = (y - k * LN2_HI) - k * LN2_LO
+    r2 = r * r                               # 1 + r + r**2 (1/2! + r/3! + ...), the bracket by Estrin's scheme
+    r4 = r2 * r2
+    q = ((EXP_C[2] + r * EXP_C[3]) + r2 * (EXP_C[4] + r * EXP_C[5])) + r4 * (
+        ((EXP_C[6] + r * EXP_C[7]) + r2 * (EXP_C[8] + r * EXP_C[9]))
+        + r4 * ((EXP_C[10] + r * EXP_C[11]) + r2 * (EXP_C[12] + r * EXP_C[13])))
+    p = 1.0 + (r + r2 * q)
+    return p * pow2(k) if x > EXP_UNDERFLOW else 0.0
+
+
 def wong_wang_H_scalar(u, d):
-    """``wong_wang_H`` for one value: the same bands, series and expressions, in plain math."""
+    """``wong_wang_H`` for one value in plain math, branch-free outside the series band: with w = exp(-|d u|)
+    (never above 1, so nothing overflows), H = u / (1 - w) for d u >= 0 and -u w / (1 - w) below (TVB's
+    expression with numerator and denominator times w); the series in the band."""
     z = d * u
+    w = exp_nonpositive(-abs(z))
+    num = u if z >= 0 else -u * w
     if abs(z) < SERIES_BAND:
         return 1.0 / d + u / 2 + d * u * u / 12
-    if z < -STABLE_BELOW:
-        return u * math.exp(z) / math.expm1(z)
-    return u / (1 - math.exp(-z))
+    return num / (1.0 - w)
 
 
 def wong_wang_H_partials(u, d):
-    """(H, dH/du, dH/dd) for one value: H = u / (1 - e), e = exp(-d u); dH/du = (1 - e - d u e) / (1 - e)**2,
-    dH/dd = -u**2 e / (1 - e)**2; in the band, the series' derivatives 1/2 + d u / 6 and -1/d**2 + u**2 / 12;
-    below -STABLE_BELOW the same with numerator and denominator times q**2, q = exp(d u) (finite in float32)."""
+    """(H, dH/du, dH/dd) for one value, the same form as ``wong_wang_H_scalar``: with den = 1 - w,
+    for d u >= 0: H = u / den, dH/du = (den - d u w) / den**2; below: H = -u w / den, dH/du = -w (den + d u) / den**2;
+    dH/dd = -u**2 w / den**2 in both; in the band, the series and its derivatives 1/2 + d u / 6, -1/d**2 + u**2 / 12."""
     z = d * u
+    w = exp_nonpositive(-abs(z))
+    den = 1.0 - w
+    num = u if z >= 0 else -u * w
+    num_u = den - z * w if z >= 0 else -w * (den + z)
     if abs(z) < SERIES_BAND:
         return 1.0 / d + u / 2 + d * u * u / 12, 0.5 + d * u / 6, -1.0 / (d * d) + u * u / 12
-    if z < -STABLE_BELOW:
-        q = math.exp(z)
-        m = math.expm1(z)
-        return u * q / m, q * (q - 1 - z) / (m * m), -u * u * q / (m * m)
-    e = math.exp(-z)
-    den = 1 - e
-    return u / den, (den - z * e) / (den * den), -u * u * e / (den * den)
+    den2 = den * den
+    return num / den, num_u / den2, -u * u * w / den2
