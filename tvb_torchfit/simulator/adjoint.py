@@ -208,7 +208,9 @@ class KernelRun(torch.autograd.Function):
     """A group of T steps of the block kernel (``kernels.BlockKernel``) under autograd, with its hand-written
     adjoint.
 
-    ``apply(stepper, T, keep, X0, hist0, noise_scale, packed) -> (trajectory (T, V, N, B), history (L, N, B))``;
+    ``apply(stepper, T, keep, X0, hist0, noise_scale, packed[, varying, recorded]) -> (trajectory (T, V, N, B),
+    history (L, N, B))``; ``varying`` / ``recorded`` (``BlockParams``; default: every parameter) say which packed
+    parameters the kernel reads per element and which it differentiates;
     ``stepper`` provides ``kernel``, ``noise`` (or None) and ``block`` (the noise is drawn block by block, as
     every path draws it: ``noise.TorchStream.draw_blocks``). Forward: the kernel without a graph; kept for
     the backward are the start (state, history window, parameters, a snapshot of the noise stream) and, if
@@ -219,15 +221,15 @@ class KernelRun(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, stepper, T, keep, X0, hist0, noise_scale, packed):
+    def forward(ctx, stepper, T, keep, X0, hist0, noise_scale, packed, varying=None, recorded=None):
         kernel, noise = stepper.kernel, stepper.noise
         L, N, B = hist0.shape
         V = X0.shape[0]
         ctx.snapshot = noise.state_dict() if noise is not None else None
         normal = noise.draw_blocks(T, stepper.block) if noise is not None else None
-        prm = kernel.params(packed, N, B)
+        prm = kernel.params(packed, N, B, varying)
         traj, window, gxs = kernel.forward(hist0, X0, normal, kernel.scale(noise_scale, V, N, B), prm, T)
-        ctx.stepper, ctx.T = stepper, T
+        ctx.stepper, ctx.T, ctx.varying, ctx.recorded = stepper, T, varying, recorded
         ctx.kept = (gxs, normal) if keep else None
         ctx.save_for_backward(X0, hist0, noise_scale, packed, traj if keep else None)
         return traj, window.contiguous()
@@ -239,7 +241,7 @@ class KernelRun(torch.autograd.Function):
         X0, hist0, noise_scale, packed, traj = ctx.saved_tensors
         L, N, B = hist0.shape
         V = X0.shape[0]
-        prm = kernel.params(packed, N, B)
+        prm = kernel.params(packed, N, B, ctx.varying)
         scale = kernel.scale(noise_scale, V, N, B)
         if ctx.kept is not None:
             gxs, normal = ctx.kept
@@ -254,14 +256,15 @@ class KernelRun(torch.autograd.Function):
             g_traj = torch.zeros_like(traj)
         if g_hist is None:
             g_hist = hist0.new_zeros((L, N, B))
-        want_params = ctx.needs_input_grad[6]
+        want_params, want_scale = ctx.needs_input_grad[6], ctx.needs_input_grad[5]
+        grad = (ctx.recorded if ctx.recorded is not None else (True,) * packed.shape[0]) if want_params else None
         g_X0, g_hist0, g_prm, g_scale = kernel.adjoint(L, X0, traj, gxs, normal, scale, prm, g_traj, g_hist,
-                                                       want_params)
+                                                       grad, want_scale)
         g_packed = None
         if want_params:
             full = packed.new_zeros((packed.shape[0], N, B))
             full[kernel.order] = g_prm.to(packed.dtype)
             g_packed = full.sum_to_size(packed.shape)
-        g_sc = g_scale.sum_to_size(noise_scale.shape) if ctx.needs_input_grad[5] else None
+        g_sc = g_scale.sum_to_size(noise_scale.shape) if want_scale else None
         return (None, None, None, g_X0 if ctx.needs_input_grad[3] else None,
-                g_hist0 if ctx.needs_input_grad[4] else None, g_sc, g_packed)
+                g_hist0 if ctx.needs_input_grad[4] else None, g_sc, g_packed, None, None)

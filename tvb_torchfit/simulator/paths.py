@@ -40,12 +40,16 @@ class BlockParams:
     """One run's parameters in the internal layout (``registry.to_internal``): the model's (by name), the
     coupling's (in its port's order), nsig and the noise scale sqrt(2 nsig) (None when deterministic), and,
     in the default mode, model and coupling parameters stacked in one tensor (``packed[i]`` is
-    ``TorchSimulator.packed_names[i]``, all broadcast to one shape)."""
+    ``TorchSimulator.packed_names[i]``, all broadcast to one shape), with, per packed parameter, whether it was
+    given per node or batch member (``varying``) and whether autograd records it (``requires_grad``): the block
+    kernel reads the others once per call and differentiates only those recorded."""
     model: Params
     coupling: Tuple[torch.Tensor, ...]
     nsig: Optional[torch.Tensor]
     noise_scale: Optional[torch.Tensor]
     packed: Optional[torch.Tensor]
+    varying: Optional[Tuple[bool, ...]] = None
+    requires_grad: Optional[Tuple[bool, ...]] = None
 
 
 class BlockLoop:
@@ -302,7 +306,7 @@ class KernelPath(BlockLoop):
         window = self.history.window()
         L, N, B = window.shape
         V = sim.state.shape[0]
-        prm = self.kernel.params(params.packed, N, B)
+        prm = self.kernel.params(params.packed, N, B, params.varying)
         scale = self.kernel.scale(params.noise_scale, V, N, B)
         chunk, done = self.chunk(V * N * B), 0
         while done < n_steps:
@@ -345,7 +349,8 @@ class KernelCheckpointedPath:
             budget = budget - size if keep else -1
             if keep:
                 self.kept_bytes += size
-            traj, hist = KernelRun.apply(self, T, keep, sim.state, hist, params.noise_scale, params.packed)
+            traj, hist = KernelRun.apply(self, T, keep, sim.state, hist, params.noise_scale, params.packed,
+                                         params.varying, params.requires_grad)
             sim.state = traj[-1]
             sim.current_step += T
             done += T

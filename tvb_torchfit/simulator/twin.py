@@ -226,9 +226,13 @@ class TorchSimulator:
         if nsig is not None and (nsig < 0).any():
             raise ParameterError("parameter 'noise.nsig' must be >= 0 (it is a diffusion coefficient).")
         scale = diffusion_scale(nsig) if nsig is not None else None
-        packed = None if self.exact else torch.stack(torch.broadcast_tensors(*(p[n] for n in self.packed_names)))
+        packed, varying, recorded = None, None, None
+        if not self.exact:
+            packed = torch.stack(torch.broadcast_tensors(*(p[n] for n in self.packed_names)))
+            varying = tuple(p[n].numel() > 1 for n in self.packed_names)
+            recorded = tuple(p[n].requires_grad for n in self.packed_names)
         coupling, model = split_coupling(p, self.dynamics.coupling_names)
-        return BlockParams(model, coupling, nsig, scale, packed)
+        return BlockParams(model, coupling, nsig, scale, packed, varying, recorded)
 
     # ------------------------------------------------------------------ integration
     def run(self, simulation_length: Optional[float] = None, n_steps: Optional[int] = None) -> Output:
