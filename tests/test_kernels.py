@@ -259,3 +259,70 @@ def test_kernel_adjoint_gradcheck_batch_one():
         return KernelRun.apply(stepper, 7, True, X0, hist, scale, packed)
 
     assert torch.autograd.gradcheck(run, [X0, hist, packed, scale], eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_exp_nonpositive_is_within_an_ulp_of_libm_in_python_and_compiled():
+    """The kernel's own exp (no libm call, so its loop vectorises): within 2 ulp of math.exp on x <= 0 down to
+    the underflow cut, exactly 1 at 0 and 0 below the cut; the compiled function (bit-built 2**k) agrees."""
+    import math
+    rng = np.random.RandomState(1)
+    x = -np.concatenate((rng.uniform(0, 1e-6, 200), rng.uniform(0, 1, 2000), rng.uniform(0, 60, 2000),
+                         rng.uniform(0, 707.9, 500), [0.0, 5e-324, 0.5 * math.log(2), 707.9]))
+    kern = kernels.load(PORTS[0], "HeunStochastic")
+    for fn in (transfer.exp_nonpositive, kern.exp_nonpositive):
+        got = np.array([fn(v) for v in x])
+        want = np.exp(x)
+        assert np.max(np.abs(got - want) / want) <= 4.5e-16
+        assert fn(0.0) == 1.0 and fn(-708.5) == 0.0 and fn(-1e4) == 0.0
+
+
+def test_kernel_parameter_layouts_give_the_generic_kernels_values_and_gradients():
+    """A layout that reads uniform parameters once per call and differentiates only some (what the twin passes:
+    ``BlockParams.varying`` / ``requires_grad``) gives the values and gradients of the generic layout (every
+    parameter per element, every gradient); the rows not recorded are zero."""
+    sim = _tiny("HeunStochastic")
+    twin = tvb_torchfit.from_tvb(sim, batch=2, seed=1)
+    twin.set_param("w_p", torch.linspace(1.2, 1.6, 4, dtype=torch.float64))   # per node
+    twin.set_param("G", torch.tensor([[1.8], [2.2]], dtype=torch.float64))    # per batch member
+    params = twin.block_params()
+    names = twin.packed_names
+    assert [names[i] for i, v in enumerate(params.varying) if v] == ["w_p", "G"]
+    stepper = _Stepper(twin)
+    recorded = tuple(n in ("G", "J_i", "coupling.a") for n in names)
+    out = {}
+    for layout in ((None, None), (params.varying, recorded)):
+        X0 = twin.state.clone().requires_grad_(True)
+        hist = twin._history.window().clone().requires_grad_(True)
+        packed = params.packed.clone().requires_grad_(True)
+        scale = (params.noise_scale.expand(2, 4, 2) * 30).clone().requires_grad_(True)
+        traj, window = KernelRun.apply(stepper, 9, True, X0, hist, scale, packed, *layout)
+        ((traj ** 2).sum() + window.sum()).backward()
+        out[layout[0] is None] = (traj.detach(), X0.grad, hist.grad, packed.grad, scale.grad)
+    generic, special = out[True], out[False]
+    torch.testing.assert_close(special[0], generic[0], rtol=0, atol=1e-14)
+    for g, s in zip(generic[1:3] + generic[4:], special[1:3] + special[4:]):
+        torch.testing.assert_close(s, g, rtol=1e-12, atol=1e-15)
+    rows = torch.tensor(recorded)
+    torch.testing.assert_close(special[3][rows], generic[3][rows], rtol=1e-12, atol=1e-15)
+    assert (special[3][~rows] == 0).all() and (generic[3][~rows] != 0).any()
+
+
+def test_kernel_with_region_and_batch_wise_parameters_equals_the_eager_twin():
+    """Through the twin: a region-wise w_p and a per-batch G (read per element), the rest uniform; gradients of
+    both and of a uniform parameter equal the eager twin's autograd."""
+    sim = _twelve("HeunStochastic")
+    values, grads = {}, {}
+    for kernel in (False, True):
+        twin = tvb_torchfit.from_tvb(sim, batch=2, seed=3, kernel=kernel)
+        ps = {"w_p": torch.linspace(1.1, 1.5, 12, dtype=torch.float64).requires_grad_(True),
+              "G": torch.tensor([[1.5], [2.5]], dtype=torch.float64).requires_grad_(True),
+              "J_i": twin.params["J_i"].clone().requires_grad_(True)}
+        for n, v in ps.items():
+            twin.set_param(n, v)
+        (_, a), = twin.run(simulation_length=25.0)
+        ((a[:, 0] ** 2).mean() + twin.state.sum()).backward()
+        values[kernel], grads[kernel] = a, [ps[n].grad for n in ps]
+    assert twin.block_params().varying.count(True) == 2
+    torch.testing.assert_close(values[True], values[False], rtol=0, atol=1e-13)
+    for g_kernel, g_eager in zip(grads[True], grads[False]):
+        torch.testing.assert_close(g_kernel, g_eager, rtol=1e-10, atol=1e-12)

@@ -1,5 +1,5 @@
 """The block kernel: TVB's Heun / Euler steps with the delayed coupling, the noise scaling and the history write in
-one numba loop nest over (steps, nodes, batch), and its hand-written discrete adjoint.
+one numba loop nest over steps and (nodes, batch), and its hand-written discrete adjoint.
 
 For step s of a run of T steps (state X_{s-1} -> X_s; x(m) the coupling variable, state variable 0, of step m,
 and for m < 0 the history handed in), exactly the twin's ``blocks.integrate_block`` with TVB's scheme:
@@ -23,7 +23,9 @@ The model's equations are not copied here: the kernel's source is generated from
 ``models/transfer.py`` (``wong_wang_H_scalar``, ``wong_wang_H_partials``), written into one module per content
 hash under the kernel cache directory and compiled by numba with ``cache=True`` (a later process loads the
 machine code; an edited equation gives another hash, never a stale kernel). ``TVB_TORCHFIT_CACHE`` sets the
-directory (default ``~/.cache/tvb_torchfit``).
+directory (default ``~/.cache/tvb_torchfit``). One module per parameter layout (which parameters vary over
+nodes or batch, and for the adjoint which gradients are recorded): a fit compiles at most a few, once per
+machine. Each step's stage is one loop over (node, batch) that LLVM vectorises (``kernel_source``).
 """
 import hashlib
 import importlib.util

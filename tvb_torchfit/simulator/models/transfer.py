@@ -20,8 +20,11 @@ eps/|d*u| of relative precision (<= 1e-10); the series is accurate to ~1e-26.
 
 ``wong_wang_H_scalar`` and ``wong_wang_H_partials`` are the same function for one value in plain math (Python
 floats, or numba: ``simulator.kernels`` compiles their source into its block kernel), the latter with its two
-partial derivatives, the same three branches; ``tests/test_kernels.py`` pins them to ``wong_wang_H`` and its
-autograd gradient.
+partial derivatives. They are written for the kernel's vectorised loop: no call (``exp_nonpositive``, a
+polynomial ``exp`` within an ulp of libm's) and no branch but selects — outside the series band, with
+w = exp(-|d*u|) <= 1, H = u / (1 - w) where d*u >= 0 and -u w / (1 - w) below (TVB's expression with numerator
+and denominator multiplied by w: finite for any d*u, no separate stable band). ``tests/test_kernels.py`` pins them
+to ``wong_wang_H`` and its autograd gradient in every band.
 """
 import math
 
