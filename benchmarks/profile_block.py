@@ -4,6 +4,7 @@
     python benchmarks/profile_block.py                 # float32, batch 1: per-block timings, min / median of 9
     python benchmarks/profile_block.py --dtype float64 --batch 8
     python benchmarks/profile_block.py --backward --batch 8     # checkpointed backward: the chunk calls' share
+    python benchmarks/profile_block.py --kernel --batch 64      # the default path: the numba kernel's split
     python benchmarks/profile_block.py --loop 40 &     # a steady run() loop for `perf` to attach to:
     perf record -F 4000 -p <pid> -o perf.data -- sleep 12 && perf report -i perf.data --no-children --sort dso,sym
 
@@ -20,6 +21,7 @@ import statistics
 import sys
 import time
 
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -47,8 +49,13 @@ def main(argv=None) -> int:
     ap.add_argument("--loop", type=float, default=None, help="run() for this many seconds instead (for perf)")
     ap.add_argument("--backward", action="store_true",
                     help="time the checkpointed backward of d mean(S_e(end))/dG over 5000 steps instead")
+    ap.add_argument("--kernel", action="store_true",
+                    help="the default path instead: the numba kernel's forward with and without its edges, the "
+                         "noise draws and run(), per sample-step")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.kernel:
+        return kernel_split(args.batch, getattr(torch, args.dtype))
     twin = TorchSimulator(read_simulator(bench_speed.build_tvb()), noise="torch", batch=args.batch,
                           dtype=getattr(torch, args.dtype), compile=True)
     if args.backward:
@@ -93,6 +100,38 @@ def main(argv=None) -> int:
     print(f"{args.dtype}, batch {args.batch}, block of {K} steps: microseconds per block, min / median")
     for name, (lo, med) in rows:
         print(f"  {name:<45} {lo:8.1f} / {med:8.1f}")
+    return 0
+
+
+def kernel_split(batch: int, dtype: torch.dtype) -> int:
+    """The default path (``kernels.BlockKernel``): one kernel call of T steps with the connectome's edge plan and
+    with an empty one (the stage alone; the difference is the coupling gather), the noise draws of those steps,
+    and ``run()`` (kernel, draws, monitors); microseconds per sample-step, min / median of 9."""
+    from tvb_torchfit.simulator import kernels
+    twin = TorchSimulator(read_simulator(bench_speed.build_tvb()), noise="torch", batch=batch, dtype=dtype)
+    path, kernel = twin.paths.free, twin.kernel
+    T = 2000 if batch == 1 else max(100, 25600 // batch)
+    per = T * batch                                                  # timed() gives microseconds per call
+    with torch.no_grad():
+        twin.run(n_steps=T)                                          # loads or compiles the kernel
+        window, params = path.history.window(), twin.block_params()
+        L, N, B = window.shape
+        V = twin.state.shape[0]
+        prm = kernel.params(params.packed, N, B, params.varying)
+        scale = kernel.scale(params.noise_scale, V, N, B)
+        normal = path.noise.draw_blocks(T, path.block)
+        full = timed(lambda: kernel.forward(window, twin.state, normal, scale, prm, T), 1)
+        plan = kernel.plan
+        kernel.plan = kernels.edge_plan(np.zeros((N, N)), np.zeros((N, N), dtype=int), dtype)
+        stage = timed(lambda: kernel.forward(window, twin.state, normal, scale, prm, T), 1)
+        kernel.plan = plan
+        draws = timed(lambda: path.noise.draw_blocks(T, path.block), 1)
+        run = timed(lambda: twin.run(n_steps=T), 1)
+    print(f"{dtype}, batch {batch}, {T} steps per call: microseconds per sample-step, min / median of 9")
+    for name, (lo, med) in (("kernel forward", full), ("  stage alone (no edges)", stage),
+                            ("noise draws", draws), ("run() (kernel, draws, monitors)", run)):
+        print(f"  {name:<45} {lo / per:8.2f} / {med / per:8.2f}")
+    print(f"  {'  gather (kernel - stage, medians)':<45} {'':8}   {(full[1] - stage[1]) / per:8.2f}")
     return 0
 
 
