@@ -27,6 +27,7 @@ directory (default ``~/.cache/tvb_torchfit``). One module per parameter layout (
 nodes or batch, and for the adjoint which gradients are recorded): a fit compiles at most a few, once per
 machine. Each step's stage is one loop over (node, batch) that LLVM vectorises (``kernel_source``).
 """
+import ast
 import hashlib
 import importlib.util
 import inspect
@@ -68,12 +69,49 @@ def _function_source(fn) -> str:
     return textwrap.dedent(inspect.getsource(fn))
 
 
+class _TypedLiterals(ast.NodeTransformer):
+    """Every int or float literal outside a subscript becomes ``F(literal)``."""
+
+    def visit_Subscript(self, node):
+        node.value = self.visit(node.value)
+        return node
+
+    def visit_Constant(self, node):
+        if isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+            return ast.copy_location(ast.Call(ast.Name("F", ast.Load()), [node], []), node)
+        return node
+
+
+def _typed_source(fn, dtype: str) -> str:
+    """The source of ``fn`` as compiled for ``dtype``: verbatim for float64 (Python's literals are float64); for
+    float32 with its literals typed (``_TypedLiterals``), its docstring dropped."""
+    source = _function_source(fn)
+    if dtype == "float64":
+        return source
+    tree = ast.parse(source)
+    body = tree.body[0].body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body.pop(0)
+    return ast.unparse(ast.fix_missing_locations(_TypedLiterals().visit(tree))) + "\n"
+
+
+def _constants(dtype: str) -> Tuple[str, ...]:
+    """The module constants of the kernel's exp and transfer function, typed for ``dtype``."""
+    t = transfer
+    f32 = dtype == "float32"
+    values = dict(SERIES_BAND=t.SERIES_BAND, LOG2_E=t.LOG2_E, LN2_HI=t.LN2_HI_F32 if f32 else t.LN2_HI,
+                  LN2_LO=t.LN2_LO_F32 if f32 else t.LN2_LO,
+                  EXP_UNDERFLOW=t.EXP_UNDERFLOW_F32 if f32 else t.EXP_UNDERFLOW)
+    lines = [f"{name} = F({value!r})" for name, value in values.items()]
+    return tuple(lines) + ("EXP_C = (" + ", ".join(f"F({c!r})" for c in t.EXP_C) + ")",)
+
+
 def _join(names) -> str:
     return ", ".join(names)
 
 
 def kernel_source(model, scheme: str, varying: Optional[Tuple[bool, ...]] = None,
-                  grad: Optional[Tuple[bool, ...]] = None, grad_scale: bool = True) -> str:
+                  grad: Optional[Tuple[bool, ...]] = None, grad_scale: bool = True, dtype: str = "float64") -> str:
     """The Python source of a kernel module for a model port, a TVB integrator scheme name and a parameter layout:
     ``forward`` if ``grad`` is None, else ``adjoint``.
 
@@ -81,7 +119,10 @@ def kernel_source(model, scheme: str, varying: Optional[Tuple[bool, ...]] = None
     parameters that vary over (node, batch): they are read per element from ``pv`` (one row each, in order), the
     others once per call from ``pu``. ``grad`` marks those whose gradient the adjoint accumulates (rows of
     ``g_prm``, in order); ``grad_scale`` whether it accumulates the noise scale's. What is not asked for is not
-    computed (numba drops the dead parts of the inlined vector-Jacobian product).
+    computed (numba drops the dead parts of the inlined vector-Jacobian product). ``dtype`` ("float64" or
+    "float32") is the arithmetic's: for float32 every numeric literal of the copied functions is wrapped in
+    ``F = np.float32`` (``_typed_source``; numba would otherwise promote to float64) and the exp's constants are
+    float32 ones, so the stage runs in float32 lanes (twice as many per vector).
 
     Per step, the stage (drifts, noise, clipping; in the adjoint their vector-Jacobian products) runs as one loop
     over the flattened (node, batch) index ``j`` of arrays laid out (..., N, B), with no call left in it once numba
@@ -127,7 +168,7 @@ def kernel_source(model, scheme: str, varying: Optional[Tuple[bool, ...]] = None
                 add(f"{ind}i{v} = clip(ir{v}, lo{v}, hi{v})")
             add(f"{ind}{_join(f'h{v}' for v in range(V))}, = {eq([f'i{v}' for v in range(V)], 'c')}")
             for v in range(V):
-                add(f"{ind}nr{v} = x{v} + (f{v} + h{v}) * dt / 2.0{noise(v)}")
+                add(f"{ind}nr{v} = x{v} + (f{v} + h{v}) * dt / F(2.0){noise(v)}")
         else:
             for v in range(V):
                 add(f"{ind}nr{v} = x{v} + f{v} * dt{noise(v)}")
@@ -142,20 +183,18 @@ def kernel_source(model, scheme: str, varying: Optional[Tuple[bool, ...]] = None
         f"# compiled with LLVM's -vectorize-memory-check-threshold={VECTORIZE_MEMORY_CHECKS} (kernels.load)",
         "import math", "", "import numba", "import numpy as np", "from numba import types",
         "from numba.extending import intrinsic", "",
-        f"SERIES_BAND = {transfer.SERIES_BAND!r}", f"LOG2_E = {transfer.LOG2_E!r}", f"LN2_HI = {transfer.LN2_HI!r}",
-        f"LN2_LO = {transfer.LN2_LO!r}", f"EXP_UNDERFLOW = {transfer.EXP_UNDERFLOW!r}",
-        f"EXP_C = {transfer.EXP_C!r}", f"FAST = {FAST_MATH!r}", "",
+        f"F = np.{dtype}", "", *_constants(dtype), f"FAST = {FAST_MATH!r}", "",
         _function_source(_pow2_intrinsic), "pow2 = _pow2_intrinsic()", "",
-        _function_source(transfer.exp_nonpositive),
-        _function_source(transfer.wong_wang_H_scalar), _function_source(transfer.wong_wang_H_partials),
+        *(_typed_source(fn, dtype) for fn in (transfer.exp_nonpositive, transfer.wong_wang_H_scalar,
+                                               transfer.wong_wang_H_partials)),
         f"exp_nonpositive = numba.njit({fast})(exp_nonpositive)",
         f"wong_wang_H_scalar = numba.njit({fast})(wong_wang_H_scalar)",
         f"wong_wang_H_partials = numba.njit({fast})(wong_wang_H_partials)",
         "wong_wang_H = wong_wang_H_scalar", "",
-        _function_source(model.equations), _function_source(model.equations_vjp),
+        _typed_source(model.equations, dtype), _typed_source(model.equations_vjp, dtype),
         f"equations = numba.njit({fast})(equations)",
         f"equations_vjp = numba.njit({fast})(equations_vjp)", "",
-        _function_source(clip), f"clip = numba.njit({fast})(clip)", "",
+        _typed_source(clip, dtype), f"clip = numba.njit({fast})(clip)", "",
         _function_source(gather_coupling),
         "gather_coupling = numba.njit(cache=True, error_model='numpy')(gather_coupling)", "", ""]
     return "\n".join(header + lines) + "\n"
@@ -269,14 +308,14 @@ def _adjoint_lines(add, ind, V, P, heun, value, rows, grad, grad_scale, x, vjp, 
         add(f"{ind}gx = gf[j]")
         stage(noisy)
         for v in range(V):
-            add(f"{ind}gv{v} = G{v} if lo{v} <= nr{v} <= hi{v} else 0.0")
+            add(f"{ind}gv{v} = G{v} if lo{v} <= nr{v} <= hi{v} else F(0.0)")
         if heun:
             # stage 2: f(I, c) with weight dt / 2
-            add(f"{ind}r2 = {vjp([f'i{v}' for v in range(V)], 'c', [f'gv{v} * dt / 2.0' for v in range(V)])}")
+            add(f"{ind}r2 = {vjp([f'i{v}' for v in range(V)], 'c', [f'gv{v} * dt / F(2.0)' for v in range(V)])}")
             for v in range(V):
-                add(f"{ind}gi{v} = r2[{v}] if lo{v} <= ir{v} <= hi{v} else 0.0")
+                add(f"{ind}gi{v} = r2[{v}] if lo{v} <= ir{v} <= hi{v} else F(0.0)")
             # stage 1: f(X, c) with weight dt / 2 (corrector) + dt * gI (predictor)
-            add(f"{ind}r1 = {vjp(x, 'c', [f'gv{v} * dt / 2.0 + gi{v} * dt' for v in range(V)])}")
+            add(f"{ind}r1 = {vjp(x, 'c', [f'gv{v} * dt / F(2.0) + gi{v} * dt' for v in range(V)])}")
             for v in range(V):
                 add(f"{ind}gprev[{v}, j] = gv{v} + gi{v} + r1[{v}]")
                 if noisy and grad_scale:
@@ -323,16 +362,20 @@ def _adjoint_lines(add, ind, V, P, heun, value, rows, grad, grad_scale, x, vjp, 
 
 
 def _pow2_intrinsic():
-    """numba intrinsic ``pow2(k)``: 2**k for an integral float k in [-1022, 1023], built from its bits (the
-    exponent field k + 1023 shifted into place; no call, so loops using it vectorise). Compiled into the kernel
-    module, which imports ``intrinsic`` and ``types``."""
+    """numba intrinsic ``pow2(k)``: 2**k for an integral float k (float64: [-1022, 1023]; float32: [-126, 127]) of
+    the same type, built from its bits (the exponent field k + bias shifted into place; no call, so loops using
+    it vectorise). Compiled into the kernel module, which imports ``intrinsic`` and ``types``."""
     @intrinsic
     def pow2(typingctx, k):
+        wide = k.bitwidth == 64
+        ity, fty = (types.int64, types.float64) if wide else (types.int32, types.float32)
+        bias, shift = (1023, 52) if wide else (127, 23)
+
         def codegen(context, builder, signature, args):
-            i64 = context.get_value_type(types.int64)
-            bits = builder.shl(builder.add(builder.fptosi(args[0], i64), i64(1023)), i64(52))
-            return builder.bitcast(bits, context.get_value_type(types.float64))
-        return types.float64(types.float64), codegen
+            it = context.get_value_type(ity)
+            bits = builder.shl(builder.add(builder.fptosi(args[0], it), it(bias)), it(shift))
+            return builder.bitcast(bits, context.get_value_type(fty))
+        return fty(fty), codegen
     return pow2
 
 
@@ -419,11 +462,11 @@ def _raise_vectorizer_check_limit() -> None:
 
 
 def load(model, scheme: str, varying: Optional[Tuple[bool, ...]] = None, grad: Optional[Tuple[bool, ...]] = None,
-         grad_scale: bool = True):
+         grad_scale: bool = True, dtype: str = "float64"):
     """The compiled kernel module (``forward`` or, given ``grad``, ``adjoint``; with ``equations``,
     ``equations_vjp``) of a model port, scheme and parameter layout (``kernel_source``): generated, written once per
     content hash, imported (numba compiles on first call, or loads its cache)."""
-    source = kernel_source(model, scheme, varying, grad, grad_scale)
+    source = kernel_source(model, scheme, varying, grad, grad_scale, dtype)
     key = hashlib.sha256(source.encode()).hexdigest()[:16]
     with _LOCK:
         if key in _MODULES:
@@ -495,8 +538,8 @@ class BlockKernel:
         np_dtype = np.float32 if dtype == torch.float32 else np.float64
         self.lo = np.where(np.isfinite(lo), lo, -np.inf).astype(np_dtype)
         self.hi = np.where(np.isfinite(hi), hi, np.inf).astype(np_dtype)
-        self.dt, self.dtype, self.np_dtype = float(dt), dtype, np_dtype
-        self.sqdt = float(np.sqrt(dt))
+        self.dt, self.dtype, self.np_dtype = np_dtype(dt), dtype, np_dtype     # typed: no float64 promotion
+        self.sqdt = np_dtype(np.sqrt(dt))
         wanted = list(model.parameter_names) + [COUPLING_PREFIX + "a", COUPLING_PREFIX + "b"]
         index = {name: i for i, name in enumerate(packed_names)}
         self.order = torch.as_tensor([index[n] for n in wanted], dtype=torch.int64)
@@ -506,7 +549,8 @@ class BlockKernel:
         """The compiled module (``load``) of a parameter layout: ``forward``, or given ``grad``, ``adjoint``."""
         key = (layout, grad, grad_scale)
         if key not in self._modules:
-            self._modules[key] = load(self.model, self.scheme, layout, grad, grad_scale)
+            self._modules[key] = load(self.model, self.scheme, layout, grad, grad_scale,
+                                      "float32" if self.dtype == torch.float32 else "float64")
         return self._modules[key]
 
     def in_kernel_order(self, mask: Optional[Tuple[bool, ...]]) -> Tuple[bool, ...]:

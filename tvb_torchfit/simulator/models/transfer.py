@@ -28,6 +28,7 @@ to ``wong_wang_H`` and its autograd gradient in every band.
 """
 import math
 
+import numpy as np
 import torch
 
 SERIES_BAND = 1e-6
@@ -57,18 +58,22 @@ LOG2_E = 1.4426950408889634
 LN2_HI = 6.93147180369123816490e-01
 LN2_LO = 1.90821492927058770002e-10
 EXP_UNDERFLOW = -708.0
+# the same for float32 (the kernel's float32 stage): ln2's high part with 16 significant bits, exp(-87) > 2**-126
+LN2_HI_F32 = 45426.0 / 65536.0
+LN2_LO_F32 = math.log(2.0) - LN2_HI_F32
+EXP_UNDERFLOW_F32 = -87.0
 EXP_C = tuple(1.0 / math.factorial(i) for i in range(14))     # Taylor coefficients 1 / i!
 
 
 def pow2(k):
-    """2**k for an integral float k in [-1022, 0] (the kernel compiles a bit-level version)."""
+    """2**k for an integral float k in [-1022, 0] (the kernel compiles a bit-level version, ``kernels``)."""
     return math.ldexp(1.0, int(k))
 
 
 def exp_nonpositive(x):
     """exp(x) for x <= 0, float64, within about one unit in the last place of libm's (``tests/test_kernels.py``)."""
     y = x if x > EXP_UNDERFLOW else EXP_UNDERFLOW
-    k = math.floor(y * LOG2_E + 0.5)
+    k = np.floor(y * LOG2_E + 0.5)
     r = (y - k * LN2_HI) - k * LN2_LO
     r2 = r * r                               # 1 + r + r**2 (1/2! + r/3! + ...), the bracket by Estrin's scheme
     r4 = r2 * r2
