@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from ..analyzers.linear import FixedPointError, linear_bold_fc, linear_fc_batch, stack_linear
 from ..errors import ParameterError
+from ..progress import bar as progress_bar
 from . import loop
 from .fitting import FitResult, PreparedFit, prepare_fit
 from .parameters import ParamSpec
@@ -107,7 +108,6 @@ def _iteration(runs: Dict[int, PreparedFit], failed: Dict[int, Exception]) -> Li
 def fit_batch(jobs: Sequence[FitJob], *, progress: bool = True) -> List[Union[FitResult, Exception]]:
     """Fit the linear ``jobs`` together (module docstring); per job its ``FitResult``, or the exception its fit
     raised (the others are not affected)."""
-    from tqdm.auto import tqdm
     out: List[Optional[Union[FitResult, Exception]]] = [None] * len(jobs)
     runs: Dict[int, PreparedFit] = {}
     for k, job in enumerate(jobs):
@@ -117,8 +117,8 @@ def fit_batch(jobs: Sequence[FitJob], *, progress: bool = True) -> List[Union[Fi
             out[k] = err
     active = {k: r for k, r in runs.items() if r.state.step < r.cfg.n_steps}
     failed: Dict[int, Exception] = {}
-    bar = tqdm(total=sum(r.cfg.n_steps for r in runs.values()), desc=f"fit ({len(jobs)} subjects)", unit="step",
-               disable=not progress)
+    bar = progress_bar(sum(r.cfg.n_steps for r in runs.values()), f"fit ({len(jobs)} subjects)", "step",
+                       disable=not progress)
     try:
         while active:
             before = sum(r.state.step for r in runs.values())

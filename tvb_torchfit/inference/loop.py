@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..analyzers.linear import FixedPointError
+from .. import progress
 from . import checkpoint as ckpt
 from . import losses
 
@@ -265,8 +266,7 @@ class ProgressBar(Callback):
     """A tqdm bar with the loss, FC r and the parameters (a region-wise one as its mean)."""
 
     def __init__(self, total: int, initial: int):
-        from tqdm.auto import tqdm
-        self.bar = tqdm(total=total, initial=initial, desc="fit", unit="step")
+        self.bar = progress.bar(total, "fit", "step", initial=initial)
 
     def on_step(self, state, record):
         fmt = lambda v: f"{v.item():.4g}" if v.size == 1 else f"<{v.mean():.3g}>"   # noqa: E731

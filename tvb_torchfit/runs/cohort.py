@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 from ..errors import MissingExtraError, ParameterError
+from ..progress import bar as progress_bar
 from . import folder as fs
 from .cohort_config import Cohort, SubjectTask
 from .cohort_summary import TASK_RECORD, read_record, subject_row, write_summary
@@ -268,7 +269,6 @@ def run_cohort(cohort: Cohort, *, scheduler: Optional[str] = None, workers: Opti
                progress: bool = True, log: Callable[[str], None] = print) -> List[Dict]:
     """Fit every subject of ``cohort`` not yet complete, one Dask task each (module docstring); write the
     summary. Returns the summary rows (one per subject, in the cohort's order)."""
-    from tqdm.auto import tqdm
     if workers is not None and workers < 1:
         raise ParameterError(f"workers={workers}: expected a positive number of worker processes.")
     out = Path(cohort.out)
@@ -294,7 +294,7 @@ def run_cohort(cohort: Cohort, *, scheduler: Optional[str] = None, workers: Opti
                 futures.update({client.submit(validate_subject, t, fitted, key=f"validate-{cohort.name}-{t.name}-"
                                               f"{token}", pure=False, retries=cohort.retries): t for t in group})
             entry["batched"] = [[t.name for t in g] for g in groups]
-            bar = tqdm(total=len(todo), desc="subjects", unit="subject", disable=not progress)
+            bar = progress_bar(len(todo), "subjects", "subject", disable=not progress)
             failed = 0
             try:
                 for fut in distributed.as_completed(futures):
