@@ -151,15 +151,16 @@ def kernel_source(model, scheme: str, varying: Optional[Tuple[bool, ...]] = None
             add(f"    lo{v} = lo[{v}]")
             add(f"    hi{v} = hi[{v}]")
 
-    def stage(noisy: bool) -> None:
+    def stage(noisy: bool, state: str = "xs[s, {v}, j]", draw: str = "nf[s, {v}, j]") -> None:
         """The lines both the forward and the adjoint (recomputing) need for flat index j from its coupling sum
         gx: the coupling c, the state x, the noise increment z, the drift f and, for Heun, the clipped predictor i
-        (ir before clipping) with its drift h; then the step's unclipped end nr."""
+        (ir before clipping) with its drift h; then the step's unclipped end nr. ``state`` / ``draw``: how the
+        step's start state and normal draws are read."""
         add(f"{ind}c = {value[P]} * gx + {value[P + 1]}")
         for v in range(V):
-            add(f"{ind}x{v} = pf[{v}, j]")
+            add(f"{ind}x{v} = {state.format(v=v)}")
             if noisy:
-                add(f"{ind}z{v} = nf[{v}, j] * sqdt * sf[{v}, j]")
+                add(f"{ind}z{v} = {draw.format(v=v)} * sqdt * sf[{v}, j]")
         add(f"{ind}{_join(f'f{v}' for v in range(V))}, = {eq(x, 'c')}")
         noise = lambda v: f" + z{v}" if noisy else ""
         if heun:
@@ -207,14 +208,16 @@ _JIT = "@numba.njit(cache=True, error_model='numpy', fastmath=FAST)"
 
 
 def _forward_lines(add, ind, V, K, uniform_loads, stage) -> None:
-    """``forward``: per step the gather of the coupling sums, the stage loop, the history write."""
+    """``forward``: per step the gather of the coupling sums, the stage loop, the history write. ``traj`` holds the
+    start state in row 0 and step s's state in row s + 1, so that step s reads row s: every array is reshaped
+    once, before the loop (a view made per step costs more than a small network's stage)."""
     add(_JIT)
-    add("def forward(buf, L, X0, normal, scale, sqdt, pu, pv, far_ptr, far_src, far_delay, far_w, near_ptr,")
+    add("def forward(buf, L, normal, scale, sqdt, pu, pv, far_ptr, far_src, far_delay, far_w, near_ptr,")
     add("            near_src, near_w, lo, hi, dt, traj, gxs):")
-    add("    T = traj.shape[0]")
-    add("    V = X0.shape[0]")
-    add("    N = X0.shape[1]")
-    add("    B = X0.shape[2]")
+    add("    T = traj.shape[0] - 1")
+    add("    V = traj.shape[1]")
+    add("    N = traj.shape[2]")
+    add("    B = traj.shape[3]")
     add("    M = N * B")
     add("    noisy = normal.shape[0] > 0")
     add("    R = buf.shape[1]")
@@ -225,27 +228,27 @@ def _forward_lines(add, ind, V, K, uniform_loads, stage) -> None:
     add("    for e in range(far_src.shape[0]):")
     add("        base[e] = far_src[e] * R - far_delay[e]")
     add("    sf = scale.reshape(V, M)")
+    add("    xs = traj.reshape(T + 1, V, M)")
+    add("    gf = gxs.reshape(T, M)")
+    add("    nf = normal.reshape(normal.shape[0], V, M)")
+    add("    nxt = np.empty((V, M), traj.dtype)      # the step's new state: another array than the one it reads")
     uniform_loads()
     add("    for s in range(T):")
-    add("        prev = X0 if s == 0 else traj[s - 1]")
-    add("        pf = prev.reshape(V, M)")
-    add("        out = traj[s].reshape(V, M)")
-    add("        gsum = gxs[s]")
     add("        gather_coupling(buf, flat, L + s - 1, base, far_ptr, far_src, far_delay, far_w, near_ptr, near_src,")
-    add("                        near_w, prev, gsum, acc, zero)")
-    add("        gf = gsum.reshape(M)")
+    add("                        near_w, xs, s, gf, s, acc, zero)")
     for noisy in (True, False):
         add("        if noisy:" if noisy else "        else:")
-        if noisy:
-            add("            nf = normal[s].reshape(V, M)")
         add("            for j in range(M):")
-        add(f"{ind}gx = gf[j]")
+        add(f"{ind}gx = gf[s, j]")
         stage(noisy)
         for v in range(V):
-            add(f"{ind}out[{v}, j] = clip(nr{v}, lo{v}, hi{v})")
+            add(f"{ind}nxt[{v}, j] = clip(nr{v}, lo{v}, hi{v})")
+    add("        for v in range(V):")
+    add("            for j in range(M):")
+    add("                xs[s + 1, v, j] = nxt[v, j]")
     add("        for k in range(N):")
     add("            for b in range(B):")
-    add("                buf[k, L + s, b] = traj[s, 0, k, b]")
+    add("                buf[k, L + s, b] = nxt[0, k * B + b]")
 
 
 def _adjoint_lines(add, ind, V, P, heun, value, rows, grad, grad_scale, x, vjp, uniform_loads, stage) -> None:
@@ -263,8 +266,9 @@ def _adjoint_lines(add, ind, V, P, heun, value, rows, grad, grad_scale, x, vjp, 
     add("    ggx = np.zeros((N, T + L + 1, B), traj.dtype)")
     add("    gX = np.zeros((V, M), traj.dtype)")
     add("    gprev = np.zeros((V, M), traj.dtype)")
-    add("    pulls = np.zeros((N, B), traj.dtype)")
+    add("    pulls = np.zeros((1, M), traj.dtype)")
     add("    pl = pulls.reshape(M)")
+    add("    x0s = X0.reshape(1, V, M)")
     add("    gcs = np.zeros((N, B), traj.dtype)")
     add("    gcf = gcs.reshape(M)")
     add("    no_hist = np.zeros(M, traj.dtype)")
@@ -290,7 +294,7 @@ def _adjoint_lines(add, ind, V, P, heun, value, rows, grad, grad_scale, x, vjp, 
     add("        r = L + s - T")
     add("        gh = g_hist[r].reshape(M) if r >= 0 else no_hist")
     add("        gather_coupling(ggx, flat, s + 1, base, out_ptr, out_dst, neg_delay, out_w, no_ptr, out_dst, out_w,")
-    add("                        prev, pulls, acc, zero)")
+    add("                        x0s, 0, pulls, 0, acc, zero)")
     g_rows = list(np.cumsum(grad) - 1)
 
     def accumulate(i: int, expr: str) -> None:
@@ -306,7 +310,7 @@ def _adjoint_lines(add, ind, V, P, heun, value, rows, grad, grad_scale, x, vjp, 
             extra = " + pl[j] + gh[j]" if v == 0 else ""
             add(f"{ind}G{v} = gX[{v}, j] + gt[{v}, j]{extra}")
         add(f"{ind}gx = gf[j]")
-        stage(noisy)
+        stage(noisy, "pf[{v}, j]", "nf[{v}, j]")
         for v in range(V):
             add(f"{ind}gv{v} = G{v} if lo{v} <= nr{v} <= hi{v} else F(0.0)")
         if heun:
@@ -385,14 +389,15 @@ def clip(v, lo, hi):
     return lo if v < lo else (hi if v > hi else v)
 
 
-def gather_coupling(buf, flat, row0, base, far_ptr, far_src, far_delay, far_w, near_ptr, near_src, near_w, prev,
-                    out, acc, zero):
-    """One step's coupling sums ``out[k, b] = sum_e w_e x_{src_e}(delayed)``: far edges read the node-major
+def gather_coupling(buf, flat, row0, base, far_ptr, far_src, far_delay, far_w, near_ptr, near_src, near_w, xs, s,
+                    out, t, acc, zero):
+    """One step's coupling sums ``out[t, k * B + b] = sum_e w_e x_{src_e}(delayed)``: far edges read the node-major
     buffer ``buf`` (N, rows, B) at row ``row0 - delay`` (batch 1: its flattening ``flat`` at ``base[e] + row0``,
-    ``base`` precomputed per edge), near ones the previous state. Batch 1 sums each node's edges in four
-    interleaved partial sums (independent chains the CPU overlaps); wider batches sum along the contiguous batch
-    axis. Plain Python; compiled into the kernel module."""
-    N, B = out.shape
+    ``base`` precomputed per edge), near ones the previous state, ``xs[s, 0]`` (xs: (rows, V, N * B)). Batch 1
+    sums each node's edges in four interleaved partial sums (independent chains the CPU overlaps); wider batches
+    sum along the contiguous batch axis. Plain Python; compiled into the kernel module."""
+    N = far_ptr.shape[0] - 1
+    B = out.shape[1] // N
     if B == 1:
         for k in range(N):
             a0 = zero
@@ -411,8 +416,8 @@ def gather_coupling(buf, flat, row0, base, far_ptr, far_src, far_delay, far_w, n
                 a0 += far_w[e] * flat[base[e] + row0]
                 e += 1
             for e in range(near_ptr[k], near_ptr[k + 1]):
-                a1 += near_w[e] * prev[0, near_src[e], 0]
-            out[k, 0] = (a0 + a1) + (a2 + a3)
+                a1 += near_w[e] * xs[s, 0, near_src[e]]
+            out[t, k] = (a0 + a1) + (a2 + a3)
         return
     for k in range(N):
         acc[:] = zero
@@ -426,9 +431,9 @@ def gather_coupling(buf, flat, row0, base, far_ptr, far_src, far_delay, far_w, n
             j = near_src[e]
             w = near_w[e]
             for b in range(B):
-                acc[b] += w * prev[0, j, b]
+                acc[b] += w * xs[s, 0, j * B + b]
         for b in range(B):
-            out[k, b] = acc[b]
+            out[t, k * B + b] = acc[b]
 
 
 def cache_dir() -> str:
@@ -587,15 +592,15 @@ class BlockKernel:
         V = X0.shape[0]
         buf = torch.empty((N, L + T, B), dtype=self.dtype)
         buf[:, :L] = window.detach().permute(1, 0, 2)
-        traj = torch.empty((T, V, N, B), dtype=self.dtype)
+        states = torch.empty((T + 1, V, N, B), dtype=self.dtype)       # the start, then each step's state
+        states[0] = X0.detach()
         gxs = torch.empty((T, N, B), dtype=self.dtype)
         nrm = self.empty_normal(V, N, B) if normal is None else np.ascontiguousarray(normal.detach().numpy())
         f, nr = self.plan.far, self.plan.near
         self.module(prm.layout).forward(
-            buf.numpy(), L, np.ascontiguousarray(X0.detach().numpy()), nrm, scale, self.sqdt, prm.uniform,
-            prm.varying, f[0], f[1], f[2], f[3], nr[0], nr[1], nr[2], self.lo, self.hi, self.dt, traj.numpy(),
-            gxs.numpy())
-        return traj, buf[:, T:].permute(1, 0, 2), gxs
+            buf.numpy(), L, nrm, scale, self.sqdt, prm.uniform, prm.varying, f[0], f[1], f[2], f[3], nr[0], nr[1],
+            nr[2], self.lo, self.hi, self.dt, states.numpy(), gxs.numpy())
+        return states[1:], buf[:, T:].permute(1, 0, 2), gxs
 
     def adjoint(self, L: int, X0: torch.Tensor, traj: torch.Tensor, gxs: torch.Tensor,
                 normal: Optional[torch.Tensor], scale: np.ndarray, prm: KernelParams, g_traj: torch.Tensor,
