@@ -224,9 +224,9 @@ def _forward_lines(add, ind, V, K, uniform_loads, stage) -> None:
     add("    flat = buf.reshape(-1)")
     add("    zero = buf.dtype.type(0)")
     add("    acc = np.zeros(B, buf.dtype)")
-    add("    base = np.empty(far_src.shape[0], np.int64)")
+    add("    base = np.empty(far_src.shape[0], np.uint64)")
     add("    for e in range(far_src.shape[0]):")
-    add("        base[e] = far_src[e] * R - far_delay[e]")
+    add("        base[e] = np.uint64(far_src[e] * R - far_delay[e])")
     add("    sf = scale.reshape(V, M)")
     add("    xs = traj.reshape(T + 1, V, M)")
     add("    gf = gxs.reshape(T, M)")
@@ -278,9 +278,9 @@ def _adjoint_lines(add, ind, V, P, heun, value, rows, grad, grad_scale, x, vjp, 
     add("    R = ggx.shape[1]")
     add("    flat = ggx.reshape(-1)")
     add("    neg_delay = -out_delay")
-    add("    base = np.empty(out_dst.shape[0], np.int64)")
+    add("    base = np.empty(out_dst.shape[0], np.uint64)")
     add("    for e in range(out_dst.shape[0]):")
-    add("        base[e] = out_dst[e] * R + out_delay[e]")
+    add("        base[e] = np.uint64(out_dst[e] * R + out_delay[e])")
     add("    no_ptr = np.zeros(N + 1, np.int64)")
     add("    gp = g_prm.reshape(g_prm.shape[0], M)")
     add("    sf = scale.reshape(V, M)")
@@ -393,28 +393,36 @@ def gather_coupling(buf, flat, row0, base, far_ptr, far_src, far_delay, far_w, n
                     out, t, acc, zero):
     """One step's coupling sums ``out[t, k * B + b] = sum_e w_e x_{src_e}(delayed)``: far edges read the node-major
     buffer ``buf`` (N, rows, B) at row ``row0 - delay`` (batch 1: its flattening ``flat`` at ``base[e] + row0``,
-    ``base`` precomputed per edge), near ones the previous state, ``xs[s, 0]`` (xs: (rows, V, N * B)). Batch 1
+    ``base`` precomputed per edge, unsigned), near ones the previous state, ``xs[s, 0]`` (xs: (rows, V, N * B)). Batch 1
     sums each node's edges in four interleaved partial sums (independent chains the CPU overlaps); wider batches
     sum along the contiguous batch axis. Plain Python; compiled into the kernel module."""
     N = far_ptr.shape[0] - 1
     B = out.shape[1] // N
     if B == 1:
+        # unsigned indices: numba then skips its negative-index wrap-around, a compare and select per array read
+        # (twice the loop's speed); ``base`` is uint64, its entries for source 0 wrapped, exact modulo 2**64
+        one = np.uint64(1)
+        four = np.uint64(4)
+        r0 = np.uint64(row0)
         for k in range(N):
             a0 = zero
             a1 = zero
             a2 = zero
             a3 = zero
-            e = far_ptr[k]
-            end = far_ptr[k + 1]
-            while e + 4 <= end:
-                a0 += far_w[e] * flat[base[e] + row0]
-                a1 += far_w[e + 1] * flat[base[e + 1] + row0]
-                a2 += far_w[e + 2] * flat[base[e + 2] + row0]
-                a3 += far_w[e + 3] * flat[base[e + 3] + row0]
-                e += 4
+            e = np.uint64(far_ptr[k])
+            end = np.uint64(far_ptr[k + 1])
+            while e + four <= end:
+                e1 = e + one
+                e2 = e1 + one
+                e3 = e2 + one
+                a0 += far_w[e] * flat[base[e] + r0]
+                a1 += far_w[e1] * flat[base[e1] + r0]
+                a2 += far_w[e2] * flat[base[e2] + r0]
+                a3 += far_w[e3] * flat[base[e3] + r0]
+                e += four
             while e < end:
-                a0 += far_w[e] * flat[base[e] + row0]
-                e += 1
+                a0 += far_w[e] * flat[base[e] + r0]
+                e += one
             for e in range(near_ptr[k], near_ptr[k + 1]):
                 a1 += near_w[e] * xs[s, 0, near_src[e]]
             out[t, k] = (a0 + a1) + (a2 + a3)
