@@ -311,10 +311,10 @@ def fit_step_child(cfg: Dict) -> Dict:
 
 def bench_fit_steps(compile: bool, steps=(2, 6)) -> Dict:
     """Seconds per optimiser step of the demo's fit: (wall(n2) - wall(n1)) / (n2 - n1), fresh processes (set-up,
-    warm-up and compilation cancel out; an untimed run of the shorter fit first fills the kernel cache, so that
+    warm-up and compilation cancel out; an untimed run of the longer fit first fills the kernel cache, so that
     neither timed process compiles a kernel layout the other loads)."""
     walls = []
-    for n in (steps[0],) + tuple(steps):
+    for n in (steps[-1],) + tuple(steps):
         proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--fit-step-child",
                                json.dumps(dict(n_steps=n, compile=compile))], capture_output=True, text=True)
         if proc.returncode != 0:
