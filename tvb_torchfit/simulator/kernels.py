@@ -320,22 +320,19 @@ def _adjoint_lines(add, ind, V, P, heun, value, rows, grad, grad_scale, x, vjp, 
                 add(f"{ind}gi{v} = r2[{v}] if lo{v} <= ir{v} <= hi{v} else F(0.0)")
             # stage 1: f(X, c) with weight dt / 2 (corrector) + dt * gI (predictor)
             add(f"{ind}r1 = {vjp(x, 'c', [f'gv{v} * dt / F(2.0) + gi{v} * dt' for v in range(V)])}")
-            for v in range(V):
-                add(f"{ind}gprev[{v}, j] = gv{v} + gi{v} + r1[{v}]")
-                if noisy and grad_scale:
-                    add(f"{ind}gs[{v}, j] += (gv{v} + gi{v}) * (nf[{v}, j] * sqdt)")
-            add(f"{ind}gc = r1[{V}] + r2[{V}]")
-            for i in range(P):
-                accumulate(i, f"r1[{V + 1 + i}] + r2[{V + 1 + i}]")
+            through = lambda v: f"gv{v} + gi{v}"             # noqa: E731  the gradient the step passes straight on
+            total = lambda i: f"r1[{i}] + r2[{i}]"          # noqa: E731  both stages' VJPs
         else:
             add(f"{ind}r1 = {vjp(x, 'c', [f'gv{v} * dt' for v in range(V)])}")
-            for v in range(V):
-                add(f"{ind}gprev[{v}, j] = gv{v} + r1[{v}]")
-                if noisy and grad_scale:
-                    add(f"{ind}gs[{v}, j] += gv{v} * (nf[{v}, j] * sqdt)")
-            add(f"{ind}gc = r1[{V}]")
-            for i in range(P):
-                accumulate(i, f"r1[{V + 1 + i}]")
+            through = lambda v: f"gv{v}"                     # noqa: E731
+            total = lambda i: f"r1[{i}]"                     # noqa: E731
+        for v in range(V):
+            add(f"{ind}gprev[{v}, j] = {through(v)} + r1[{v}]")
+            if noisy and grad_scale:
+                add(f"{ind}gs[{v}, j] += ({through(v)}) * (nf[{v}, j] * sqdt)")
+        add(f"{ind}gc = {total(V)}")
+        for i in range(P):
+            accumulate(i, total(V + 1 + i))
         accumulate(P, "gc * gx")
         accumulate(P + 1, "gc")
         add(f"{ind}gcf[j] = gc * {value[P]}")
