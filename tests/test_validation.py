@@ -311,3 +311,17 @@ def test_run_tvb_bold_reports_a_failing_worker_and_refuses_bad_input_before_runn
     monkeypatch.setattr(validation, "_run_bold", broken)                     # the forked workers inherit it
     with pytest.raises(RuntimeError, match="noise seed 1 failed in its worker process: FloatingPointError: TVB blew up"):
         validation.run_tvb_bold(setup["sim"], simulation_length=LENGTH, seeds=(1, 2), processes=2)
+
+
+@pytest.mark.parametrize("length", [3 * PERIOD + 0.25, 4 * PERIOD, 4 * PERIOD - 0.25])
+def test_bold_sample_counts_are_what_tvb_records(length):
+    """``bold_sample_counts`` (validation's and the twin correction's count, one formula) against TVB's own Bold
+    monitor: the same number of samples for lengths on, just above and just below a multiple of the period (and of
+    dt: 0.25 ms is half a step); the discard count rounds up, exact multiples not pushed past by rounding."""
+    from tvb_torchfit.roundtrip.validation import bold_sample_counts
+    sim = make_sim(stochastic=False, mons=(monitors.Bold(period=PERIOD),))
+    (_, bold), = sim.run(simulation_length=length)
+    assert bold_sample_counts(length, sim.integrator.dt, PERIOD, 0.0)[0] == bold.shape[0]
+    assert bold_sample_counts(length, 0.5, PERIOD, 3 * PERIOD)[1] == 3
+    assert bold_sample_counts(length, 0.5, PERIOD, PERIOD * (1 + 1e-15))[1] == 1     # rounding error: still 1
+    assert bold_sample_counts(length, 0.5, PERIOD, PERIOD + 1.0)[1] == 2

@@ -19,7 +19,6 @@ so that at the fixed point ``S(theta*)`` itself matches the target ``D``. The ta
 The result is the last round's ``FitResult``; ``provenance["corrections"]`` records every round (values, optimiser
 steps taken, the twin's FC r against the target, mean FC and mean variance of twin, linear model and target).
 """
-import math
 from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
@@ -29,6 +28,7 @@ from .. import checks, stats
 from ..errors import ParameterError
 from ..analyzers.linear import linear_bold_fc
 from ..roundtrip.forked import WorkerError, forked_map
+from ..roundtrip.validation import bold_sample_counts
 from ..roundtrip.writeback import apply_params, clone_simulator, find_bold, monitor_list
 from ..simulator.adapter import read_simulator
 from ..simulator.twin import TorchSimulator
@@ -72,9 +72,9 @@ def simulated_statistics(sim, *, length_ms: float, batch: int, seed: int, discar
     if processes > 1 and torch.device(twin_options.get("device", "cpu")).type != "cpu":
         raise ParameterError(f"processes={processes} with device={twin_options['device']!r}: the forked processes "
                              "run on the CPU only (a GPU runs the realisations as one batch: processes=1).")
-    skip = int(math.ceil(discard_ms / tr))
-    if int(length_ms // tr) - skip < 3:
-        raise ParameterError(f"correction_ms={length_ms} ms leaves {int(length_ms // tr) - skip} BOLD samples after "
+    n_samples, skip = bold_sample_counts(length_ms, float(sim.integrator.dt), tr, discard_ms)
+    if n_samples - skip < 3:
+        raise ParameterError(f"correction_ms={length_ms} ms leaves {n_samples - skip} BOLD samples after "
                              f"the {discard_ms} ms transient; give a longer correction_ms.")
     parts = [p for p in np.array_split(np.arange(batch), min(processes, batch)) if p.size]
 

@@ -62,6 +62,13 @@ def bold_fc(bold: np.ndarray, discard: int) -> np.ndarray:
     return stats.corrcoef_fc(ts[discard:])
 
 
+def bold_sample_counts(simulation_length: float, dt: float, period: float, discard_ms: float) -> Tuple[int, int]:
+    """(BOLD samples a TVB run of ``simulation_length`` ms gives, how many of them fall in its first ``discard_ms``
+    ms): TVB integrates ceil(length / dt) steps of ``dt`` ms and its Bold monitor samples every ``period`` ms."""
+    n = int(math.ceil(simulation_length / dt - 1e-9) * dt // period)
+    return n, int(math.ceil(discard_ms / period - 1e-9))
+
+
 def fcd_window_samples(window_ms: float, step_ms: float, period_ms: float) -> Tuple[int, int]:
     """(window, step) in samples of a series sampled every ``period_ms``, for FCD windows of ``window_ms`` moved by
     ``step_ms`` (rounded; at least 2 samples per window and 1 per step)."""
@@ -278,8 +285,7 @@ class _Inputs:
         discard_ms = checks.non_negative(discard_ms, "discard_ms", unit="ms")
         bold_index = find_bold(sim)
         period = checks.bold_period_ms(monitor_list(sim)[bold_index].period, "the Bold monitor's (the TR's)")
-        discard = int(math.ceil(discard_ms / period - 1e-9))
-        n_expected = int(math.ceil(simulation_length / sim.integrator.dt - 1e-9) * sim.integrator.dt // period)
+        n_expected, discard = bold_sample_counts(simulation_length, sim.integrator.dt, period, discard_ms)
         if n_expected - discard < 3:
             raise ParameterError(f"simulation_length={simulation_length:g} ms gives about {n_expected} BOLD samples "
                                  f"(period {period:g} ms), {discard} of them discarded (discard_ms={discard_ms:g}): "
