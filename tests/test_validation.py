@@ -323,5 +323,5 @@ def test_bold_sample_counts_are_what_tvb_records(length):
     (_, bold), = sim.run(simulation_length=length)
     assert bold_sample_counts(length, sim.integrator.dt, PERIOD, 0.0)[0] == bold.shape[0]
     assert bold_sample_counts(length, 0.5, PERIOD, 3 * PERIOD)[1] == 3
-    assert bold_sample_counts(length, 0.5, PERIOD, PERIOD * (1 + 1e-15))[1] == 1     # rounding error: still 1
+    assert bold_sample_counts(length, 0.5, PERIOD, PERIOD * (1 + 1e-15))[1] == 1   # rounding error: still 1
     assert bold_sample_counts(length, 0.5, PERIOD, PERIOD + 1.0)[1] == 2
