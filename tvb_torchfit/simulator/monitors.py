@@ -143,20 +143,97 @@ class Bold(Monitor):
         self.stock = stock                # (n_stock, voi, N, B), time order, newest last
         self.last_block = last_block      # global index (step // interim_istep) of stock[-1]
 
-    # The stock is held as a list of pieces (time order; together at least n_stock samples, the newest
-    # n_stock of which are the stock) so that a chunk appends its few new samples instead of copying the
-    # whole 20 s buffer; ``stock`` assembles it on demand (state_dict), and pieces are merged when many.
+    # The stock is a ``SampleSequence``: the newest n_stock of its samples are the stock; a chunk appends its few
+    # new samples instead of copying the whole 20 s buffer.
     @property
     def stock(self) -> torch.Tensor:
-        seq = torch.cat(self._pieces) if len(self._pieces) > 1 else self._pieces[0]
-        return seq[seq.shape[0] - self.n_stock:]
+        """The newest n_stock samples: a view, valid until the next chunk (``state_dict`` copies it)."""
+        return self._seq.window(len(self._seq) - self.n_stock, len(self._seq))
 
     @stock.setter
     def stock(self, value: torch.Tensor) -> None:
-        self._pieces = [value]
+        self._seq = SampleSequence(value, self.n_stock)
 
-    def _window(self, start: int, stop: int) -> torch.Tensor:
-        """Samples start..stop-1 of the concatenated pieces (a view when they lie in one piece)."""
+    def consume(self, obs, first_step):
+        means, self.partial = _block_means(self.partial, self._select(obs), self.interim_istep)
+        self._seq.append(means)
+        total = len(self._seq)
+        newest_block = self.last_block + means.shape[0]          # global block index of the last sample
+        first_block_in_seq = newest_block - total + 1
+        steps = np.arange(first_step, first_step + obs.shape[0])
+        out_steps = steps[steps % self.istep == 0]
+        bold = []
+        for step in out_steps:
+            newest = step // self.interim_istep - first_block_in_seq
+            window = self._seq.window(newest - self.n_stock + 1, newest + 1)
+            value = torch.tensordot(self.weights, window, dims=1)
+            bold.append((value - 1.0) * self.k1_V0 if self.k1_V0 is not None else value)
+        self.last_block = newest_block
+        self._seq.keep_last(self.n_stock)
+        if bold:
+            data = torch.stack(bold)
+        else:
+            data = means.new_zeros((0,) + means.shape[1:])
+        return _times(out_steps, self.dt), data
+
+    def detach_(self):
+        self.partial = self.partial.detach()
+        self._seq.detach_()
+
+
+class SampleSequence:
+    """Samples (time, ...) appended chunk by chunk, of which windows of consecutive samples are read.
+
+    Without autograd (nothing appended requires grad) the samples live in one buffer with room to append: a
+    window is a view and a chunk's append copies only its own samples (``keep_last`` moves the newest ones to
+    the front when the room runs out). While autograd records, the chunks are kept as a list of pieces (writing
+    into a buffer would modify tensors the graph holds) and a window across pieces is their concatenation.
+    Either way a window holds the same values, so what is computed from it does not depend on the chunking."""
+
+    MAX_PIECES = 64
+
+    def __init__(self, first: torch.Tensor, keep: int):
+        self._pieces = [first]
+        self._buf, self._len, self._start = None, first.shape[0], 0
+        self.keep = keep
+
+    def __len__(self) -> int:
+        return self._len
+
+    def append(self, x: torch.Tensor) -> None:
+        if x.shape[0] == 0:
+            return
+        if x.requires_grad and self._buf is not None:           # autograd records from here: back to pieces
+            self._pieces = [self._buf[self._start:self._start + self._len]]   # the buffer is not written again
+            self._buf = None
+        if self._buf is None and (x.requires_grad or any(p.requires_grad for p in self._pieces)):
+            self._pieces.append(x)
+        else:
+            self._to_buffer(x.shape[0])
+            end = self._start + self._len
+            self._buf[end:end + x.shape[0]] = x
+        self._len += x.shape[0]
+
+    def _to_buffer(self, extra: int) -> None:
+        """Make room for ``extra`` more samples in the buffer (created from the pieces on first use)."""
+        if self._buf is None:
+            seq = torch.cat(self._pieces) if len(self._pieces) > 1 else self._pieces[0]
+            self._buf = seq.new_empty((2 * max(self.keep, seq.shape[0]) + extra,) + seq.shape[1:])
+            self._buf[:seq.shape[0]] = seq
+            self._pieces, self._start = [], 0
+        if self._start + self._len + extra > self._buf.shape[0]:
+            if self._len + extra > self._buf.shape[0]:
+                grown = self._buf.new_empty((2 * (self._len + extra),) + self._buf.shape[1:])
+                grown[:self._len] = self._buf[self._start:self._start + self._len]
+                self._buf = grown
+            else:
+                self._buf[:self._len] = self._buf[self._start:self._start + self._len].clone()
+            self._start = 0
+
+    def window(self, start: int, stop: int) -> torch.Tensor:
+        """Samples start..stop-1 (0 = the oldest held): a view of the buffer, or of one piece, or a concatenation."""
+        if self._buf is not None:
+            return self._buf[self._start + start:self._start + stop]
         parts, pos = [], 0
         for piece in self._pieces:
             n = piece.shape[0]
@@ -166,36 +243,21 @@ class Bold(Monitor):
             pos += n
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
-    def consume(self, obs, first_step):
-        means, self.partial = _block_means(self.partial, self._select(obs), self.interim_istep)
-        if means.shape[0]:
-            self._pieces.append(means)
-        total = sum(piece.shape[0] for piece in self._pieces)
-        newest_block = self.last_block + means.shape[0]          # global block index of the last sample
-        first_block_in_seq = newest_block - total + 1
-        steps = np.arange(first_step, first_step + obs.shape[0])
-        out_steps = steps[steps % self.istep == 0]
-        bold = []
-        for step in out_steps:
-            newest = step // self.interim_istep - first_block_in_seq
-            window = self._window(newest - self.n_stock + 1, newest + 1)
-            value = torch.tensordot(self.weights, window, dims=1)
-            bold.append((value - 1.0) * self.k1_V0 if self.k1_V0 is not None else value)
-        self.last_block = newest_block
-        # drop pieces that lie wholly before the newest n_stock samples; merge when there are many
-        while total - self._pieces[0].shape[0] >= self.n_stock:
-            total -= self._pieces.pop(0).shape[0]
-        if len(self._pieces) > 64:
-            self._pieces = [self.stock]
-        if bold:
-            data = torch.stack(bold)
-        else:
-            data = means.new_zeros((0,) + means.shape[1:])
-        return _times(out_steps, self.dt), data
+    def keep_last(self, n: int) -> None:
+        """Forget samples older than the newest ``n`` (whole pieces only; pieces are merged when many)."""
+        if self._buf is not None:
+            drop = max(0, self._len - n)
+            self._start, self._len = self._start + drop, self._len - drop
+            return
+        while self._len - self._pieces[0].shape[0] >= n:
+            self._len -= self._pieces.pop(0).shape[0]
+        if len(self._pieces) > self.MAX_PIECES:
+            self._pieces = [torch.cat(self._pieces)]
 
-    def detach_(self):
-        self.partial = self.partial.detach()
-        self._pieces = [piece.detach() for piece in self._pieces]
+    def detach_(self) -> None:
+        """Cut the graph: the held samples as tensors without history (the buffer holds no graph)."""
+        if self._buf is None:
+            self._pieces = [piece.detach() for piece in self._pieces]
 
 
 def time_ordered_stock(stock: np.ndarray, current_step: int, interim_istep: int) -> np.ndarray:
@@ -252,7 +314,11 @@ class Recording:
         self.samples = [([], []) for _ in self.monitors]
 
     def add(self, states: torch.Tensor) -> None:
-        """Keep a block of states (K, nvar, N, B); feed the monitors once ``chunk`` steps are pending."""
+        """Keep a block of states (K, nvar, N, B); feed the monitors once ``chunk`` steps are pending, or before
+        this block would take the pending steps past ``chunk`` (so blocks of about ``chunk`` steps are fed one by
+        one, never concatenated)."""
+        if self.pending and self.n_pending + states.shape[0] > self.chunk:
+            self.flush()
         self.pending.append(states)
         self.n_pending += states.shape[0]
         if self.n_pending >= self.chunk:

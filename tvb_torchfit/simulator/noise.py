@@ -12,7 +12,8 @@ Two sources of the N(0, 1) draws:
 * ``TVBStream``: a copy of the TVB noise object's own ``RandomState``, drawn in TVB's order and
   shapes, so batch member 0 reproduces TVB's stochastic run. Further batch members draw from
   ``RandomState(noise_seed + b)``. The TVB object itself is never advanced.
-* ``TorchStream``: one seeded ``torch.Generator`` per batch member, on the simulator's device.
+* ``TorchStream``: one seeded ``torch.Generator`` per batch member, on the simulator's device (torch's
+  numbers; float64 on the CPU transformed by ``normal.normal_``, a vectorised copy of torch's transform).
   Member b's draws depend only on (seed, b), not on the batch size; ``first_member`` = k makes a stream of
   members k, k + 1, ... (a batch split into parts draws what the whole batch draws).
 """
@@ -21,6 +22,8 @@ import math
 
 import numpy as np
 import torch
+
+from .normal import normal_ as standard_normal_
 
 
 def diffusion_scale(nsig: torch.Tensor) -> torch.Tensor:
@@ -89,13 +92,14 @@ class TorchStream:
         """(n_steps, nvar, N, B) independent standard normal draws.
 
         Each member's draws are written straight into its slice of a member-major buffer (the same
-        numbers as ``torch.randn(size, generator=g)``); the result is a permuted view of that buffer,
+        numbers as ``torch.randn(size, generator=g)``; float64 on the CPU through ``normal.normal_``, the same to
+        rounding and about three times as fast); the result is a permuted view of that buffer,
         so no copy is made to put the batch axis last.
         """
         size = (n_steps,) + self.shape
         out = torch.empty((len(self.generators),) + size, dtype=self.dtype, device=self.device)
         for b, g in enumerate(self.generators):
-            torch.randn(size, generator=g, dtype=self.dtype, device=self.device, out=out[b])
+            standard_normal_(out[b], g)
         return out.permute(*range(1, len(size) + 1), 0)
 
     def draw_blocks(self, n_steps: int, block: int) -> torch.Tensor:
@@ -106,12 +110,11 @@ class TorchStream:
         out = torch.empty((len(self.generators),) + size, dtype=self.dtype, device=self.device)
         full = n_steps // block * block
         for b, g in enumerate(self.generators):
-            # in-place normal_ on each block's contiguous slice draws what torch.randn(out=) draws there; the
-            # slices come from one unbind (the per-block Python work is one call)
-            for piece in out[b, :full].view((full // block, block) + self.shape).unbind(0):
-                piece.normal_(generator=g)
+            # what normal_ on each block's contiguous slice draws (torch.randn(out=) draws the same), in one call
+            if full:
+                standard_normal_(out[b, :full], g, pieces=full // block)
             if full < n_steps:
-                out[b, full:].normal_(generator=g)
+                standard_normal_(out[b, full:], g)
         return out.permute(*range(1, len(size) + 1), 0)
 
     def state_dict(self):
