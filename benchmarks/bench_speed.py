@@ -32,8 +32,8 @@ tvboptim``; jax is never imported into this process). Found through --tvboptim-p
 /work/venvs/tvboptim/bin/python if it exists; otherwise skipped. This script writes the set-up (weights, TVB's
 idelays, model parameters, coupling, noise, bounds and a deterministic TVB reference trajectory) to an npz the
 other script reads; see its docstring for how tvboptim is configured. Rows R1-R3 compare tvboptim with the
-compile=True rows, R5-R8 with the default path (kernel rows K2, K4, K8 and K7: value and gradient at batch 1
-and 8). Adds about a minute, plus the float32
+compile=True rows, R5-R8 with the default path on one core (kernel rows K2s, K4s, K8 and K7: value and gradient
+at batch 1 and 8). Adds about a minute, plus the float32
 compiled fwd+bwd row C5f it is compared with (first compile on a fresh inductor cache: minutes).
 """
 import argparse
@@ -390,6 +390,21 @@ def one_thread(fn: Callable[[], Dict]) -> Dict:
         torch.set_num_threads(prev)
 
 
+def one_core(fn: Callable[[], Dict]) -> Dict:
+    """Run ``fn`` with every noise draw on the calling thread (``TVB_TORCHFIT_DRAW_AHEAD=0``: the default path
+    then uses one core, as TVB does), restoring the environment afterwards."""
+    from tvb_torchfit.simulator.noise import DRAW_AHEAD_ENV
+    prev = os.environ.get(DRAW_AHEAD_ENV)
+    os.environ[DRAW_AHEAD_ENV] = "0"
+    try:
+        return fn()
+    finally:
+        if prev is None:
+            del os.environ[DRAW_AHEAD_ENV]
+        else:
+            os.environ[DRAW_AHEAD_ENV] = prev
+
+
 def machine_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -610,9 +625,10 @@ def tvboptim_rows(lines: List[str], results: Dict, errors: Dict, modes: List[str
 
     # the default path (the numba block kernel, rows K) against the same tvboptim figures
     if "1" in modes:
-        ratio_row("R5", "time ours / tvboptim, forward batch 1 float32, µs per step", "k_f32", "K2", "1", "fwd")
-        ratio_row("R6", "time ours / tvboptim, forward batch 64 float32, µs per sample-step", "k_b64", "K4", "1",
-                  "batch")
+        ratio_row("R5", "time ours / tvboptim, forward batch 1 float32, one core each, µs per step", "k_f32_1c",
+                  "K2s", "1", "fwd")
+        ratio_row("R6", "time ours / tvboptim, forward batch 64 float32, one core each, µs per sample-step",
+                  "k_b64_1c", "K4s", "1", "batch")
         ratio_row("R7", "time ours / tvboptim, value and gradient of d mean(S_e(end))/dG, batch 1 float32, µs per "
                         "step", "k_grad_f32", "K8", "1", "grad", loss="end")
         ratio_row("R8", "time ours / tvboptim, value and gradient of d mean(S_e(end))/dG, batch 8 float32, µs per "
@@ -736,6 +752,11 @@ def main(argv=None) -> int:
     attempt("k_f32", lambda: bench_forward(sim, sim_ms, R, 1, f32, kernel=None))
     attempt("k_b8", lambda: one_thread(lambda: bench_forward(sim, batch_ms, R, 8, f32, kernel=None)))
     attempt("k_b64", lambda: one_thread(lambda: bench_forward(sim, batch_ms, R, 64, f32, kernel=None)))
+    # the same on one core (no draw-ahead thread): like for like with TVB and tvboptim's one-core rows
+    attempt("k_f64_1c", lambda: one_core(lambda: bench_forward(sim, sim_ms, R, 1, f64, kernel=None)))
+    attempt("k_f32_1c", lambda: one_core(lambda: bench_forward(sim, sim_ms, R, 1, f32, kernel=None)))
+    attempt("k_b64_1c", lambda: one_core(lambda: one_thread(lambda: bench_forward(sim, batch_ms, R, 64, f32,
+                                                                                    kernel=None))))
     attempt("k_grad", lambda: bench_grad(sim, cgrad_ms, R, kernel=None))
     attempt("k_grad_b8", lambda: one_thread(lambda: bench_grad(sim, cgrad_ms, R, dtype=f32, batch=8, kernel=None)))
     if not args.no_fit_steps:
@@ -865,10 +886,14 @@ def main(argv=None) -> int:
                                   "", ""]))
         elif key in errors:
             lines.append(fmt_row(["F", label, "", "FAILED", errors[key], "", "", ""]))
-    speed_row("K1", "default path (numba block kernel) forward, batch 1, float64 (no_grad)", "k_f64")
-    speed_row("K2", "default path forward, batch 1, float32 (no_grad)", "k_f32")
-    speed_row("K3", "default path forward, batch 8, float32, 1 thread, per sample", "k_b8")
-    speed_row("K4", "default path forward, batch 64, float32, 1 thread, per sample", "k_b64")
+    ahead = " (next chunk's noise drawn on a second thread)"
+    speed_row("K1", "default path (numba block kernel) forward, batch 1, float64 (no_grad)" + ahead, "k_f64")
+    speed_row("K1s", "  same, one core (TVB_TORCHFIT_DRAW_AHEAD=0)", "k_f64_1c")
+    speed_row("K2", "default path forward, batch 1, float32 (no_grad)" + ahead, "k_f32")
+    speed_row("K2s", "  same, one core (TVB_TORCHFIT_DRAW_AHEAD=0)", "k_f32_1c")
+    speed_row("K3", "default path forward, batch 8, float32, 1 torch thread, per sample" + ahead, "k_b8")
+    speed_row("K4", "default path forward, batch 64, float32, 1 torch thread, per sample" + ahead, "k_b64")
+    speed_row("K4s", "  same, one core (TVB_TORCHFIT_DRAW_AHEAD=0)", "k_b64_1c")
     grad_rows("K5", "default path fwd+bwd (kernel adjoint, checkpointed groups), batch 1, float64, "
                     "d mean(S_e(end)) / dG", "k_grad")
     grad_rows("K7", "default path fwd+bwd, batch 8, float32, 1 thread (the fit's configuration), per sample",

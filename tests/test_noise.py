@@ -1,6 +1,8 @@
 """Noise: TVB's own stream in TVB's order, seeded torch generators per batch member, and the increment
 z = sqrt(dt) * N(0, 1) * sqrt(2 nsig) the twin adds (TVB's ``noise.Additive``)."""
 import copy
+import os
+import time
 
 import numpy as np
 import pytest
@@ -9,6 +11,8 @@ from tvb.simulator import integrators, models, monitors
 from tvb.simulator import noise as tvb_noise
 
 import tvb_torchfit
+from tvb_torchfit.simulator import monitors as monitors_module
+from tvb_torchfit.simulator import noise
 from tvb_torchfit.simulator.noise import TorchStream, TVBStream, additive_increment, diffusion_scale
 from tvb_builders import build, heun_stochastic, small_connectivity
 
@@ -138,3 +142,75 @@ def test_seed_reproducible_and_seed_changes_run():
     runs = [tvb_torchfit.from_tvb(sim, noise="torch", seed=s).run(simulation_length=10.0)[0][1] for s in (1, 1, 2)]
     assert torch.equal(runs[0], runs[1])
     assert not torch.equal(runs[0], runs[2])
+
+
+# ---------------------------------------------------------------- drawing the next chunk on a second thread
+def _ahead_run(monkeypatch, setting):
+    monkeypatch.setenv(noise.DRAW_AHEAD_ENV, setting)
+    sim = build(models.ReducedWongWangExcInh(), heun_stochastic(dt=0.1, nsig=1e-4),
+                (monitors.Raw(), monitors.Bold(period=50.0)), conn=small_connectivity(5), a=0.2)
+    twin = tvb_torchfit.from_tvb(sim, seed=3, batch=2)
+    out = [twin.run(simulation_length=L) for L in (120.0, 57.3)]
+    return out, twin.state_dict()["noise"]
+
+
+@pytest.mark.skipif(not noise.draw_ahead_enabled(), reason="drawing ahead needs two usable CPUs")
+def test_drawing_ahead_gives_the_numbers_drawn_in_turn(monkeypatch):
+    """Runs of several kernel chunks with the next chunk's noise drawn on a worker thread: the same outputs, bit
+    for bit, and the generators left in the same state as drawing each chunk in turn."""
+    monkeypatch.setattr(monitors_module, "MONITOR_CHUNK", 64)            # several chunks per run
+    ahead, state_ahead = _ahead_run(monkeypatch, "1")
+    in_turn, state_in_turn = _ahead_run(monkeypatch, "0")
+    for run_a, run_b in zip(ahead, in_turn):
+        for (t, x), (t1, x1) in zip(run_a, run_b):
+            assert torch.equal(t, t1) and torch.equal(x, x1)
+    assert all(torch.equal(a, b) for a, b in zip(state_ahead["generators"], state_in_turn["generators"]))
+
+
+class _SlowStream:
+    """A stream whose draws take a while and say when they end."""
+    def __init__(self):
+        self.finished = []
+
+    def draw_blocks(self, T, block):
+        time.sleep(0.2)
+        self.finished.append(T)
+        return torch.zeros(T)
+
+
+@pytest.mark.skipif(not noise.draw_ahead_enabled(), reason="drawing ahead needs two usable CPUs")
+def test_leaving_early_waits_for_the_draw_in_flight():
+    """An error while a chunk is stepped: on leaving, the next chunk's draw (already started) has finished, so no
+    thread touches the stream afterwards; only this run's chunks are drawn."""
+    stream = _SlowStream()
+    with pytest.raises(RuntimeError, match="kernel failed"):
+        with noise.ChunkDraws(stream, [5, 6, 7], 1) as draws:
+            draws.next()
+            raise RuntimeError("kernel failed")
+    assert stream.finished == [5, 6]
+    with noise.ChunkDraws(stream, [1, 2], 1) as draws:
+        assert [draws.next().shape[0] for _ in range(2)] == [1, 2]
+    assert stream.finished == [5, 6, 1, 2]
+
+
+def _draw_in_child(_):
+    noise._executor()
+    if noise._EXECUTOR["pid"] != os.getpid():
+        return "the parent's worker"                # drawing with it would wait forever
+    stream = _SlowStream()
+    with noise.ChunkDraws(stream, [3, 4], 1) as draws:
+        return [draws.next().shape[0] for _ in range(2)]
+
+
+@pytest.mark.skipif(not noise.draw_ahead_enabled(), reason="drawing ahead needs two usable CPUs")
+def test_drawing_ahead_works_in_a_forked_child_after_the_parent_drew_ahead():
+    """Threads do not survive ``fork``: a child makes its own worker (with the parent's, it would wait forever)."""
+    from tvb_torchfit.roundtrip.forked import forked_map
+    assert _draw_in_child(None) == [3, 4]                          # the parent's worker exists now
+    assert forked_map(_draw_in_child, [0, 1], processes=2) == [[3, 4], [3, 4]]
+
+
+def test_draw_ahead_switched_off_by_the_environment(monkeypatch):
+    monkeypatch.setenv(noise.DRAW_AHEAD_ENV, "0")
+    assert not noise.draw_ahead_enabled()
+    assert not noise.ChunkDraws(_SlowStream(), [1, 2], 1).ahead

@@ -204,7 +204,7 @@ def kernel_source(model, scheme: str, varying: Optional[Tuple[bool, ...]] = None
 #: fast-math flags of the generated code: fused multiply-adds and reciprocals of loop-invariant divisors (each
 #: within an ulp or two of the plain operation; no reassociation, so sums keep their order)
 FAST_MATH = {"contract", "arcp"}
-_JIT = "@numba.njit(cache=True, error_model='numpy', fastmath=FAST)"
+_JIT = "@numba.njit(cache=True, error_model='numpy', fastmath=FAST, nogil=True)"   # nogil: draws overlap it
 
 
 def _forward_lines(add, ind, V, K, uniform_loads, stage) -> None:

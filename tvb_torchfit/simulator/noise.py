@@ -19,6 +19,10 @@ Two sources of the N(0, 1) draws:
 """
 import copy
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Optional
 
 import numpy as np
 import torch
@@ -123,3 +127,68 @@ class TorchStream:
     def load_state_dict(self, state):
         for g, st in zip(self.generators, state["generators"]):
             g.set_state(st)
+
+
+#: environment variable: "0" keeps every draw on the calling thread (``ChunkDraws``)
+DRAW_AHEAD_ENV = "TVB_TORCHFIT_DRAW_AHEAD"
+_EXECUTOR = {}
+_EXECUTOR_LOCK = threading.Lock()
+
+
+def draw_ahead_enabled() -> bool:
+    """Whether ``ChunkDraws`` draws ahead on a second thread: at least two CPUs usable by this process and
+    ``TVB_TORCHFIT_DRAW_AHEAD`` not "0"."""
+    if os.environ.get(DRAW_AHEAD_ENV, "1") == "0":
+        return False
+    try:
+        return len(os.sched_getaffinity(0)) >= 2
+    except AttributeError:                       # not on Linux
+        return (os.cpu_count() or 1) >= 2
+
+
+def _executor() -> ThreadPoolExecutor:
+    """One worker thread per process (a forked child makes its own: threads do not survive ``fork``)."""
+    with _EXECUTOR_LOCK:
+        pid = os.getpid()
+        if _EXECUTOR.get("pid") != pid:
+            _EXECUTOR.update(pid=pid, executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="tvbtf-draws"))
+        return _EXECUTOR["executor"]
+
+
+class ChunkDraws:
+    """The noise of successive chunks of ``sizes`` steps (``stream.draw_blocks(T, block)`` for each T, in order:
+    the same numbers as drawing them one after the other), for a run that steps chunk after chunk.
+
+    With ``draw_ahead_enabled()`` chunk i + 1's noise is drawn on a worker thread while the caller steps chunk i
+    (the block kernel and the draws release the GIL): on two cores the draws' time hides behind the stepping.
+    Only chunks of this run are drawn, so the stream ends where drawing them in turn would leave it. Use as a
+    context manager: on leaving, a draw still running is waited for, so nothing touches the stream afterwards."""
+
+    def __init__(self, stream, sizes, block: int):
+        self.stream, self.sizes, self.block = stream, list(sizes), int(block)
+        self.ahead = stream is not None and len(self.sizes) > 1 and draw_ahead_enabled()
+        self._next, self._pending = 0, None
+
+    def __enter__(self) -> "ChunkDraws":
+        if self.ahead:
+            self._pending = _executor().submit(self.stream.draw_blocks, self.sizes[0], self.block)
+        return self
+
+    def next(self) -> Optional[torch.Tensor]:
+        """The next chunk's draws, (T, nvar, N, B), or None without noise."""
+        i = self._next
+        self._next += 1
+        if self.stream is None:
+            return None
+        if not self.ahead:
+            return self.stream.draw_blocks(self.sizes[i], self.block)
+        normal = self._pending.result()
+        self._pending = None
+        if i + 1 < len(self.sizes):
+            self._pending = _executor().submit(self.stream.draw_blocks, self.sizes[i + 1], self.block)
+        return normal
+
+    def __exit__(self, *exc) -> None:
+        if self._pending is not None:
+            wait([self._pending])
+            self._pending = None

@@ -109,7 +109,7 @@ def cos_sin(theta):
 CHUNK = 64
 
 
-@numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")
+@numba.njit(cache=True, fastmath={"contract"}, error_model="numpy", nogil=True)
 def box_muller_16(uniform, out, n_blocks, first, second):
     """torch's transform of ``n_blocks`` blocks of 16 uniforms (float64, 1-d) into ``out``. Per chunk of blocks,
     the u_j and the u_{j+8} are first copied into two contiguous scratch arrays (``first``, ``second``: 8 * CHUNK
@@ -137,7 +137,7 @@ def uniforms_per_piece(size: int) -> int:
     return size + (16 if size % 16 else 0)
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", nogil=True)
 def transform_pieces(uniform, out, size, pieces):
     """``pieces`` successive ``normal_`` calls of ``size`` values each: piece p's uniforms start at
     p * uniforms_per_piece(size), its values at p * size; the last 16 values of a piece whose size 16 does not

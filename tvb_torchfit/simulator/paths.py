@@ -32,7 +32,7 @@ from .compiled import CompiledOrEager
 from .coupling import DelayedLinearCoupling
 from .history import DelayHistory, HistoryRing
 from .monitors import Recording, chunk_steps
-from .noise import additive_increment
+from .noise import ChunkDraws, additive_increment
 
 
 @dataclass
@@ -291,7 +291,8 @@ class CheckpointedPath:
 
 class KernelPath(BlockLoop):
     """Default mode without a graph, on CPU with numba: chunks of about ``monitors.MONITOR_CHUNK`` steps (a
-    multiple of ``block``) per call of the block kernel, the noise drawn block by block as every path draws it;
+    multiple of ``block``) per call of the block kernel, the noise drawn block by block as every path draws it
+    (the next chunk's on a second thread while the kernel steps this one: ``noise.ChunkDraws``);
     the history as a time-major tensor between chunks (``DelayHistory`` graph form, no graph)."""
 
     def __init__(self, history, coupling, dynamics, block, noise, kernel):
@@ -308,15 +309,14 @@ class KernelPath(BlockLoop):
         V = sim.state.shape[0]
         prm = self.kernel.params(params.packed, N, B, params.varying)
         scale = self.kernel.scale(params.noise_scale, V, N, B)
-        chunk, done = self.chunk(V * N * B), 0
-        while done < n_steps:
-            T = min(chunk, n_steps - done)
-            normal = self.noise.draw_blocks(T, self.block) if self.noise is not None else None
-            traj, window, _ = self.kernel.forward(window, sim.state, normal, scale, prm, T)
-            sim.state = traj[-1]
-            sim.current_step += T
-            done += T
-            recording.add(traj)
+        chunk = self.chunk(V * N * B)
+        sizes = [min(chunk, n_steps - done) for done in range(0, n_steps, chunk)]
+        with ChunkDraws(self.noise, sizes, self.block) as draws:      # the next chunk's noise on a second core
+            for T in sizes:
+                traj, window, _ = self.kernel.forward(window, sim.state, draws.next(), scale, prm, T)
+                sim.state = traj[-1]
+                sim.current_step += T
+                recording.add(traj)
         self.history.set(window.contiguous())
 
 
