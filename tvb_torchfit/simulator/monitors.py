@@ -185,12 +185,15 @@ class SampleSequence:
     """Samples (time, ...) appended chunk by chunk, of which windows of consecutive samples are read.
 
     Without autograd (nothing appended requires grad) the samples live in one buffer with room to append: a
-    window is a view and a chunk's append copies only its own samples (``keep_last`` moves the newest ones to
-    the front when the room runs out). While autograd records, the chunks are kept as a list of pieces (writing
+    window is a view and a chunk's append copies only its own samples (when the room runs out, the newest
+    ``keep`` move to the front). While autograd records, the chunks are kept as a list of pieces (writing
     into a buffer would modify tensors the graph holds) and a window across pieces is their concatenation.
     Either way a window holds the same values, so what is computed from it does not depend on the chunking."""
 
     MAX_PIECES = 64
+    #: room to append beyond ``keep`` samples, as a fraction 1 / ROOM of ``keep``: the buffer holds 1.25 x the
+    #: samples kept, and moves them to its front once per keep / 4 samples appended
+    ROOM = 4
 
     def __init__(self, first: torch.Tensor, keep: int):
         self._pieces = [first]
@@ -218,7 +221,8 @@ class SampleSequence:
         """Make room for ``extra`` more samples in the buffer (created from the pieces on first use)."""
         if self._buf is None:
             seq = torch.cat(self._pieces) if len(self._pieces) > 1 else self._pieces[0]
-            self._buf = seq.new_empty((2 * max(self.keep, seq.shape[0]) + extra,) + seq.shape[1:])
+            room = max(self.keep // self.ROOM, extra)
+            self._buf = seq.new_empty((max(self.keep, seq.shape[0]) + room,) + seq.shape[1:])
             self._buf[:seq.shape[0]] = seq
             self._pieces, self._start = [], 0
         if self._start + self._len + extra > self._buf.shape[0]:

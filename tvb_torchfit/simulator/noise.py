@@ -170,21 +170,21 @@ class ChunkDraws:
         self._next, self._pending = 0, None
 
     def __enter__(self) -> "ChunkDraws":
-        if self.ahead:
-            self._pending = _executor().submit(self.stream.draw_blocks, self.sizes[0], self.block)
         return self
 
     def next(self) -> Optional[torch.Tensor]:
-        """The next chunk's draws, (T, nvar, N, B), or None without noise."""
+        """The next chunk's draws, (T, nvar, N, B), or None without noise (the first on the calling thread; with
+        draw-ahead, each later one was started on the worker when the one before it was handed out)."""
         i = self._next
         self._next += 1
         if self.stream is None:
             return None
-        if not self.ahead:
-            return self.stream.draw_blocks(self.sizes[i], self.block)
-        normal = self._pending.result()
-        self._pending = None
-        if i + 1 < len(self.sizes):
+        if self._pending is None:
+            normal = self.stream.draw_blocks(self.sizes[i], self.block)
+        else:
+            normal = self._pending.result()
+            self._pending = None
+        if self.ahead and i + 1 < len(self.sizes):
             self._pending = _executor().submit(self.stream.draw_blocks, self.sizes[i + 1], self.block)
         return normal
 
