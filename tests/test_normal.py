@@ -82,7 +82,7 @@ def test_pieces_must_split_the_tensor():
 def test_a_transform_that_disagrees_with_torch_is_not_used(monkeypatch):
     """The once-per-process check: if the vectorised transform did not reproduce torch's numbers, ``normal_``
     warns and draws with torch's own ``normal_``."""
-    def broken(uniform, out, size, pieces):
+    def broken(uniform, out, size, pieces, stride):
         out[:] = 0.0
     monkeypatch.setattr(normal, "_VERIFIED", [])
     monkeypatch.setattr(normal, "transform_pieces", broken)

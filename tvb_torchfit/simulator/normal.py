@@ -9,13 +9,13 @@ and, when 16 does not divide n, draws 16 more uniforms for the last 16 elements 
 way. The transform runs one element at a time through libm (about 11 of its 15 ns per draw on the machines
 measured; float32 has a vectorised path). ``normal_`` here draws the same uniforms in the same order (the
 generator ends in the same state) and applies the same transform in a numba loop that LLVM vectorises: ``log``,
-``cos`` and ``sin`` in plain arithmetic (no call), each within a few units in the last place of libm's, so the
+``cos`` and ``sin`` in plain arithmetic (no call), each within 2 units in the last place of libm's, so the
 draws equal torch's to rounding (``tests/test_normal.py`` compares them with ``torch.randn``). Before its first
 use in a process, the path is checked against torch's on a few hundred draws; if torch ever changes its
 transform, the check fails and ``normal_`` falls back to torch's own ``normal_``.
 
-The arithmetic below is numba functions (compiled on first call, ``cache=True``); ``.py_func`` is each one's
-plain Python, except for the two bit-level intrinsics.
+The arithmetic below is numba functions (compiled on first call, ``cache=True``); ``log_unit`` reads a float's
+bits through two numba intrinsics, so it runs compiled only.
 """
 import math
 import threading
@@ -138,13 +138,12 @@ def uniforms_per_piece(size: int) -> int:
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
-def transform_pieces(uniform, out, size, pieces):
-    """``pieces`` successive ``normal_`` calls of ``size`` values each: piece p's uniforms start at
-    p * uniforms_per_piece(size), its values at p * size; the last 16 values of a piece whose size 16 does not
-    divide come from the 16 uniforms after its own."""
+def transform_pieces(uniform, out, size, pieces, stride):
+    """``pieces`` successive ``normal_`` calls of ``size`` values each: piece p's uniforms start at p * stride
+    (``stride = uniforms_per_piece(size)``), its values at p * size; the last 16 values of a piece whose size 16
+    does not divide come from the 16 uniforms after its own."""
     first = np.empty(8 * CHUNK)
     second = np.empty(8 * CHUNK)
-    stride = size + (16 if size % 16 else 0)
     for p in range(pieces):
         box_muller_16(uniform[p * stride:], out[p * size:], size // 16, first, second)
         if size % 16:
@@ -160,8 +159,9 @@ def applies(out: torch.Tensor) -> bool:
 
 def _fill(out: torch.Tensor, generator: torch.Generator, pieces: int) -> torch.Tensor:
     size = out.numel() // pieces
-    uniform = torch.empty(pieces * uniforms_per_piece(size), dtype=torch.float64).uniform_(generator=generator)
-    transform_pieces(uniform.numpy(), out.view(-1).numpy(), size, pieces)
+    stride = uniforms_per_piece(size)
+    uniform = torch.empty(pieces * stride, dtype=torch.float64).uniform_(generator=generator)
+    transform_pieces(uniform.numpy(), out.view(-1).numpy(), size, pieces, stride)
     return out
 
 
