@@ -99,3 +99,37 @@ def test_the_vectorised_path_is_in_use_with_this_torch():
     only be slower: this test says when that happens)."""
     assert normal.verified()
     assert normal.applies(torch.empty(32, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("seed", [0, 7, 2 ** 40 + 3])
+@pytest.mark.parametrize("sizes", [[1], [2, 3], [311, 1, 624, 625], [5000, 7]])
+def test_uniform_is_torchs_generator_bit_for_bit(seed, sizes):
+    """The MT19937 on the generator's own state: the same float64 uniforms as torch's ``uniform_`` after any
+    earlier draws (here 17), across the 624-word regeneration, and the whole generator state the same after."""
+    ours, theirs = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    for g in (ours, theirs):
+        torch.rand(17, dtype=torch.float64, generator=g)
+    for n in sizes:
+        a = normal.uniform_(torch.empty(n, dtype=torch.float64), ours)
+        assert torch.equal(a, torch.empty(n, dtype=torch.float64).uniform_(generator=theirs))
+    assert torch.equal(ours.get_state(), theirs.get_state())
+    assert torch.equal(torch.randn(40, generator=ours), torch.randn(40, generator=theirs))
+
+
+def test_the_generator_path_is_in_use_with_this_torch():
+    assert normal.generator_verified()
+
+
+def test_a_generator_that_disagrees_with_torch_is_not_used(monkeypatch):
+    def broken(st, left, nxt, out):
+        out[:] = 0.5
+        return left, nxt
+    monkeypatch.setattr(normal, "_GENERATOR_VERIFIED", [])
+    monkeypatch.setattr(normal, "mt_uniform53", broken)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours, theirs = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+        a = normal.normal_(torch.empty(100, dtype=torch.float64), ours)
+    assert any("MT19937" in str(w.message) for w in caught)
+    torch.testing.assert_close(a, torch.empty(100, dtype=torch.float64).normal_(generator=theirs), rtol=4 * EPS,
+                               atol=4 * EPS)

@@ -8,11 +8,13 @@ with n uniforms u in [0, 1) from the generator, then turns each block of 16 into
 and, when 16 does not divide n, draws 16 more uniforms for the last 16 elements and transforms them the same
 way. The transform runs one element at a time through libm (about 11 of its 15 ns per draw on the machines
 measured; float32 has a vectorised path). ``normal_`` here draws the same uniforms in the same order (the
-generator ends in the same state) and applies the same transform in a numba loop that LLVM vectorises: ``log``,
+generator ends in the same state: ``uniform_`` runs torch's MT19937 on the generator's own state, read with
+``get_state`` and written back with ``set_state``, bit for bit torch's numbers at about half its cost) and applies
+the same transform in a numba loop that LLVM vectorises: ``log``,
 ``cos`` and ``sin`` in plain arithmetic (no call), each within 2 units in the last place of libm's, so the
 draws equal torch's to rounding (``tests/test_normal.py`` compares them with ``torch.randn``). Before its first
-use in a process, the path is checked against torch's on a few hundred draws; if torch ever changes its
-transform, the check fails and ``normal_`` falls back to torch's own ``normal_``.
+use in a process, each part is checked against torch on a few hundred draws; if torch ever changes its transform
+or its generator, the check fails and that part falls back to torch's own ``normal_`` / ``uniform_``.
 
 The arithmetic below is numba functions (compiled on first call, ``cache=True``); ``log_unit`` reads a float's
 bits through two numba intrinsics, so it runs compiled only.
@@ -131,6 +133,84 @@ def box_muller_16(uniform, out, n_blocks, first, second):
                 out[16 * (i0 + i) + 8 + j] = second[8 * i + j]
 
 
+# ---------------------------------------------------------------- torch's CPU generator, MT19937, in numba
+# torch's CPU generator is the 32-bit Mersenne Twister (``at::mt19937``); a float64 uniform takes two outputs, hi
+# then lo, and is ((hi mod 2**21) * 2**32 + lo) * 2**-53. A draw decrements ``left`` and, at 0, regenerates the 624
+# words (``left`` = 624, ``next`` = 0) before reading ``state[next++]`` and tempering it. Its state travels in
+# ``Generator.get_state()``: ``left`` (int32) at byte 8, ``next`` (uint64) at byte 16, the 624 words (as uint64)
+# from byte 24. ``uniform_`` below produces the same numbers (checked by ``verified``), vectorised per 624 words.
+MT_N = 624
+MT_M = 397
+MT_MATRIX_A = 0x9908B0DF
+MT_UPPER = 0x80000000
+MT_LOWER = 0x7FFFFFFF
+STATE_LEFT, STATE_NEXT, STATE_WORDS = 8, 16, 24
+TWO_POW_M53 = 1.0 / 9007199254740992.0
+
+
+@numba.njit(cache=True, nogil=True)
+def mt_regenerate(st):
+    """The 624 new words from the old (``st``: uint32, in place)."""
+    one = np.uint32(1)
+    for i in range(MT_N - MT_M):
+        y = (st[i] & np.uint32(MT_UPPER)) | (st[i + 1] & np.uint32(MT_LOWER))
+        st[i] = st[i + MT_M] ^ (y >> one) ^ (np.uint32(MT_MATRIX_A) * (st[i + 1] & one))
+    for i in range(MT_N - MT_M, MT_N - 1):
+        y = (st[i] & np.uint32(MT_UPPER)) | (st[i + 1] & np.uint32(MT_LOWER))
+        st[i] = st[i + MT_M - MT_N] ^ (y >> one) ^ (np.uint32(MT_MATRIX_A) * (st[i + 1] & one))
+    y = (st[MT_N - 1] & np.uint32(MT_UPPER)) | (st[0] & np.uint32(MT_LOWER))
+    st[MT_N - 1] = st[MT_M - 1] ^ (y >> one) ^ (np.uint32(MT_MATRIX_A) * (st[0] & one))
+
+
+@numba.njit(cache=True, nogil=True)
+def mt_temper(st, start, k, words, w):
+    """words[w:w + k] = the tempered st[start:start + k]."""
+    for i in range(k):
+        y = st[start + i]
+        y ^= y >> np.uint32(11)
+        y ^= (y << np.uint32(7)) & np.uint32(0x9D2C5680)
+        y ^= (y << np.uint32(15)) & np.uint32(0xEFC60000)
+        y ^= y >> np.uint32(18)
+        words[w + i] = y
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def mt_uniform53(st, left, nxt, out):
+    """``out.uniform_(generator)`` for float64 from the generator state (``st`` uint32 words, ``left``, ``nxt``);
+    returns the new (left, nxt), ``st`` advanced in place."""
+    n = out.shape[0]
+    words = np.empty(2 * n, np.uint32)
+    w = 0
+    while w < 2 * n:
+        if left == 1:                                 # the next draw regenerates, then reads word 0
+            mt_regenerate(st)
+            left, nxt = MT_N + 1, 0
+        k = min(left - 1, 2 * n - w)
+        mt_temper(st, nxt, k, words, w)
+        left -= k
+        nxt += k
+        w += k
+    for i in range(n):                                # below 2**53: exact as a signed integer and as a double
+        out[i] = float(((np.int64(words[2 * i]) & 0x1FFFFF) << 32) | np.int64(words[2 * i + 1])) * TWO_POW_M53
+    return left, nxt
+
+
+def uniform_(out: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``out.uniform_(generator=generator)`` for a contiguous CPU float64 ``out``: the same numbers, the generator
+    left in the same state (its state read, advanced by ``mt_uniform53`` and written back)."""
+    raw = generator.get_state()
+    b = raw.numpy()
+    left = int(b[STATE_LEFT:STATE_LEFT + 4].view(np.int32)[0])
+    nxt = int(b[STATE_NEXT:STATE_NEXT + 8].view(np.uint64)[0])
+    st = b[STATE_WORDS:STATE_WORDS + 8 * MT_N].view(np.uint64).astype(np.uint32)
+    left, nxt = mt_uniform53(st, left, nxt, out.view(-1).numpy())
+    b[STATE_LEFT:STATE_LEFT + 4].view(np.int32)[0] = left
+    b[STATE_NEXT:STATE_NEXT + 8].view(np.uint64)[0] = nxt
+    b[STATE_WORDS:STATE_WORDS + 8 * MT_N].view(np.uint64)[:] = st.astype(np.uint64)
+    generator.set_state(raw)
+    return out
+
+
 def uniforms_per_piece(size: int) -> int:
     """Uniforms torch's ``normal_`` takes for ``size`` (>= 16) values: ``size``, and 16 more for the last 16
     values when 16 does not divide it."""
@@ -160,7 +240,11 @@ def applies(out: torch.Tensor) -> bool:
 def _fill(out: torch.Tensor, generator: torch.Generator, pieces: int) -> torch.Tensor:
     size = out.numel() // pieces
     stride = uniforms_per_piece(size)
-    uniform = torch.empty(pieces * stride, dtype=torch.float64).uniform_(generator=generator)
+    uniform = torch.empty(pieces * stride, dtype=torch.float64)
+    if generator_verified():
+        uniform_(uniform, generator)
+    else:
+        uniform.uniform_(generator=generator)
     transform_pieces(uniform.numpy(), out.view(-1).numpy(), size, pieces, stride)
     return out
 
@@ -182,7 +266,30 @@ def normal_(out: torch.Tensor, generator: torch.Generator, pieces: int = 1) -> t
 
 
 _VERIFIED = []
-_LOCK = threading.Lock()
+_GENERATOR_VERIFIED = []
+_LOCK = threading.RLock()           # verified() fills through generator_verified()
+
+
+def generator_verified() -> bool:
+    """Once per process: ``uniform_`` against torch's own ``uniform_`` (float64, CPU generator), bit for bit, on
+    sizes across the 624-word regeneration, and the generator's whole state after; if they differ (a torch whose
+    generator or state layout changed), a warning and torch's ``uniform_`` from then on."""
+    with _LOCK:
+        if not _GENERATOR_VERIFIED:
+            ok = True
+            try:
+                ours, theirs = torch.Generator().manual_seed(20261205), torch.Generator().manual_seed(20261205)
+                for n in (1, 3, 311, 700, 1300):
+                    a = uniform_(torch.empty(n, dtype=torch.float64), ours)
+                    ok &= torch.equal(a, torch.empty(n, dtype=torch.float64).uniform_(generator=theirs))
+                ok &= torch.equal(ours.get_state(), theirs.get_state())
+            except (RuntimeError, ValueError, IndexError):
+                ok = False
+            if not ok:
+                warnings.warn("tvb_torchfit: torch's CPU generator no longer matches the MT19937 "
+                              "simulator.normal reproduces; drawing uniforms with torch's own uniform_ (slower)")
+            _GENERATOR_VERIFIED.append(bool(ok))
+        return _GENERATOR_VERIFIED[0]
 
 
 def verified() -> bool:
