@@ -241,7 +241,7 @@ def _fill(out: torch.Tensor, generator: torch.Generator, pieces: int) -> torch.T
     size = out.numel() // pieces
     stride = uniforms_per_piece(size)
     uniform = torch.empty(pieces * stride, dtype=torch.float64)
-    if generator_verified():
+    if generator.device.type == "cpu" and generator_verified():
         uniform_(uniform, generator)
     else:
         uniform.uniform_(generator=generator)
