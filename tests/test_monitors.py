@@ -25,7 +25,7 @@ def test_windows_are_the_appended_samples_whatever_the_chunking(keep):
         for start, stop in ((len(seq) - keep, len(seq)), (max(0, len(seq) - keep - 3), len(seq) - 2)):
             if stop > start:
                 assert torch.equal(seq.window(start, stop), held[start:stop])
-        seq.keep_last(keep)
+        seq.keep_last()
         held = held[held.shape[0] - len(seq):]
         assert len(seq) >= keep
 
@@ -42,7 +42,7 @@ def test_a_chunk_that_requires_grad_is_kept_as_a_piece_and_gets_its_gradient():
     window = seq.window(len(seq) - 4, len(seq))
     loss = (window ** 2).sum()                  # used at once, as the monitor does; the square keeps the window
     seq.append(torch.zeros(2, 2, dtype=torch.float64))
-    seq.keep_last(4)
+    seq.keep_last()
     assert torch.equal(window.detach(), torch.tensor([[1.0, 1.0], [1.0, 1.0], [2.0, 2.0], [2.0, 2.0]],
                                                      dtype=torch.float64))
     (g,) = torch.autograd.grad(loss, x)

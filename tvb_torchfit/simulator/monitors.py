@@ -169,7 +169,7 @@ class Bold(Monitor):
             value = torch.tensordot(self.weights, window, dims=1)
             bold.append((value - 1.0) * self.k1_V0 if self.k1_V0 is not None else value)
         self.last_block = newest_block
-        self._seq.keep_last(self.n_stock)
+        self._seq.keep_last()
         if bold:
             data = torch.stack(bold)
         else:
@@ -247,8 +247,9 @@ class SampleSequence:
             pos += n
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
-    def keep_last(self, n: int) -> None:
-        """Forget samples older than the newest ``n`` (whole pieces only; pieces are merged when many)."""
+    def keep_last(self) -> None:
+        """Forget samples older than the newest ``keep`` (whole pieces only; pieces are merged when many)."""
+        n = self.keep
         if self._buf is not None:
             drop = max(0, self._len - n)
             self._start, self._len = self._start + drop, self._len - drop

@@ -270,43 +270,57 @@ _GENERATOR_VERIFIED = []
 _LOCK = threading.RLock()           # verified() fills through generator_verified()
 
 
+def _checked_once(flag: list, agrees, message: str, errors: tuple = ()) -> bool:
+    """``agrees()`` once per process (its result kept in ``flag``); when it is false (or raises one of
+    ``errors``), ``message`` is warned once and the result is False from then on."""
+    with _LOCK:
+        if not flag:
+            try:
+                ok = bool(agrees())
+            except errors:
+                ok = False
+            if not ok:
+                warnings.warn(f"tvb_torchfit: {message}")
+            flag.append(ok)
+        return flag[0]
+
+
+def _same_seed_generators():
+    return torch.Generator().manual_seed(20261205), torch.Generator().manual_seed(20261205)
+
+
+def _generator_agrees() -> bool:
+    ours, theirs = _same_seed_generators()
+    ok = True
+    for n in (1, 3, 311, 700, 1300):
+        a = uniform_(torch.empty(n, dtype=torch.float64), ours)
+        ok &= torch.equal(a, torch.empty(n, dtype=torch.float64).uniform_(generator=theirs))
+    return ok and torch.equal(ours.get_state(), theirs.get_state())
+
+
+def _transform_agrees() -> bool:
+    ok = True
+    for size, pieces in ((16, 1), (53, 1), (160, 1), (40, 3)):
+        ours, theirs = _same_seed_generators()
+        a = _fill(torch.empty(size * pieces, dtype=torch.float64), ours, pieces)
+        b = torch.cat([torch.empty(size, dtype=torch.float64).normal_(generator=theirs) for _ in range(pieces)])
+        ok &= bool(torch.allclose(a, b, rtol=1e-13, atol=1e-13))
+        ok &= bool(torch.equal(ours.get_state(), theirs.get_state()))
+    return ok
+
+
 def generator_verified() -> bool:
     """Once per process: ``uniform_`` against torch's own ``uniform_`` (float64, CPU generator), bit for bit, on
     sizes across the 624-word regeneration, and the generator's whole state after; if they differ (a torch whose
     generator or state layout changed), a warning and torch's ``uniform_`` from then on."""
-    with _LOCK:
-        if not _GENERATOR_VERIFIED:
-            ok = True
-            try:
-                ours, theirs = torch.Generator().manual_seed(20261205), torch.Generator().manual_seed(20261205)
-                for n in (1, 3, 311, 700, 1300):
-                    a = uniform_(torch.empty(n, dtype=torch.float64), ours)
-                    ok &= torch.equal(a, torch.empty(n, dtype=torch.float64).uniform_(generator=theirs))
-                ok &= torch.equal(ours.get_state(), theirs.get_state())
-            except (RuntimeError, ValueError, IndexError):
-                ok = False
-            if not ok:
-                warnings.warn("tvb_torchfit: torch's CPU generator no longer matches the MT19937 "
-                              "simulator.normal reproduces; drawing uniforms with torch's own uniform_ (slower)")
-            _GENERATOR_VERIFIED.append(bool(ok))
-        return _GENERATOR_VERIFIED[0]
+    return _checked_once(_GENERATOR_VERIFIED, _generator_agrees,
+                         "torch's CPU generator no longer matches the MT19937 simulator.normal reproduces; drawing "
+                         "uniforms with torch's own uniform_ (slower)", errors=(RuntimeError, ValueError, IndexError))
 
 
 def verified() -> bool:
     """Once per process: the vectorised path against torch's ``normal_`` on sizes on and off a multiple of 16,
     in one piece and in three, from the same seed (values within 1e-13, the generator left in the same state)."""
-    with _LOCK:
-        if not _VERIFIED:
-            ok = True
-            for size, pieces in ((16, 1), (53, 1), (160, 1), (40, 3)):
-                ours, theirs = torch.Generator().manual_seed(20261205), torch.Generator().manual_seed(20261205)
-                a = _fill(torch.empty(size * pieces, dtype=torch.float64), ours, pieces)
-                b = torch.cat([torch.empty(size, dtype=torch.float64).normal_(generator=theirs)
-                               for _ in range(pieces)])
-                ok &= bool(torch.allclose(a, b, rtol=1e-13, atol=1e-13))
-                ok &= bool(torch.equal(ours.get_state(), theirs.get_state()))
-            if not ok:
-                warnings.warn("tvb_torchfit: torch's float64 normal_ no longer matches the transform "
-                              "simulator.normal reproduces; drawing with torch's own normal_ (slower)")
-            _VERIFIED.append(ok)
-        return _VERIFIED[0]
+    return _checked_once(_VERIFIED, _transform_agrees,
+                         "torch's float64 normal_ no longer matches the transform simulator.normal reproduces; "
+                         "drawing with torch's own normal_ (slower)")
